@@ -1,0 +1,43 @@
+# relay-bridge: `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SPEECH_DIR := .cache/speech
+
+.PHONY: demo test test-fast bench lint speech-data clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/relay-bridge demo --out out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not models'
+
+# The recorded-speech set for benchmarks: Debian's Asterisk English prompts (8 kHz WAV) and their
+# transcripts, unpacked into .cache/ without root.
+speech-data: $(SPEECH_DIR)/.done
+$(SPEECH_DIR)/.done:
+	mkdir -p $(SPEECH_DIR)/debs
+	cd $(SPEECH_DIR)/debs && apt-get download asterisk-core-sounds-en-wav asterisk-core-sounds-en
+	for deb in $(SPEECH_DIR)/debs/*.deb; do dpkg-deb -x $$deb $(SPEECH_DIR)/root; done
+	@touch $@
+
+bench: $(STAMP) speech-data
+	$(PY) benchmarks/bench_calls.py --speech-dir $(SPEECH_DIR)/root --out out/bench.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache

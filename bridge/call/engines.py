@@ -1,0 +1,41 @@
+"""The shared engines as the runtime sees them: worker threads under process-wide limiters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+
+from bridge.engines.base import Synthesizer, Transcriber
+
+
+@dataclass
+class SpeechEngines:
+    transcriber: Transcriber
+    synthesizer: Synthesizer
+    asr_concurrency: int = 1
+    tts_concurrency: int = 1
+    _asr_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
+    _tts_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
+
+    def _limiters(self) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+        # Created lazily, inside the trio run that uses them.
+        if self._asr_limiter is None or self._tts_limiter is None:
+            self._asr_limiter = trio.CapacityLimiter(self.asr_concurrency)
+            self._tts_limiter = trio.CapacityLimiter(self.tts_concurrency)
+        return self._asr_limiter, self._tts_limiter
+
+    async def transcribe(self, audio: NDArray[np.float32], language: str) -> str:
+        limiter = self._limiters()[0]
+        return await trio.to_thread.run_sync(self.transcriber.transcribe, audio, language, limiter=limiter,
+                                             abandon_on_cancel=True)
+
+    async def synthesize(self, text: str) -> list[NDArray[np.int16]]:
+        limiter = self._limiters()[1]
+
+        def run() -> list[NDArray[np.int16]]:
+            return list(self.synthesizer.synthesize(text))
+
+        return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)

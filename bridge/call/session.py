@@ -1,0 +1,295 @@
+"""One call: a Media Streams socket from the provider, a ConversationRelay socket to the app.
+
+Theory of operation. The call reads ``connected``/``start``, opens the app socket (the bridge is
+its client, as Twilio is), sends ``setup``, and then runs five tasks in one nursery: the provider
+reader (audio to the listener, ``dtmf``, ``mark`` echoes, ``stop``), the app reader (``text`` to
+the chunker and speaker, ``end``), the speaker, the pacer and the listener's prompt sender. Whichever
+side ends the call cancels the nursery; teardown closes both sockets, shielded and time-bounded.
+
+Barge-in is cancellation (architecture principle 8): caller speech (or a key, under ``any``/``dtmf``)
+while agent audio is queued or unheard cancels synthesis, drops queued audio, sends ``clear``, and
+sends ``interrupt`` with what the mark ledger says was heard. Tokens that arrive after the interrupt
+start a new talk cycle, as on Twilio, where the app is expected to stop its own stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from bridge.call.engines import SpeechEngines
+from bridge.call.listener import Listener, Utterance
+from bridge.call.playback import Playback
+from bridge.call.speaker import SpeechChunk, Speaker
+from bridge.protocols import media_streams as ms
+from bridge.protocols import relay
+from bridge.protocols.marks import EchoKind, MarkInfo, MarkLedger
+from bridge.speech.chunker import TextChunker
+from bridge.speech.endpointer import EndpointerSettings, SpeechStarted
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+TEARDOWN_TIMEOUT_S = 2.0
+SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
+                    "forwardedFrom": "forwarded_from", "parentCallSid": "parent_call_sid",
+                    "callType": "call_type", "callStatus": "call_status"}
+
+
+class CallLogger(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        return f"[{extra.get('call_sid', '-')} {extra.get('stream_sid', '-')}] {msg}", kwargs
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
+    language: str = "en-US"
+    interruptible: str = "any"  # none | dtmf | speech | any
+    dtmf_detection: bool = True
+    lead_ms: int = 300
+    max_synthesized_ahead_ms: int = 3000
+    app_connect_timeout_s: float = 5.0
+
+
+@dataclass
+class CallStats:
+    """What happened on a call, for logs, the demo timeline and benchmarks."""
+
+    call_sid: str = ""
+    stream_sid: str = ""
+    session_id: str = ""
+    end_reason: str = ""
+    prompts: int = 0
+    interrupts: int = 0
+    invalid_provider_frames: int = 0
+    invalid_app_frames: int = 0
+    frames_sent: int = 0
+    max_lead_ms: float = 0.0
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    def record(self, name: str, **data: Any) -> None:
+        self.events.append((trio.current_time(), name, data))
+
+
+class AppUnavailable(Exception):
+    pass
+
+
+class Call:
+    def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
+                 start: ms.Start, codec: ms.MediaStreamsBridge, stats: CallStats) -> None:
+        self.provider_ws = provider_ws
+        self.engines = engines
+        self.settings = settings
+        self.start = start
+        self.codec = codec
+        self.stats = stats
+        self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
+        self.relay = relay.RelayBridge()
+        self.ledger = MarkLedger()
+        self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.lead_ms, logger=self.log)
+        self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.max_synthesized_ahead_ms,
+                               logger=self.log)
+        self.listener = Listener(engines, settings.endpointer, language=settings.language,
+                                 on_speech_started=self._on_speech_started, on_utterance=self._on_utterance,
+                                 logger=self.log)
+        self.chunker = TextChunker()
+        self.cycle = 1
+        self._cycle_first_token: dict[int, float] = {}
+        self.app_ws: WebSocketConnection | None = None
+        self.playback.on_first_audio = self._on_first_audio
+        self.playback.on_mark_sent = self._on_mark_sent
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_provider(self, frame: str) -> None:
+        await self.provider_ws.send_message(frame)
+
+    async def send_app(self, msg: relay.RelayMessage) -> None:
+        assert self.app_ws is not None
+        await self.app_ws.send_message(relay.RelayBridge.send(msg))
+
+    # -- the call -----------------------------------------------------------------------------
+
+    async def run(self, app_ws: WebSocketConnection) -> None:
+        self.app_ws = app_ws
+        setup = self._setup_message()
+        self.stats.session_id = setup.session_id
+        await self.send_app(setup)
+        self.log.info("call started; session %s", setup.session_id)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.listener.run)
+            nursery.start_soon(self.speaker.run)
+            nursery.start_soon(self.playback.run)
+            nursery.start_soon(self._read_provider, nursery.cancel_scope)
+            nursery.start_soon(self._read_app, nursery.cancel_scope)
+
+    def _setup_message(self) -> relay.Setup:
+        params = self.start.custom_parameters
+        known = {attr: params[name] for name, attr in SETUP_PARAMETERS.items() if name in params}
+        return relay.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=self.start.call_sid,
+                           account_sid=self.start.account_sid, custom_parameters=dict(params), **known)
+
+    async def _read_provider(self, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                raw = await self.provider_ws.get_message()
+                event = self.codec.receive(raw)
+                match event:
+                    case ms.Media(track="inbound"):
+                        await self.listener.feed(event.payload)
+                    case ms.Media():
+                        pass
+                    case ms.Dtmf():
+                        await self._on_dtmf(event.digit)
+                    case ms.Mark():
+                        self._on_mark_echo(event.name)
+                    case ms.Stop():
+                        self.stats.end_reason = "provider sent stop"
+                        break
+                    case ms.InvalidFrame():
+                        self.stats.invalid_provider_frames += 1
+                        self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
+                    case _:
+                        self.log.warning("unexpected Media Streams event %s", type(event).__name__)
+        except ConnectionClosed as exc:
+            self.stats.end_reason = f"provider socket closed ({exc.reason.code if exc.reason else '?'})"
+        scope.cancel()
+
+    async def _read_app(self, scope: trio.CancelScope) -> None:
+        assert self.app_ws is not None
+        try:
+            while True:
+                raw = await self.app_ws.get_message()
+                msg = self.relay.receive(raw)
+                match msg:
+                    case relay.InvalidAppFrame():
+                        self.stats.invalid_app_frames += 1
+                        self.log.warning("invalid app frame: %s", msg.reason)
+                        await self.app_ws.send_message(msg.reply)
+                        if msg.close is not None:
+                            self.log.warning("closing the app socket: %s", msg.close[1])
+                            self.stats.end_reason = "app sent too many malformed messages"
+                            await self.app_ws.aclose(*msg.close)
+                            break
+                    case relay.Text():
+                        await self._on_text(msg)
+                    case relay.End():
+                        self.log.info("app ended the session (handoffData %s)",
+                                      "present" if msg.handoff_data else "absent")
+                        self.stats.end_reason = "app sent end"
+                        self.stats.record("end", handoff_data=msg.handoff_data)
+                        break
+                    case relay.Play() | relay.SendDigits() | relay.Language():
+                        await self._unsupported(msg)
+        except ConnectionClosed as exc:
+            self.stats.end_reason = f"app socket closed ({exc.reason.code if exc.reason else '?'})"
+            self.log.warning("the app closed its socket; ending the call")
+        scope.cancel()
+
+    async def _unsupported(self, msg: relay.AppMessage) -> None:
+        name = {relay.Play: "play", relay.SendDigits: "sendDigits", relay.Language: "language"}[type(msg)]
+        self.log.warning("app sent '%s', which this bridge does not support yet", name)
+        await self.send_app(relay.Error(f"'{name}' is not supported by this bridge yet; the message was ignored"))
+
+    # -- app text to speech -------------------------------------------------------------------
+
+    async def _on_text(self, msg: relay.Text) -> None:
+        cycle = self.cycle
+        if cycle not in self._cycle_first_token:
+            self._cycle_first_token[cycle] = trio.current_time()
+            self.stats.record("first_token", cycle=cycle)
+        chunks = self.chunker.feed(msg.token)
+        if msg.last:
+            chunks += self.chunker.flush()
+            self.cycle += 1
+        for i, text in enumerate(chunks):
+            final = msg.last and i == len(chunks) - 1
+            await self.speaker.submit(SpeechChunk(cycle, text, final))
+        if msg.last and not chunks:
+            await self.speaker.submit(SpeechChunk(cycle, "", True))
+
+    def _on_first_audio(self, cycle: int, at: float) -> None:
+        first_token = self._cycle_first_token.get(cycle)
+        if first_token is not None:
+            self.log.info("cycle %d: first text token to first audio frame %.0f ms", cycle,
+                          (at - first_token) * 1000)
+        self.stats.record("first_audio", cycle=cycle)
+
+    def _on_mark_sent(self, mark: MarkInfo) -> None:
+        self.log.debug("mark %s sent after %r", mark.name, mark.chunk)
+
+    def _on_mark_echo(self, name: str) -> None:
+        echo = self.ledger.echo(name, trio.current_time())
+        if echo.kind is EchoKind.UNKNOWN:
+            self.log.warning("echo of unknown mark %r ignored", name)
+        elif echo.kind is EchoKind.PLAYED and echo.mark is not None and echo.mark.chunk:
+            self.stats.record("played", cycle=echo.mark.cycle, text=echo.mark.chunk)
+        self.playback.poke()
+
+    # -- caller input -------------------------------------------------------------------------
+
+    @property
+    def agent_active(self) -> bool:
+        return self.speaker.active or self.playback.active
+
+    def _interruptible_by(self, kind: str) -> bool:
+        return self.settings.interruptible in (kind, "any")
+
+    async def _on_speech_started(self, event: SpeechStarted) -> None:
+        self.stats.record("speech_started", start=event.start)
+        if self.agent_active and self._interruptible_by("speech"):
+            await self.barge_in("speech")
+
+    async def _on_dtmf(self, digit: str) -> None:
+        self.stats.record("dtmf", digit=digit)
+        if self.agent_active and self._interruptible_by("dtmf"):
+            await self.barge_in("dtmf")
+        if self.settings.dtmf_detection:
+            await self.send_app(relay.DtmfDigit(digit))
+
+    async def barge_in(self, cause: str) -> None:
+        dropped = self.speaker.cancel()
+        self.chunker.reset()
+        self.cycle += 1
+        await self.playback.clear()
+        heard = self.ledger.heard(trio.current_time())
+        self.stats.interrupts += 1
+        self.stats.record("interrupt", cause=cause, heard=heard.text, duration_ms=heard.duration_ms)
+        self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, heard.text,
+                      heard.duration_ms, dropped)
+        await self.send_app(relay.Interrupt(heard.text, heard.duration_ms))
+
+    async def _on_utterance(self, utt: Utterance) -> None:
+        self.stats.prompts += 1
+        self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
+        self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
+                      max(0.0, utt.recognised_at - utt.ended_at) * 1000)
+        await self.send_app(relay.Prompt(utt.text, self.settings.language, last=True))
+
+
+async def open_call(provider_ws: WebSocketConnection) -> tuple[ms.MediaStreamsBridge, ms.Start | None]:
+    """Read the stream's opening frames; return the codec and the ``start`` (None if it never came)."""
+    codec = ms.MediaStreamsBridge()
+    with trio.move_on_after(START_TIMEOUT_S):
+        while True:
+            try:
+                raw = await provider_ws.get_message()
+            except ConnectionClosed:
+                return codec, None
+            event = codec.receive(raw)
+            if isinstance(event, ms.Start):
+                return codec, event
+            if isinstance(event, ms.InvalidFrame):
+                logger.warning("dropped an invalid frame before 'start': %s", event.reason)
+            elif not isinstance(event, ms.Connected):
+                logger.warning("unexpected %s before 'start'", type(event).__name__)
+    logger.warning("no 'start' within %.0f s; closing the stream", START_TIMEOUT_S)
+    return codec, None

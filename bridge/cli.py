@@ -1,0 +1,56 @@
+"""Command line: ``relay-bridge serve`` (the daemon) and ``relay-bridge demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bridge import __version__, logs
+from bridge.config import ConfigError, load
+from bridge.engines.models import ModelError
+
+logger = logging.getLogger("bridge.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relay-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the bridge daemon")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="where to accept Media Streams (server.listen)")
+    serve.add_argument("--app-url", metavar="URL", help="the ConversationRelay app's ws:// or wss:// URL (server.app_url)")
+    serve.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (logging.level)")
+    demo = sub.add_parser("demo", help="run a simulated call on loopback with the real models")
+    demo.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="where to write the call WAV (default: out/)")
+    demo.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "serve":
+            from bridge.daemon import default_config_path, serve as run_serve
+
+            cfg = load(args.config or default_config_path(), server__listen=args.listen, server__app_url=args.app_url,
+                       logging__level=args.log_level)
+            logs.configure(cfg.logging.level)
+            if not cfg.server.app_url:
+                logger.warning("no app URL configured: calls will be refused until --app-url or server.app_url is set")
+            run_serve(cfg)
+            return 0
+        from bridge.demo import main as run_demo
+
+        cfg = load(args.config)
+        logs.configure(args.log_level)
+        return run_demo(cfg, args.out)
+    except (ConfigError, ModelError) as exc:
+        print(f"relay-bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

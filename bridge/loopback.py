@@ -1,0 +1,68 @@
+"""A whole call on loopback: the real server, the example app and the simulated caller, in one trio run.
+
+Shared by the demo, the end-to-end tests and the benchmarks. All three parts use real TCP
+WebSockets on 127.0.0.1; the engines are whatever the caller of this module passes in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from bridge.call.engines import SpeechEngines
+from bridge.call.session import CallStats
+from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
+from bridge.sim.agent import AgentScript, ScriptedAgent
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.timeline import Timeline
+
+CALL_END_TIMEOUT_S = 5.0
+
+
+@dataclass
+class LoopbackCall:
+    caller: SimulatedCaller
+    agent: ScriptedAgent
+    server: MediaStreamsServer
+    timeline: Timeline
+
+    @property
+    def stats(self) -> CallStats:
+        return self.server.finished[0]
+
+
+async def run_loopback_call(engines: SpeechEngines, settings: ServerSettings,
+                            script: Callable[[SimulatedCaller], Awaitable[None]], *,
+                            agent_script: AgentScript | None = None, timeline: Timeline | None = None,
+                            token_interval_s: float = 0.01,
+                            custom_parameters: dict[str, str] | None = None) -> LoopbackCall:
+    timeline = timeline or Timeline()
+    agent = ScriptedAgent(timeline, agent_script, token_interval_s=token_interval_s)
+    async with trio.open_nursery() as nursery:
+        app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
+        if not settings.app_url:
+            settings = dataclasses.replace(settings, app_url=f"ws://127.0.0.1:{app_port}")
+        server = MediaStreamsServer(settings, engines)
+        server.keep_stats = True
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        shutdown = trio.Event()
+        await nursery.start(serve_media_streams, server, listeners, shutdown)
+        port = listeners[0].socket.getsockname()[1]
+        caller = SimulatedCaller(f"ws://127.0.0.1:{port}/media", timeline, custom_parameters=custom_parameters)
+        await caller.run(script)
+        with trio.move_on_after(CALL_END_TIMEOUT_S):
+            while server.active_calls or not server.finished:
+                await trio.sleep(0.01)
+        shutdown.set()
+        nursery.cancel_scope.cancel()
+    return LoopbackCall(caller=caller, agent=agent, server=server, timeline=timeline)
+
+
+def first_after(times: list[float], t: float) -> float | None:
+    """The first of the sorted ``times`` at or after ``t``."""
+    i = bisect.bisect_left(times, t)
+    return times[i] if i < len(times) else None

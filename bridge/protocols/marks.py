@@ -1,0 +1,114 @@
+"""The mark ledger: what the caller has actually heard, from Media Streams ``mark`` echoes.
+
+Theory of operation (protocols.md 4.4, 4.6). Audio sent to Twilio is buffered there and played in
+order, so "sent" is not "heard". The bridge places a ``mark`` at the start of every talk cycle and
+after every spoken chunk; Twilio echoes a mark when the audio before it has played. The echo is the
+only clock of what the caller heard.
+
+On ``clear`` Twilio drops its buffer and then echoes *every* pending mark at once, and those echoes
+look exactly like "played" ones. So ``clear()`` moves all pending marks to a cleared set and their
+later echoes are reported as ``CLEARED``, never as playback.
+
+``heard(now)`` answers the ``interrupt`` fields: the text of the current cycle through its last
+played mark, and the cycle's audio duration through that mark plus the time since its echo, bounded
+by the audio of the cycle actually sent. Positions are in samples at 8 kHz; ``now`` (seconds) is
+passed in by the runtime.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+SAMPLE_RATE = 8000
+
+
+class EchoKind(enum.Enum):
+    PLAYED = "played"
+    CLEARED = "cleared"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class MarkInfo:
+    name: str
+    cycle: int
+    text: str  # the cycle's text through this mark
+    chunk: str  # the text of the chunk this mark closes ("" for a cycle-start mark)
+    position: int  # samples of the cycle's audio before this mark
+    final: bool  # this mark closes the cycle
+
+
+@dataclass(frozen=True)
+class Echo:
+    kind: EchoKind
+    mark: MarkInfo | None
+
+
+@dataclass(frozen=True)
+class Heard:
+    cycle: int | None
+    text: str
+    duration_ms: float
+
+
+@dataclass
+class MarkLedger:
+    sent: int = 0  # samples sent, all cycles
+    _cycle_sent: dict[int, int] = field(default_factory=dict)
+    _pending: OrderedDict[str, MarkInfo] = field(default_factory=OrderedDict)
+    _cleared: dict[str, MarkInfo] = field(default_factory=dict)
+    _last_played: MarkInfo | None = None
+    _last_played_at: float = 0.0
+    _serial: int = 0
+
+    def note_sent(self, cycle: int, samples: int) -> None:
+        self.sent += samples
+        self._cycle_sent[cycle] = self._cycle_sent.get(cycle, 0) + samples
+
+    def cycle_sent(self, cycle: int) -> int:
+        return self._cycle_sent.get(cycle, 0)
+
+    def place(self, cycle: int, text: str, chunk: str, *, final: bool = False) -> MarkInfo:
+        """Record a mark about to be sent after the audio sent so far."""
+        self._serial += 1
+        mark = MarkInfo(name=f"c{cycle}-{self._serial}", cycle=cycle, text=text, chunk=chunk,
+                        position=self.cycle_sent(cycle), final=final)
+        self._pending[mark.name] = mark
+        return mark
+
+    def echo(self, name: str, now: float) -> Echo:
+        if name in self._cleared:
+            return Echo(EchoKind.CLEARED, self._cleared.pop(name))
+        if name not in self._pending:
+            return Echo(EchoKind.UNKNOWN, None)
+        # Marks play in the order they were sent, so every mark before this one has played too.
+        while True:
+            popped, mark = self._pending.popitem(last=False)
+            if popped == name:
+                break
+        self._last_played = mark
+        self._last_played_at = now
+        return Echo(EchoKind.PLAYED, mark)
+
+    @property
+    def pending(self) -> bool:
+        """Marks sent and not yet echoed: the caller still has agent audio to hear."""
+        return bool(self._pending)
+
+    def clear(self) -> list[MarkInfo]:
+        """A ``clear`` is being sent: every pending mark will come back as cleared."""
+        cleared = list(self._pending.values())
+        for mark in cleared:
+            self._cleared[mark.name] = mark
+        self._pending.clear()
+        return cleared
+
+    def heard(self, now: float) -> Heard:
+        mark = self._last_played
+        if mark is None or mark.final:
+            return Heard(cycle=None, text="", duration_ms=0.0)
+        elapsed = max(0.0, now - self._last_played_at) * SAMPLE_RATE
+        position = min(mark.position + elapsed, float(self.cycle_sent(mark.cycle)))
+        return Heard(cycle=mark.cycle, text=mark.text, duration_ms=round(position * 1000 / SAMPLE_RATE, 1))

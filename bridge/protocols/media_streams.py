@@ -1,0 +1,306 @@
+"""Twilio Media Streams, sans-IO, in both roles.
+
+Theory of operation (protocols.md section 4). Twilio opens a WebSocket to the bridge and sends JSON
+text frames with an ``event`` discriminator: ``connected`` (no sequence number), ``start`` (stream and
+call identifiers, custom parameters, media format), then ``media`` every 20 ms (base64 mu-law 8 kHz),
+``dtmf`` per keypress, ``mark`` echoes, and ``stop``. ``sequenceNumber`` is a string counter from
+"1". The bridge sends ``media``, ``mark`` and ``clear``, each carrying the ``streamSid``.
+
+The stream is a state machine ``awaiting_connected -> awaiting_start -> streaming -> stopped``.
+``start`` is also accepted without a preceding ``connected``. Bad input from the provider never
+raises: ``MediaStreamsBridge.receive`` returns ``InvalidFrame`` with a reason naming the field, and
+the runtime logs and drops it (Twilio itself treats protocol errors as warnings and goes on).
+
+``MediaStreamsProvider`` is the other end (what Twilio does), used by the simulated caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.protocols.fields import FrameError, dumps, parse_object
+from bridge.protocols.fields import field as get
+
+
+class StreamState(enum.Enum):
+    AWAITING_CONNECTED = "awaiting_connected"
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class MediaFormat:
+    encoding: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Start:
+    stream_sid: str
+    account_sid: str
+    call_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+    media_format: MediaFormat
+
+
+@dataclass(frozen=True)
+class Media:
+    track: str
+    chunk: int
+    timestamp_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    digit: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    account_sid: str
+    call_sid: str
+
+
+@dataclass(frozen=True)
+class Clear:
+    pass
+
+
+@dataclass(frozen=True)
+class InvalidFrame:
+    reason: str
+    raw: str
+
+
+ProviderEvent = Connected | Start | Media | Dtmf | Mark | Stop
+BridgeEvent = Media | Mark | Clear
+
+SUPPORTED_ENCODING = "audio/x-mulaw"
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def _int_string(obj: dict[str, Any], name: str, path: str) -> int:
+    """Media Streams sends counters as decimal strings; integers are tolerated."""
+    value = get(obj, name, (str, int), path=path)
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise FrameError(f"field '{path}.{name}' must be a decimal string, got {value!r}")
+        return int(value)
+    return int(value)
+
+
+def _b64(obj: dict[str, Any], name: str, path: str) -> bytes:
+    value = get(obj, name, str, path=path)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise FrameError(f"field '{path}.{name}' is not valid base64") from None
+
+
+def _parse_start(obj: dict[str, Any]) -> Start:
+    start = get(obj, "start", dict)
+    params = get(start, "customParameters", dict, path="start", required=False, default={})
+    for k, v in params.items():
+        if not isinstance(v, str):
+            raise FrameError(f"field 'start.customParameters.{k}' must be a string")
+    fmt = get(start, "mediaFormat", dict, path="start")
+    media_format = MediaFormat(
+        encoding=get(fmt, "encoding", str, path="start.mediaFormat"),
+        sample_rate=get(fmt, "sampleRate", int, path="start.mediaFormat"),
+        channels=get(fmt, "channels", int, path="start.mediaFormat"),
+    )
+    if media_format.encoding != SUPPORTED_ENCODING or media_format.sample_rate != 8000:
+        raise FrameError(f"unsupported media format {media_format.encoding}/{media_format.sample_rate} "
+                         f"(expected {SUPPORTED_ENCODING}/8000)")
+    if media_format.channels != 1:
+        raise FrameError(f"field 'start.mediaFormat.channels' must be 1, got {media_format.channels}")
+    tracks = get(start, "tracks", list, path="start", required=False, default=["inbound"])
+    stream_sid = get(start, "streamSid", str, path="start")
+    top_sid = obj.get("streamSid")
+    if top_sid is not None and top_sid != stream_sid:
+        raise FrameError("field 'streamSid' differs from 'start.streamSid'")
+    return Start(
+        stream_sid=stream_sid,
+        account_sid=get(start, "accountSid", str, path="start"),
+        call_sid=get(start, "callSid", str, path="start"),
+        tracks=tuple(str(t) for t in tracks),
+        custom_parameters=dict(params),
+        media_format=media_format,
+    )
+
+
+@dataclass
+class MediaStreamsBridge:
+    """The bridge's end of a Media Streams WebSocket."""
+
+    state: StreamState = StreamState.AWAITING_CONNECTED
+    stream_sid: str | None = None
+    last_sequence: int = 0
+    sequence_gaps: int = 0
+    invalid_frames: int = 0
+
+    def receive(self, raw: str | bytes) -> ProviderEvent | InvalidFrame:
+        try:
+            return self._receive(raw)
+        except FrameError as exc:
+            self.invalid_frames += 1
+            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
+            return InvalidFrame(reason=str(exc), raw=text[:200])
+
+    def _receive(self, raw: str | bytes) -> ProviderEvent:
+        obj = parse_object(raw)
+        event = get(obj, "event", str)
+        if self.state is StreamState.STOPPED:
+            raise FrameError(f"'{event}' after 'stop'")
+        if event == "connected":
+            if self.state is not StreamState.AWAITING_CONNECTED:
+                raise FrameError("'connected' sent twice")
+            self.state = StreamState.AWAITING_START
+            return Connected(protocol=str(obj.get("protocol", "")), version=str(obj.get("version", "")))
+        if event == "start":
+            if self.state is StreamState.STREAMING:
+                raise FrameError("'start' sent twice")
+            ev = _parse_start(obj)
+            self._sequence(obj)
+            self.stream_sid = ev.stream_sid
+            self.state = StreamState.STREAMING
+            return ev
+        if event not in ("media", "dtmf", "mark", "stop"):
+            raise FrameError(f"unknown event {event!r}")
+        if self.state is not StreamState.STREAMING:
+            raise FrameError(f"'{event}' before 'start'")
+        sid = get(obj, "streamSid", str)
+        if sid != self.stream_sid:
+            raise FrameError(f"field 'streamSid' is {sid!r}, this stream is {self.stream_sid!r}")
+        self._sequence(obj)
+        if event == "media":
+            m = get(obj, "media", dict)
+            return Media(
+                track=get(m, "track", str, path="media", required=False, default="inbound"),
+                chunk=_int_string(m, "chunk", "media"),
+                timestamp_ms=_int_string(m, "timestamp", "media"),
+                payload=_b64(m, "payload", "media"),
+            )
+        if event == "dtmf":
+            d = get(obj, "dtmf", dict)
+            digit = get(d, "digit", str, path="dtmf")
+            if digit not in DTMF_DIGITS:
+                raise FrameError(f"field 'dtmf.digit' must be one of 0-9 * # A-D, got {digit!r}")
+            return Dtmf(digit=digit)
+        if event == "mark":
+            mk = get(obj, "mark", dict)
+            return Mark(name=get(mk, "name", str, path="mark"))
+        st = obj.get("stop")
+        st = st if isinstance(st, dict) else {}
+        self.state = StreamState.STOPPED
+        return Stop(account_sid=str(st.get("accountSid", "")), call_sid=str(st.get("callSid", "")))
+
+    def _sequence(self, obj: dict[str, Any]) -> None:
+        if "sequenceNumber" not in obj:
+            return
+        seq = _int_string(obj, "sequenceNumber", "")
+        if self.last_sequence and seq != self.last_sequence + 1:
+            self.sequence_gaps += 1
+        self.last_sequence = seq
+
+    def _require_stream(self) -> str:
+        if self.stream_sid is None:
+            raise RuntimeError("no stream yet: 'start' has not been received")
+        return self.stream_sid
+
+    def media(self, payload: bytes) -> str:
+        return dumps({"event": "media", "streamSid": self._require_stream(),
+                      "media": {"payload": base64.b64encode(payload).decode("ascii")}})
+
+    def mark(self, name: str) -> str:
+        return dumps({"event": "mark", "streamSid": self._require_stream(), "mark": {"name": name}})
+
+    def clear(self) -> str:
+        return dumps({"event": "clear", "streamSid": self._require_stream()})
+
+
+@dataclass
+class MediaStreamsProvider:
+    """Twilio's end of a Media Streams WebSocket (used by the simulated caller)."""
+
+    stream_sid: str
+    account_sid: str
+    call_sid: str
+    sequence: int = 0
+    chunk: int = 0
+
+    def _next(self) -> str:
+        self.sequence += 1
+        return str(self.sequence)
+
+    def connected(self) -> str:
+        return dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+    def start(self, custom_parameters: dict[str, str] | None = None) -> str:
+        return dumps({
+            "event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+            "start": {
+                "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
+                "tracks": ["inbound"], "customParameters": custom_parameters or {},
+                "mediaFormat": {"encoding": SUPPORTED_ENCODING, "sampleRate": 8000, "channels": 1},
+            },
+        })
+
+    def media(self, payload: bytes, timestamp_ms: int) -> str:
+        self.chunk += 1
+        return dumps({
+            "event": "media", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+            "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str(timestamp_ms),
+                      "payload": base64.b64encode(payload).decode("ascii")},
+        })
+
+    def dtmf(self, digit: str) -> str:
+        return dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                      "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def mark(self, name: str) -> str:
+        return dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                      "mark": {"name": name}})
+
+    def stop(self) -> str:
+        return dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                      "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    def receive(self, raw: str | bytes) -> BridgeEvent | InvalidFrame:
+        """Parse a frame from the bridge, validating it the way Twilio would."""
+        try:
+            obj = parse_object(raw)
+            event = get(obj, "event", str)
+            if event not in ("media", "mark", "clear"):
+                raise FrameError(f"unknown event {event!r}")
+            sid = get(obj, "streamSid", str)
+            if sid != self.stream_sid:
+                raise FrameError(f"field 'streamSid' is {sid!r}, expected {self.stream_sid!r}")
+            if event == "media":
+                return Media(track="outbound", chunk=0, timestamp_ms=0,
+                             payload=_b64(get(obj, "media", dict), "payload", "media"))
+            if event == "mark":
+                return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))
+            return Clear()
+        except FrameError as exc:
+            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
+            return InvalidFrame(reason=str(exc), raw=text[:200])

@@ -1,0 +1,269 @@
+"""ConversationRelay WebSocket protocol, sans-IO, in both roles.
+
+Theory of operation (protocols.md section 1). The bridge plays Twilio's part: it is the WebSocket
+*client* of the customer's app, sends ``setup`` once, then ``prompt``, ``dtmf``, ``interrupt``,
+``info`` and ``error``; the app sends ``text``, ``play``, ``sendDigits``, ``language`` and ``end``.
+
+Every app frame is validated. An invalid one (not JSON, unknown ``type``, a missing or mistyped
+field such as ``token: null``) is dropped and answered with an ``error`` frame of the observed form
+``Invalid message received, code: 64107, <the raw frame>``; the session goes on. After 10
+*consecutive* invalid frames the socket is closed with 1007 "Too many consecutive malformed
+messages." (64105). Unknown extra fields are ignored (their rejection is unconfirmed, and ignoring
+them keeps newer apps working).
+
+``RelayApp`` is the app's end, used by the example apps in ``bridge.sim``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.protocols.fields import FrameError, dumps, parse_object
+from bridge.protocols.fields import field as get
+
+INVALID_MESSAGE_CODE = 64107
+MAX_CONSECUTIVE_INVALID = 10
+CLOSE_NORMAL = (1000, "Closing websocket session")
+CLOSE_MALFORMED = (1007, "Too many consecutive malformed messages.")
+PLAY_LOOP_MAX = 1000
+SEND_DIGITS_RE = re.compile(r"[0-9w#*]+")
+
+
+# --- app -> bridge ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Text:
+    token: str
+    last: bool = False
+    lang: str | None = None
+    interruptible: bool | None = None
+    preemptible: bool | None = None
+
+
+@dataclass(frozen=True)
+class Play:
+    source: str
+    loop: int = 1
+    interruptible: bool | None = None
+    preemptible: bool | None = None
+
+
+@dataclass(frozen=True)
+class SendDigits:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Language:
+    tts_language: str | None
+    transcription_language: str | None
+
+
+@dataclass(frozen=True)
+class End:
+    handoff_data: str | None
+
+
+@dataclass(frozen=True)
+class InvalidAppFrame:
+    reason: str
+    reply: str  # the error frame to send back
+    close: tuple[int, str] | None  # set when this frame tips the consecutive-invalid rule
+
+
+AppMessage = Text | Play | SendDigits | Language | End
+
+
+# --- bridge -> app ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    session_id: str
+    call_sid: str
+    account_sid: str
+    from_: str = ""
+    to: str = ""
+    direction: str = "inbound"
+    caller_name: str = ""
+    forwarded_from: str = ""
+    parent_call_sid: str = ""
+    call_type: str = "PSTN"
+    call_status: str = "RINGING"
+    custom_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    voice_prompt: str
+    lang: str
+    last: bool
+
+
+@dataclass(frozen=True)
+class DtmfDigit:
+    digit: str
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    utterance_until_interrupt: str
+    duration_until_interrupt_ms: float
+
+
+@dataclass(frozen=True)
+class Info:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Error:
+    description: str
+
+
+RelayMessage = Setup | Prompt | DtmfDigit | Interrupt | Info | Error
+
+
+def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
+    value: bool | None = get(obj, name, bool, required=False)
+    return value
+
+
+def parse_app_message(obj: dict[str, Any]) -> AppMessage:
+    kind = get(obj, "type", str)
+    match kind:
+        case "text":
+            lang = get(obj, "lang", str, required=False)
+            return Text(token=get(obj, "token", str), last=get(obj, "last", bool, required=False, default=False),
+                        lang=lang or None, interruptible=_optional_bool(obj, "interruptible"),
+                        preemptible=_optional_bool(obj, "preemptible"))
+        case "play":
+            source = get(obj, "source", str)
+            parts = urlsplit(source)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise FrameError(f"field 'source' must be an http(s) URL, got {source!r}")
+            loop = get(obj, "loop", int, required=False, default=1)
+            if not 0 <= loop <= PLAY_LOOP_MAX:
+                raise FrameError(f"field 'loop' must be 0..{PLAY_LOOP_MAX}, got {loop}")
+            return Play(source=source, loop=loop or PLAY_LOOP_MAX,
+                        interruptible=_optional_bool(obj, "interruptible"),
+                        preemptible=_optional_bool(obj, "preemptible"))
+        case "sendDigits":
+            digits = get(obj, "digits", str)
+            if not SEND_DIGITS_RE.fullmatch(digits):
+                raise FrameError(f"field 'digits' may only hold 0-9, w, # and *, got {digits!r}")
+            return SendDigits(digits=digits)
+        case "language":
+            tts = get(obj, "ttsLanguage", str, required=False)
+            stt = get(obj, "transcriptionLanguage", str, required=False)
+            if not tts and not stt:
+                raise FrameError("one of 'ttsLanguage' or 'transcriptionLanguage' is required")
+            return Language(tts_language=tts or None, transcription_language=stt or None)
+        case "end":
+            return End(handoff_data=get(obj, "handoffData", str, required=False))
+        case _:
+            raise FrameError(f"unknown type {kind!r}")
+
+
+def serialize_relay_message(msg: RelayMessage) -> str:
+    match msg:
+        case Setup():
+            return dumps({
+                "type": "setup", "sessionId": msg.session_id, "accountSid": msg.account_sid,
+                "parentCallSid": msg.parent_call_sid, "callSid": msg.call_sid, "from": msg.from_,
+                "to": msg.to, "forwardedFrom": msg.forwarded_from, "callerName": msg.caller_name,
+                "direction": msg.direction, "callType": msg.call_type, "callStatus": msg.call_status,
+                "customParameters": msg.custom_parameters,
+            })
+        case Prompt():
+            return dumps({"type": "prompt", "voicePrompt": msg.voice_prompt, "lang": msg.lang, "last": msg.last})
+        case DtmfDigit():
+            return dumps({"type": "dtmf", "digit": msg.digit})
+        case Interrupt():
+            ms = msg.duration_until_interrupt_ms
+            return dumps({"type": "interrupt", "utteranceUntilInterrupt": msg.utterance_until_interrupt,
+                          "durationUntilInterruptMs": int(ms) if float(ms).is_integer() else ms})
+        case Info():
+            return dumps({"type": "info", "name": msg.name, "value": msg.value})
+        case Error():
+            return dumps({"type": "error", "description": msg.description})
+
+
+@dataclass
+class RelayBridge:
+    """The bridge's end of the app WebSocket: validates app frames, counts consecutive failures."""
+
+    consecutive_invalid: int = 0
+    invalid_total: int = 0
+
+    def receive(self, raw: str | bytes) -> AppMessage | InvalidAppFrame:
+        try:
+            msg = parse_app_message(parse_object(raw))
+        except FrameError as exc:
+            self.consecutive_invalid += 1
+            self.invalid_total += 1
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            reply = serialize_relay_message(
+                Error(f"Invalid message received, code: {INVALID_MESSAGE_CODE}, {text}"))
+            close = CLOSE_MALFORMED if self.consecutive_invalid >= MAX_CONSECUTIVE_INVALID else None
+            return InvalidAppFrame(reason=str(exc), reply=reply, close=close)
+        self.consecutive_invalid = 0
+        return msg
+
+    @staticmethod
+    def send(msg: RelayMessage) -> str:
+        return serialize_relay_message(msg)
+
+
+# --- the app's end (simulation) -------------------------------------------------------------
+
+
+def parse_relay_message(raw: str | bytes) -> RelayMessage:
+    """Parse a frame from the relay (as an app would); raises ``FrameError``."""
+    obj = parse_object(raw)
+    kind = get(obj, "type", str)
+    match kind:
+        case "setup":
+            return Setup(
+                session_id=get(obj, "sessionId", str), call_sid=get(obj, "callSid", str),
+                account_sid=get(obj, "accountSid", str), from_=get(obj, "from", str), to=get(obj, "to", str),
+                direction=get(obj, "direction", str), caller_name=get(obj, "callerName", str),
+                forwarded_from=get(obj, "forwardedFrom", str), parent_call_sid=get(obj, "parentCallSid", str),
+                call_type=get(obj, "callType", str), call_status=get(obj, "callStatus", str),
+                custom_parameters=get(obj, "customParameters", dict),
+            )
+        case "prompt":
+            return Prompt(voice_prompt=get(obj, "voicePrompt", str), lang=get(obj, "lang", str),
+                          last=get(obj, "last", bool))
+        case "dtmf":
+            return DtmfDigit(digit=get(obj, "digit", str))
+        case "interrupt":
+            return Interrupt(utterance_until_interrupt=get(obj, "utteranceUntilInterrupt", str),
+                             duration_until_interrupt_ms=float(get(obj, "durationUntilInterruptMs", (int, float))))
+        case "info":
+            return Info(name=get(obj, "name", str), value=get(obj, "value", str))
+        case "error":
+            return Error(description=get(obj, "description", str))
+        case _:
+            raise FrameError(f"unknown type {kind!r}")
+
+
+def text(token: str, *, last: bool = False, lang: str | None = None, interruptible: bool | None = None,
+         preemptible: bool | None = None) -> str:
+    obj: dict[str, Any] = {"type": "text", "token": token, "last": last}
+    for key, value in (("lang", lang), ("interruptible", interruptible), ("preemptible", preemptible)):
+        if value is not None:
+            obj[key] = value
+    return dumps(obj)
+
+
+def end(handoff_data: str | None = None) -> str:
+    obj: dict[str, Any] = {"type": "end"}
+    if handoff_data is not None:
+        obj["handoffData"] = handoff_data
+    return dumps(obj)

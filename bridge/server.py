@@ -1,0 +1,173 @@
+"""The Media Streams server: accepts provider WebSockets at ``/media`` and runs one call each.
+
+``serve_media_streams`` follows trio's ``serve_listeners`` shape: it accepts injected listeners
+(tests pass in-memory or loopback ones), reports them through ``task_status.started`` once it is
+accepting, and runs until ``shutdown`` is set. Shutdown stops accepting at once, lets calls in
+progress finish for ``shutdown_grace_s``, then cancels them (each call's teardown still closes
+its sockets). Calls run in a nursery of their own, outside the accept loop, for that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket_url,
+    wrap_server_stream,
+)
+
+from bridge.call.engines import SpeechEngines
+from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallLogger, CallSettings, CallStats, open_call
+from bridge.protocols.signature import signature_valid
+
+logger = logging.getLogger(__name__)
+
+MEDIA_PATH = "/media"
+HANDSHAKE_TIMEOUT_S = 10.0
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    app_url: str = ""
+    relay_url_allowlist: tuple[str, ...] = ()
+    twilio_auth_token: str = ""
+    public_url: str = ""
+    shutdown_grace_s: float = 30.0
+    max_calls: int = 50
+    call: CallSettings = field(default_factory=CallSettings)
+
+
+class MediaStreamsServer:
+    def __init__(self, settings: ServerSettings, engines: SpeechEngines) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.active_calls = 0
+        self.calls_total = 0
+        self.rejected = 0
+        self.finished: list[CallStats] = []
+        self.keep_stats = False  # tests and the simulator read finished calls' stats
+
+    async def handle_stream(self, stream: trio.SocketStream | trio.abc.Stream) -> None:
+        async with trio.open_nursery() as conn:
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                    request = await wrap_server_stream(conn, stream, max_message_size=MAX_MESSAGE_BYTES)
+            except (trio.TooSlowError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+                logger.warning("connection dropped before the WebSocket handshake: %r", exc)
+                conn.cancel_scope.cancel()
+                await stream.aclose()
+                return
+            status = self._check_request(request)
+            if status is not None:
+                self.rejected += 1
+                await request.reject(status[0], body=status[1].encode())
+                conn.cancel_scope.cancel()
+                return
+            ws = await request.accept()
+            self.active_calls += 1
+            self.calls_total += 1
+            try:
+                await self._serve_call(ws)
+            except Exception:
+                logger.exception("call failed")
+            finally:
+                self.active_calls -= 1
+                with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+                    cleanup.shield = True
+                    await ws.aclose()
+                conn.cancel_scope.cancel()
+
+    def _check_request(self, request: WebSocketRequest) -> tuple[int, str] | None:
+        path = request.path.split("?", 1)[0]
+        if path != MEDIA_PATH:
+            logger.warning("refused a WebSocket for path %r (only %s is served)", request.path, MEDIA_PATH)
+            return 404, f"not found: only {MEDIA_PATH} is served\n"
+        token = self.settings.twilio_auth_token
+        if token:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+            url = self.settings.public_url or f"wss://{headers.get('host', '')}{request.path}"
+            signature = headers.get("x-twilio-signature", "")
+            if not signature or not signature_valid(token, url, signature):
+                logger.warning("refused a WebSocket with a %s X-Twilio-Signature",
+                               "wrong" if signature else "missing")
+                return 403, "invalid X-Twilio-Signature\n"
+        if self.active_calls >= self.settings.max_calls:
+            logger.warning("refused a call: %d calls in progress (server.max_calls)", self.active_calls)
+            return 503, "too many calls\n"
+        return None
+
+    def app_url_for(self, params: dict[str, str]) -> str:
+        wanted = params.get("relayUrl", "")
+        if wanted:
+            if wanted in self.settings.relay_url_allowlist:
+                return wanted
+            logger.warning("relayUrl %r is not in server.relay_url_allowlist; using the configured app", wanted)
+        return self.settings.app_url
+
+    async def _serve_call(self, ws: WebSocketConnection) -> None:
+        codec, start = await open_call(ws)
+        if start is None:
+            return
+        stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
+        url = self.app_url_for(start.custom_parameters)
+        try:
+            if not url:
+                stats.end_reason = "no app URL configured"
+                log.error("no app URL: set server.app_url (or --app-url); ending the call")
+                return
+            await self._run_with_app(ws, url, codec, start, stats, log)
+        finally:
+            log.info("call ended: %s", stats.end_reason or "unknown")
+            if self.keep_stats:
+                self.finished.append(stats)
+
+    async def _run_with_app(self, ws: WebSocketConnection, url: str, codec: Any, start: Any, stats: CallStats,
+                            log: CallLogger) -> None:
+        timeout = self.settings.call.app_connect_timeout_s
+        call = Call(ws, self.engines, self.settings.call, start, codec, stats)
+        try:
+            async with open_websocket_url(url, connect_timeout=timeout, disconnect_timeout=TEARDOWN_TIMEOUT_S,
+                                          max_message_size=MAX_MESSAGE_BYTES) as app_ws:
+                try:
+                    await call.run(app_ws)
+                finally:
+                    with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+                        cleanup.shield = True
+                        await app_ws.aclose(1000, "Closing websocket session")
+        except (OSError, HandshakeError) as exc:
+            stats.end_reason = f"app unreachable at {url}: {exc!r}"
+            log.error("cannot reach the app at %s (%r); ending the call", url, exc)
+        finally:
+            stats.frames_sent = call.playback.frames_sent
+            stats.max_lead_ms = call.playback.max_lead_s * 1000
+
+
+async def serve_media_streams(server: MediaStreamsServer, listeners: list[trio.SocketListener],
+                              shutdown: trio.Event | None = None,
+                              task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+                              ) -> None:
+    """Accept calls on ``listeners`` until ``shutdown`` is set, then drain them."""
+    async with trio.open_nursery() as calls:
+        async with trio.open_nursery() as accept:
+            await accept.start(partial(trio.serve_listeners, server.handle_stream, listeners,
+                                       handler_nursery=calls))
+            task_status.started(listeners)
+            if shutdown is None:
+                await trio.sleep_forever()
+            await shutdown.wait()
+            accept.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.aclose()
+        grace = server.settings.shutdown_grace_s
+        logger.info("shutting down: %d call(s) in progress get up to %.0f s to finish", server.active_calls, grace)
+        calls.cancel_scope.deadline = trio.current_time() + grace

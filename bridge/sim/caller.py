@@ -1,0 +1,236 @@
+"""A simulated Twilio caller: a Media Streams client with a mouth, an ear and a recorder.
+
+Every 20 ms tick it sends one inbound frame (the clip being spoken, or line silence) and plays one
+frame of agent audio from its playout buffer, exactly as Twilio's media server does: audio is
+played in arrival order, a ``mark`` is echoed when the audio before it has played (at once if
+nothing is buffered), and ``clear`` drops the buffer and echoes every pending mark. Both
+directions are recorded tick by tick, so the stereo WAV is time-aligned by construction.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from bridge.audio.g711 import SILENCE_BYTE, ulaw_decode, ulaw_encode
+from bridge.protocols import media_streams as ms
+from bridge.sim.clips import FRAME, Clip
+from bridge.sim.timeline import Timeline
+
+TICK_S = 0.02
+SILENT_FRAME = bytes([SILENCE_BYTE]) * FRAME
+
+
+@dataclass(frozen=True)
+class Spoken:
+    clip: Clip
+    onset: float  # clock time the first frame with speech energy was sent
+    end: float  # clock time the last such frame was sent
+
+
+@dataclass
+class EarStats:
+    media_arrivals: list[float] = field(default_factory=list)
+    leads_ms: list[float] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    marks_echoed: int = 0
+    frames_played: int = 0
+    last_agent_frame_at: float = 0.0
+
+
+class SimulatedCaller:
+    def __init__(self, url: str, timeline: Timeline, *, call_sid: str = "CA" + "0" * 32,
+                 stream_sid: str = "MZ" + "0" * 32, account_sid: str = "AC" + "0" * 32,
+                 custom_parameters: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.timeline = timeline
+        self.codec = ms.MediaStreamsProvider(stream_sid=stream_sid, account_sid=account_sid, call_sid=call_sid)
+        self.custom_parameters = custom_parameters or {}
+        self.ear = EarStats()
+        self.left: list[bytes] = []  # mu-law the caller sent, per tick
+        self.right: list[bytes] = []  # mu-law the caller heard, per tick
+        self.invalid_frames: list[str] = []
+        self._mouth: deque[bytes] = deque()
+        self._playout: deque[bytes | str] = deque()  # frames and mark names
+        self._ws: WebSocketConnection | None = None
+        self._tick_event = trio.Event()
+        self._closed = trio.Event()
+        self._t_start = 0.0
+        self._ticks = 0
+
+    # -- running a call -----------------------------------------------------------------------
+
+    async def run(self, script: Callable[[SimulatedCaller], Awaitable[None]]) -> None:
+        async with open_websocket_url(self.url) as ws:
+            self._ws = ws
+            await ws.send_message(self.codec.connected())
+            await ws.send_message(self.codec.start(self.custom_parameters))
+            self.timeline.add("caller", "call connected", f"stream {self.codec.stream_sid[:10]}…")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive, nursery.cancel_scope)
+                nursery.start_soon(self._tick)
+                try:
+                    await script(self)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _send(self, frame: str) -> None:
+        assert self._ws is not None
+        try:
+            await self._ws.send_message(frame)
+        except ConnectionClosed:
+            self._closed.set()
+
+    @property
+    def bridge_closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def _tick(self) -> None:
+        self._t_start = trio.current_time()
+        while True:
+            self._ticks += 1
+            await trio.sleep_until(self._t_start + self._ticks * TICK_S)
+            mouth = self._mouth.popleft() if self._mouth else SILENT_FRAME
+            if not self._closed.is_set():
+                await self._send(self.codec.media(mouth, timestamp_ms=self._ticks * 20))
+            self.left.append(mouth)
+            self.right.append(await self._play_one())
+            self._tick_event.set()
+            self._tick_event = trio.Event()
+
+    async def _play_one(self) -> bytes:
+        frame = SILENT_FRAME
+        if self._playout and isinstance(self._playout[0], bytes):
+            frame = self._playout.popleft()  # type: ignore[assignment]
+            self.ear.frames_played += 1
+            self.ear.last_agent_frame_at = trio.current_time()
+        await self._echo_ready_marks()
+        return frame.ljust(FRAME, bytes([SILENCE_BYTE]))[:FRAME]
+
+    async def _echo_ready_marks(self) -> None:
+        while self._playout and isinstance(self._playout[0], str):
+            name = self._playout.popleft()
+            assert isinstance(name, str)
+            self.ear.marks_echoed += 1
+            await self._send(self.codec.mark(name))
+
+    async def _receive(self, scope: trio.CancelScope) -> None:
+        assert self._ws is not None
+        try:
+            while True:
+                raw = await self._ws.get_message()
+                event = self.codec.receive(raw)
+                now = trio.current_time()
+                match event:
+                    case ms.Media():
+                        buffered = sum(1 for x in self._playout if isinstance(x, bytes))
+                        for i in range(0, len(event.payload), FRAME):
+                            self._playout.append(event.payload[i : i + FRAME])
+                        self.ear.media_arrivals.append(now)
+                        self.ear.leads_ms.append((buffered + len(event.payload) / FRAME) * TICK_S * 1000)
+                    case ms.Mark():
+                        self._playout.append(event.name)
+                        if not any(isinstance(x, bytes) for x in self._playout):
+                            await self._echo_ready_marks()
+                    case ms.Clear():
+                        self.ear.clears.append(now)
+                        self.timeline.add("caller", "clear received")
+                        marks = [x for x in self._playout if isinstance(x, str)]
+                        self._playout.clear()
+                        for name in marks:
+                            self.ear.marks_echoed += 1
+                            await self._send(self.codec.mark(name))
+                    case ms.InvalidFrame():
+                        self.invalid_frames.append(event.reason)
+                        self.timeline.add("caller", "invalid frame", event.reason)
+        except ConnectionClosed:
+            self._closed.set()
+            self.timeline.add("caller", "bridge closed")
+
+    # -- the script's verbs -------------------------------------------------------------------
+
+    def start_saying(self, clip: Clip) -> Spoken:
+        """Queue a clip for the mouth; return when its speech will start and end on the wire.
+
+        A frame is stamped with the time it is sent, which is when the bridge can first have it.
+        """
+        payload = ulaw_encode(clip.samples)
+        first_tick = self._ticks + len(self._mouth)  # the tick task is waiting to send tick ``_ticks``
+        self._mouth.extend(payload[i : i + FRAME].ljust(FRAME, bytes([SILENCE_BYTE]))
+                           for i in range(0, len(payload), FRAME))
+        self.timeline.add("caller", "speaks", f"{clip.text!r} ({clip.seconds:.1f} s clip)")
+        onset = self._t_start + (first_tick + clip.speech_start // FRAME) * TICK_S
+        end = self._t_start + (first_tick + max(0, (clip.speech_end - 1) // FRAME)) * TICK_S
+        return Spoken(clip=clip, onset=onset, end=end)
+
+    async def say(self, clip: Clip) -> Spoken:
+        """Speak a clip in real time; return when its speech started and ended."""
+        spoken = self.start_saying(clip)
+        await self.finish_saying()
+        self.timeline.add("caller", "speech ended")
+        return spoken
+
+    async def finish_saying(self) -> None:
+        while self._mouth:
+            await self._tick_event.wait()
+
+    async def press(self, digit: str) -> None:
+        self.timeline.add("caller", "presses", digit)
+        await self._send(self.codec.dtmf(digit))
+
+    async def pause(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def wait_agent_audio(self, timeout: float = 10.0) -> float:
+        """Wait until agent audio is playing; return when it started."""
+        with trio.fail_after(timeout):
+            while not (self._playout and isinstance(self._playout[0], bytes)) and not self._closed.is_set():
+                await self._tick_event.wait()
+        return trio.current_time()
+
+    async def wait_agent_done(self, quiet_s: float = 0.6, timeout: float = 20.0) -> None:
+        """Wait until the agent has said something and then been silent for ``quiet_s``."""
+        with trio.fail_after(timeout):
+            await self.wait_agent_audio(timeout)
+            while not self._closed.is_set():
+                idle = not any(isinstance(x, bytes) for x in self._playout)
+                if idle and trio.current_time() - self.ear.last_agent_frame_at >= quiet_s:
+                    return
+                await self._tick_event.wait()
+
+    async def hang_up(self) -> None:
+        self.timeline.add("caller", "hangs up")
+        if not self._closed.is_set():
+            await self._send(self.codec.stop())
+        if self._ws is not None:
+            await self._ws.aclose()
+
+    # -- results ------------------------------------------------------------------------------
+
+    def heard_ms_between(self, start: float, end: float) -> float:
+        """Agent audio the caller heard in a time window (non-silent frames), in ms."""
+        first = round((start - self._t_start) / TICK_S)
+        last = round((end - self._t_start) / TICK_S)
+        frames = self.right[max(0, first - 1) : max(0, last)]
+        return float(sum(1 for f in frames if f != SILENT_FRAME) * 20)
+
+    def write_wav(self, path: Path) -> None:
+        left = ulaw_decode(b"".join(self.left))
+        right = ulaw_decode(b"".join(self.right))
+        n = min(len(left), len(right))
+        stereo: NDArray[np.int16] = np.empty(2 * n, dtype=np.int16)
+        stereo[0::2], stereo[1::2] = left[:n], right[:n]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(stereo.astype("<i2").tobytes())

@@ -1,0 +1,106 @@
+"""Turns streamed LLM tokens into speakable chunks (clauses or sentences).
+
+Tokens arrive in arbitrary pieces ("Dr", ". Smith", " paid 3", ".5"). A boundary is only decided
+once the character after the punctuation is known, so "3." followed by "5" is never split, and
+``.`` must be followed by whitespace to end a sentence, which also keeps URLs and e-mail addresses
+("example.com/a.b") whole. Known abbreviations ("Dr.", "e.g.", "a.m.") and single initials do
+not end a sentence.
+
+The first chunk of a talk cycle may end at a clause mark (, ; : and dashes): handing the TTS a
+short first clause is what gets the first audio out quickly. Later chunks end at sentences, or at a
+clause mark once ``clause_min_chars`` have accumulated, and are cut at a space after
+``max_chars`` so no chunk grows without bound. ``last: true`` flushes what is left.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+ABBREVIATIONS = frozenset(
+    """mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m no approx dept est inc ltd co corp mt ft
+    jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k""".split()
+)
+_SENTENCE_END = ".!?…"
+_CLAUSE_END = ",;:—–"
+_CLOSERS = "\"')]}”’"
+
+
+@dataclass
+class TextChunker:
+    clause_min_chars: int = 60
+    max_chars: int = 240
+    _buf: str = ""
+    _emitted_in_cycle: int = field(default=0)
+
+    def feed(self, token: str) -> list[str]:
+        """Add a token; return the chunks it completes."""
+        self._buf += token
+        return self._drain(final=False)
+
+    def flush(self) -> list[str]:
+        """End of the talk cycle: return what is left and start a new cycle."""
+        chunks = self._drain(final=True)
+        tail = self._buf
+        self._buf = ""
+        if tail.strip():
+            chunks.append(tail)
+        self._emitted_in_cycle = 0
+        return chunks
+
+    def reset(self) -> None:
+        """Drop buffered text (barge-in)."""
+        self._buf = ""
+        self._emitted_in_cycle = 0
+
+    @property
+    def pending(self) -> str:
+        return self._buf
+
+    def _drain(self, *, final: bool) -> list[str]:
+        out: list[str] = []
+        while True:
+            cut = self._find_cut(final)
+            if cut is None:
+                break
+            chunk, self._buf = self._buf[:cut], self._buf[cut:]
+            if chunk.strip():
+                out.append(chunk)
+                self._emitted_in_cycle += 1
+        return out
+
+    def _find_cut(self, final: bool) -> int | None:
+        buf = self._buf
+        for i, ch in enumerate(buf):
+            if ch not in _SENTENCE_END and ch not in _CLAUSE_END:
+                continue
+            j = i + 1
+            while j < len(buf) and (buf[j] in _CLOSERS or buf[j] in _SENTENCE_END):
+                j += 1
+            if j >= len(buf):
+                if not final:
+                    return None  # the next character decides
+                continue
+            if not buf[j].isspace():
+                continue
+            if ch in _SENTENCE_END:
+                if ch == "." and self._is_abbreviation(buf, i):
+                    continue
+                return j
+            if self._emitted_in_cycle == 0 or len(buf[:i].strip()) >= self.clause_min_chars:
+                return j
+        if len(buf) > self.max_chars:
+            space = buf.rfind(" ", 0, self.max_chars)
+            return space if space > 0 else self.max_chars
+        return None
+
+    @staticmethod
+    def _is_abbreviation(buf: str, dot: int) -> bool:
+        m = re.search(r"([A-Za-z][A-Za-z.]*)$", buf[:dot])
+        if m is None:
+            return False
+        word = m.group(1).lower().rstrip(".")
+        if word in ABBREVIATIONS:
+            return True
+        # A single initial ("J. Smith"), but not the pronoun "I" ending a sentence.
+        return len(word) == 1 and word != "i" and m.group(1)[0].isupper()
