@@ -10,6 +10,8 @@ its sockets). Calls run in a nursery of their own, outside the accept loop, for 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,6 +36,14 @@ MEDIA_PATH = "/media"
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 1 << 20
 
+AppConnector = Callable[[str, float], AbstractAsyncContextManager[WebSocketConnection]]
+
+
+def connect_app(url: str, timeout_s: float) -> AbstractAsyncContextManager[WebSocketConnection]:
+    """Open the WebSocket to the ConversationRelay app (the bridge is its client, as Twilio is)."""
+    return open_websocket_url(url, connect_timeout=timeout_s, disconnect_timeout=TEARDOWN_TIMEOUT_S,
+                              max_message_size=MAX_MESSAGE_BYTES)
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -47,9 +57,11 @@ class ServerSettings:
 
 
 class MediaStreamsServer:
-    def __init__(self, settings: ServerSettings, engines: SpeechEngines) -> None:
+    def __init__(self, settings: ServerSettings, engines: SpeechEngines,
+                 connect: AppConnector = connect_app) -> None:
         self.settings = settings
         self.engines = engines
+        self.connect = connect
         self.active_calls = 0
         self.calls_total = 0
         self.rejected = 0
@@ -136,8 +148,7 @@ class MediaStreamsServer:
         timeout = self.settings.call.app_connect_timeout_s
         call = Call(ws, self.engines, self.settings.call, start, codec, stats)
         try:
-            async with open_websocket_url(url, connect_timeout=timeout, disconnect_timeout=TEARDOWN_TIMEOUT_S,
-                                          max_message_size=MAX_MESSAGE_BYTES) as app_ws:
+            async with self.connect(url, timeout) as app_ws:
                 try:
                     await call.run(app_ws)
                 finally:

@@ -3,8 +3,9 @@
 Theory of operation. Twilio buffers whatever it is sent and plays it in order (protocols.md 4.4),
 so sending fast would bury seconds of audio out of reach of a barge-in and make mark echoes late.
 The pacer therefore keeps an estimate of when the provider's buffer runs dry (``_play_end``: each
-frame sent adds 20 ms, and the buffer cannot run dry before now) and sends the next frame only
-when doing so keeps the buffered audio within ``lead`` of real time. Frames are always exactly 160
+frame sent adds 20 ms) and sends the next frame only when doing so keeps the buffered audio within
+``lead`` of real time. A provider plays out on its own 20 ms clock, so a frame reaching an empty
+buffer may wait up to one tick before it starts; the estimate assumes that worst case. Frames are always exactly 160
 bytes (a chunk's last frame is padded with mu-law silence): fixed-size frames avoid playout jitter.
 
 Marks ride in the same queue as audio, so a mark goes out right after the audio it closes; the
@@ -141,7 +142,7 @@ class Playback:
             head = self._queue[0]
             if isinstance(head, AudioFrame):
                 now = trio.current_time()
-                send_at = max(self._play_end, now) + FRAME_S - self._lead
+                send_at = self._play_start(now) + FRAME_S - self._lead
                 if send_at > now:
                     await trio.sleep_until(send_at)
                     continue  # re-check: a clear may have emptied the queue meanwhile
@@ -158,10 +159,14 @@ class Playback:
                         self.on_mark_sent(mark)
             self._notify()
 
+    def _play_start(self, now: float) -> float:
+        """When a frame sent now would start playing, at the latest."""
+        return max(self._play_end, now + FRAME_S)
+
     async def _send_frame(self, frame: AudioFrame) -> None:
         self._queued_frames -= 1
         now = trio.current_time()
-        self._play_end = max(self._play_end, now) + FRAME_S
+        self._play_end = self._play_start(now) + FRAME_S
         self.max_lead_s = max(self.max_lead_s, self._play_end - now)
         await self._send(self._codec.media(frame.payload))
         self.ledger.note_sent(frame.cycle, FRAME_BYTES)

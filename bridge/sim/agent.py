@@ -59,10 +59,10 @@ class ScriptedAgent:
     async def serve(self, host: str = "127.0.0.1", port: int = 0,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_websocket, self._handle, host, port, None)
+            server = await nursery.start(serve_websocket, self.handle, host, port, None)
             task_status.started(server.port)
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def handle(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
         session = AgentSession()
         self.sessions.append(session)

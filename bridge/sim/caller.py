@@ -12,6 +12,7 @@ from __future__ import annotations
 import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +69,10 @@ class SimulatedCaller:
 
     # -- running a call -----------------------------------------------------------------------
 
-    async def run(self, script: Callable[[SimulatedCaller], Awaitable[None]]) -> None:
-        async with open_websocket_url(self.url) as ws:
+    async def run(self, script: Callable[[SimulatedCaller], Awaitable[None]],
+                  connect: Callable[[], AbstractAsyncContextManager[WebSocketConnection]] | None = None) -> None:
+        """Connect (to ``url``, or through ``connect``), start the stream and run ``script``."""
+        async with (connect() if connect is not None else open_websocket_url(self.url)) as ws:
             self._ws = ws
             await ws.send_message(self.codec.connected())
             await ws.send_message(self.codec.start(self.custom_parameters))

@@ -1,0 +1,106 @@
+"""Whole calls in memory: the real server, the simulated caller and an app, over in-memory streams.
+
+Run under trio's autojumping mock clock, a call of many seconds of audio takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream, wrap_server_stream
+
+from bridge.call.engines import SpeechEngines
+from bridge.call.session import CallSettings, CallStats
+from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from bridge.server import MediaStreamsServer, ServerSettings
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.timeline import Timeline
+
+AppHandler = Callable[[WebSocketRequest], Awaitable[None]]
+APP_URL = "ws://app.test/relay"
+
+
+def fake_engines(script: tuple[str, ...] = (), **synth: float) -> SpeechEngines:
+    return SpeechEngines(FakeTranscriber(script=script), FakeSynthesizer(**synth))
+
+
+def settings(**call: object) -> ServerSettings:
+    return ServerSettings(app_url=APP_URL, call=CallSettings(**call))  # type: ignore[arg-type]
+
+
+@dataclass
+class MemoryNetwork:
+    nursery: trio.Nursery
+    apps: dict[str, AppHandler] = field(default_factory=dict)
+    app_connections: int = 0
+
+    @asynccontextmanager
+    async def connect_app(self, url: str, timeout_s: float) -> AsyncIterator[WebSocketConnection]:
+        handler = self.apps.get(url)
+        if handler is None:
+            raise OSError(111, f"connection refused: {url}")
+        self.app_connections += 1
+        client, server = trio.testing.memory_stream_pair()
+
+        async def serve() -> None:
+            async with trio.open_nursery() as n:
+                request = await wrap_server_stream(n, server)
+                await handler(request)
+                n.cancel_scope.cancel()
+
+        self.nursery.start_soon(serve)
+        async with trio.open_nursery() as n:
+            ws = await wrap_client_stream(n, client, "app.test", "/relay")
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                n.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def connect_bridge(self, server: MediaStreamsServer, path: str = "/media",
+                             headers: list[tuple[bytes, bytes]] | None = None) -> AsyncIterator[WebSocketConnection]:
+        client, srv = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(server.handle_stream, srv)
+        async with trio.open_nursery() as n:
+            ws = await wrap_client_stream(n, client, "bridge.test", path, extra_headers=headers)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                n.cancel_scope.cancel()
+
+
+@dataclass
+class CallResult:
+    caller: SimulatedCaller
+    server: MediaStreamsServer
+    timeline: Timeline
+
+    @property
+    def stats(self) -> CallStats:
+        assert self.server.finished, "the bridge did not finish the call"
+        return self.server.finished[0]
+
+
+async def run_memory_call(engines: SpeechEngines, server_settings: ServerSettings, app: AppHandler | None,
+                          script: Callable[[SimulatedCaller], Awaitable[None]], *,
+                          custom_parameters: dict[str, str] | None = None) -> CallResult:
+    timeline = Timeline()
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        if app is not None:
+            net.apps[server_settings.app_url] = app
+        server = MediaStreamsServer(server_settings, engines, connect=net.connect_app)
+        server.keep_stats = True
+        caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters)
+        await caller.run(script, connect=lambda: net.connect_bridge(server))
+        with trio.fail_after(10):
+            while server.active_calls or not server.finished:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    return CallResult(caller, server, timeline)
