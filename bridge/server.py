@@ -10,7 +10,7 @@ its sockets). Calls run in a nursery of their own, outside the accept loop, for 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import partial
@@ -67,8 +67,18 @@ class MediaStreamsServer:
         self.rejected = 0
         self.finished: list[CallStats] = []
         self.keep_stats = False  # tests and the simulator read finished calls' stats
+        self._calls: set[Call] = set()
 
-    async def handle_stream(self, stream: trio.SocketStream | trio.abc.Stream) -> None:
+    async def wait_idle(self) -> None:
+        while self.active_calls:
+            await trio.sleep(0.05)
+
+    def end_all(self, reason: str) -> None:
+        """End every call through its normal teardown (sockets closed properly)."""
+        for call in list(self._calls):
+            call.end(reason)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as conn:
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT_S):
@@ -106,7 +116,9 @@ class MediaStreamsServer:
         token = self.settings.twilio_auth_token
         if token:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-            url = self.settings.public_url or f"wss://{headers.get('host', '')}{request.path}"
+            # wsproto moves Host out of the header list into the request event.
+            host = request._event.host
+            url = self.settings.public_url or f"wss://{host}{request.path}"
             signature = headers.get("x-twilio-signature", "")
             if not signature or not signature_valid(token, url, signature):
                 logger.warning("refused a WebSocket with a %s X-Twilio-Signature",
@@ -147,6 +159,7 @@ class MediaStreamsServer:
                             log: CallLogger) -> None:
         timeout = self.settings.call.app_connect_timeout_s
         call = Call(ws, self.engines, self.settings.call, start, codec, stats)
+        self._calls.add(call)
         try:
             async with self.connect(url, timeout) as app_ws:
                 try:
@@ -159,20 +172,20 @@ class MediaStreamsServer:
             stats.end_reason = f"app unreachable at {url}: {exc!r}"
             log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
+            self._calls.discard(call)
             stats.frames_sent = call.playback.frames_sent
             stats.max_lead_ms = call.playback.max_lead_s * 1000
 
 
-async def serve_media_streams(server: MediaStreamsServer, listeners: list[trio.SocketListener],
+async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[trio.abc.Listener[Any]],
                               shutdown: trio.Event | None = None,
-                              task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
-                              ) -> None:
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Accept calls on ``listeners`` until ``shutdown`` is set, then drain them."""
     async with trio.open_nursery() as calls:
         async with trio.open_nursery() as accept:
             await accept.start(partial(trio.serve_listeners, server.handle_stream, listeners,
                                        handler_nursery=calls))
-            task_status.started(listeners)
+            task_status.started()
             if shutdown is None:
                 await trio.sleep_forever()
             await shutdown.wait()
@@ -181,4 +194,10 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: list[trio.S
             await listener.aclose()
         grace = server.settings.shutdown_grace_s
         logger.info("shutting down: %d call(s) in progress get up to %.0f s to finish", server.active_calls, grace)
-        calls.cancel_scope.deadline = trio.current_time() + grace
+        with trio.move_on_after(grace):
+            await server.wait_idle()
+        if server.active_calls:
+            logger.warning("ending %d call(s) still in progress after %.0f s", server.active_calls, grace)
+            server.end_all("server shutting down")
+        # A backstop: teardown is itself time-bounded, so this only fires if something is stuck.
+        calls.cancel_scope.deadline = trio.current_time() + 3 * TEARDOWN_TIMEOUT_S

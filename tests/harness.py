@@ -32,6 +32,47 @@ def settings(**call: object) -> ServerSettings:
     return ServerSettings(app_url=APP_URL, call=CallSettings(**call))  # type: ignore[arg-type]
 
 
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose connections are in-memory stream pairs."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](16)
+        self.closed = False
+
+    async def accept(self) -> trio.abc.Stream:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError from None
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self._receive.aclose()
+        await trio.lowlevel.checkpoint()
+
+    async def connect(self) -> trio.abc.Stream:
+        if self.closed:
+            raise OSError(111, "connection refused")
+        client, server = trio.testing.memory_stream_pair()
+        try:
+            await self._send.send(server)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise OSError(111, "connection refused") from None
+        return client
+
+
+def leaf(group: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` inside (nested) exception groups."""
+    if isinstance(group, kind):
+        return group
+    if isinstance(group, BaseExceptionGroup):
+        for exc in group.exceptions:
+            found = leaf(exc, kind)
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass
 class MemoryNetwork:
     nursery: trio.Nursery
@@ -62,10 +103,14 @@ class MemoryNetwork:
                 n.cancel_scope.cancel()
 
     @asynccontextmanager
-    async def connect_bridge(self, server: MediaStreamsServer, path: str = "/media",
+    async def connect_bridge(self, server: MediaStreamsServer | MemoryListener, path: str = "/media",
                              headers: list[tuple[bytes, bytes]] | None = None) -> AsyncIterator[WebSocketConnection]:
-        client, srv = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(server.handle_stream, srv)
+        """Connect to a server directly, or through a listener it serves."""
+        if isinstance(server, MemoryListener):
+            client = await server.connect()
+        else:
+            client, srv = trio.testing.memory_stream_pair()
+            self.nursery.start_soon(server.handle_stream, srv)
         async with trio.open_nursery() as n:
             ws = await wrap_client_stream(n, client, "bridge.test", path, extra_headers=headers)
             try:

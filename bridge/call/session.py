@@ -104,6 +104,8 @@ class Call:
         self.cycle = 1
         self._cycle_first_token: dict[int, float] = {}
         self.app_ws: WebSocketConnection | None = None
+        self._scope: trio.CancelScope | None = None
+        self._ended_early = ""
         self.playback.on_first_audio = self._on_first_audio
         self.playback.on_mark_sent = self._on_mark_sent
 
@@ -125,11 +127,22 @@ class Call:
         await self.send_app(setup)
         self.log.info("call started; session %s", setup.session_id)
         async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            if self._ended_early:
+                self.end(self._ended_early)
             await nursery.start(self.listener.run)
             nursery.start_soon(self.speaker.run)
             nursery.start_soon(self.playback.run)
             nursery.start_soon(self._read_provider, nursery.cancel_scope)
             nursery.start_soon(self._read_app, nursery.cancel_scope)
+
+    def end(self, reason: str) -> None:
+        """End the call from outside (server shutdown); teardown closes both sockets."""
+        self.stats.end_reason = reason
+        if self._scope is None:
+            self._ended_early = reason
+        else:
+            self._scope.cancel()
 
     def _setup_message(self) -> relay.Setup:
         params = self.start.custom_parameters

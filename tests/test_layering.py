@@ -1,0 +1,73 @@
+"""Imports only point downward (architecture: pure < runtime < process; simulation beside runtime)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "bridge"
+PURE = ("bridge.audio", "bridge.protocols", "bridge.speech", "bridge.engines")
+RUNTIME = ("bridge.call", "bridge.server")
+SIM = ("bridge.sim",)
+PROCESS = ("bridge.config", "bridge.daemon", "bridge.cli", "bridge.logs", "bridge.demo", "bridge.loopback")
+IO_MODULES = ("trio", "trio_websocket", "socket", "logging", "asyncio", "threading", "time")
+
+# What each layer may import from the project.
+ALLOWED = {
+    "pure": PURE,
+    "runtime": PURE + RUNTIME,
+    "sim": PURE + SIM,
+    "process": PURE + RUNTIME + SIM + PROCESS,
+}
+
+
+def layer(module: str) -> str:
+    for name, prefixes in (("pure", PURE), ("runtime", RUNTIME), ("sim", SIM), ("process", PROCESS)):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return name
+    return "package"
+
+
+def modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        out.append((name, path))
+    return out
+
+
+def imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [name for name, _ in modules() if layer(name) == "package" and name != "bridge"]
+    assert unplaced == []
+
+
+@pytest.mark.parametrize(("name", "path"), modules(), ids=[m for m, _ in modules()])
+def test_imports_point_downward(name: str, path: Path) -> None:
+    own = layer(name)
+    if own == "package":
+        return
+    allowed = ALLOWED[own]
+    for imported in imports(path):
+        if imported.startswith("bridge."):
+            assert any(imported == p or imported.startswith(p + ".") for p in allowed), \
+                f"{name} ({own}) imports {imported}"
+        if own == "pure":
+            root = imported.split(".")[0]
+            # The fake recogniser may sleep to model cost; nothing else in the pure layer reads clocks.
+            if root == "time" and name == "bridge.engines.fake":
+                continue
+            assert root not in IO_MODULES, f"pure module {name} imports {imported}"

@@ -1,0 +1,195 @@
+"""The server: path, signature, call limit, relayUrl allowlist and graceful shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, WebSocketRequest
+
+from bridge.protocols.signature import twilio_signature
+from bridge.server import MediaStreamsServer, serve_media_streams
+from bridge.sim.agent import ScriptedAgent
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.timeline import Timeline
+from tests.harness import APP_URL, MemoryListener, MemoryNetwork, fake_engines, leaf, run_memory_call, settings
+
+
+async def handshake(server: MediaStreamsServer, path: str = "/media",
+                    headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Open a WebSocket to the server; return 101 or the rejection status."""
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        try:
+            async with net.connect_bridge(server, path, headers):
+                status = 101
+        except BaseExceptionGroup as group:
+            rejected = leaf(group, ConnectionRejected)
+            if not isinstance(rejected, ConnectionRejected):
+                raise
+            status = rejected.status_code
+        nursery.cancel_scope.cancel()
+    return status
+
+
+async def test_only_the_media_path_is_served(autojump_clock: object) -> None:
+    server = MediaStreamsServer(settings(), fake_engines())
+    assert await handshake(server, "/other") == 404
+    assert await handshake(server, "/media") == 101
+
+
+async def test_signature_is_checked_when_an_auth_token_is_configured(autojump_clock: object) -> None:
+    token, url = "secret-token", "wss://voice.example.com/media"
+    s = dataclasses.replace(settings(), twilio_auth_token=token, public_url=url)
+    server = MediaStreamsServer(s, fake_engines())
+    good = [(b"X-Twilio-Signature", twilio_signature(token, url).encode())]
+    bad = [(b"X-Twilio-Signature", twilio_signature("other", url).encode())]
+    assert await handshake(server, headers=good) == 101
+    assert await handshake(server, headers=bad) == 403
+    assert await handshake(server) == 403
+
+
+async def test_signature_defaults_to_the_host_header_url(autojump_clock: object) -> None:
+    token = "secret-token"
+    server = MediaStreamsServer(dataclasses.replace(settings(), twilio_auth_token=token), fake_engines())
+    sig = twilio_signature(token, "wss://bridge.test/media")
+    assert await handshake(server, headers=[(b"X-Twilio-Signature", sig.encode())]) == 101
+
+
+async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
+    server = MediaStreamsServer(dataclasses.replace(settings(), max_calls=1), fake_engines())
+    server.active_calls = 1
+    assert await handshake(server) == 503
+
+
+@pytest.mark.parametrize(("relay_url", "allowed", "expected"), [
+    ("ws://other.test/app", ("ws://other.test/app",), "ws://other.test/app"),
+    ("ws://evil.test/app", ("ws://other.test/app",), APP_URL),
+])
+async def test_relay_url_is_honoured_only_when_allowlisted(autojump_clock: object, relay_url: str,
+                                                           allowed: tuple[str, ...], expected: str) -> None:
+    reached: list[str] = []
+
+    def app_at(url: str):  # type: ignore[no-untyped-def]
+        async def handle(request: WebSocketRequest) -> None:
+            reached.append(url)
+            ws = await request.accept()
+            await ws.get_message()
+        return handle
+
+    s = dataclasses.replace(settings(), relay_url_allowlist=allowed)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(0.2)
+        await caller.hang_up()
+
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        for url in {APP_URL, relay_url}:
+            net.apps[url] = app_at(url)
+        server = MediaStreamsServer(s, fake_engines(), connect=net.connect_app)
+        caller = SimulatedCaller("ws://bridge.test/media", Timeline(), custom_parameters={"relayUrl": relay_url})
+        await caller.run(script, connect=lambda: net.connect_bridge(server))
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert reached == [expected]
+
+
+async def test_shutdown_stops_accepting_and_drains_calls(autojump_clock: object) -> None:
+    """On shutdown the listener closes at once; a call in progress may finish within the grace."""
+    app = ScriptedAgent(Timeline())
+    listener = MemoryListener()
+    shutdown = trio.Event()
+    hung_up = trio.Event()
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        net.apps[APP_URL] = app.handle
+        server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=5), fake_engines(),
+                                    connect=net.connect_app)
+        server.keep_stats = True
+        nursery.start_soon(serve_media_streams, server, [listener], shutdown)
+        await trio.sleep(0.1)
+        refused: list[bool] = []
+
+        async def script(caller: SimulatedCaller) -> None:
+            await caller.wait_agent_done()
+            shutdown.set()
+            await caller.pause(0.5)
+            try:
+                await listener.connect()
+            except OSError:
+                refused.append(True)
+            await caller.pause(1.0)  # the call goes on during the grace period
+            await caller.hang_up()
+            hung_up.set()
+
+        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
+        await caller.run(script, connect=lambda: net.connect_bridge(listener))
+        await hung_up.wait()
+        with trio.fail_after(6):
+            while server.active_calls:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert server.finished[0].end_reason == "provider sent stop"
+    assert listener.closed and refused == [True]
+
+
+async def test_shutdown_cancels_calls_after_the_grace_period(autojump_clock: object) -> None:
+    app = ScriptedAgent(Timeline())
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        net.apps[APP_URL] = app.handle
+        server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=2), fake_engines(),
+                                    connect=net.connect_app)
+        server.keep_stats = True
+        served = trio.Event()
+
+        listener = MemoryListener()
+
+        async def serve() -> None:
+            await serve_media_streams(server, [listener], shutdown)
+            served.set()
+
+        nursery.start_soon(serve)
+
+        async def script(caller: SimulatedCaller) -> None:
+            await caller.wait_agent_done()
+            started = trio.current_time()
+            shutdown.set()
+            with trio.fail_after(10):
+                while not caller.bridge_closed:
+                    await caller.pause(0.1)
+            assert 1.9 <= trio.current_time() - started <= 3.0
+
+        await trio.sleep(0.1)
+        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
+        await caller.run(script, connect=lambda: net.connect_bridge(listener))
+        with trio.fail_after(5):
+            await served.wait()
+        nursery.cancel_scope.cancel()
+    assert server.active_calls == 0
+
+
+async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> None:
+    server = MediaStreamsServer(settings(), fake_engines())
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        async with net.connect_bridge(server) as ws:
+            await ws.send_message('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+            with trio.fail_after(15):
+                while ws.closed is None:
+                    await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert server.active_calls == 0
+
+
+async def test_no_app_url_ends_the_call(autojump_clock: object) -> None:
+    async def script(caller: SimulatedCaller) -> None:
+        with trio.fail_after(5):
+            while not caller.bridge_closed:
+                await caller.pause(0.1)
+
+    result = await run_memory_call(fake_engines(), dataclasses.replace(settings(), app_url=""), None, script)
+    assert result.stats.end_reason == "no app URL configured"
