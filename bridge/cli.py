@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                        logging__level=args.log_level)
             logs.configure(cfg.logging.level)
             if not cfg.server.app_url:
-                logger.warning("no app URL configured: calls will be refused until --app-url or server.app_url is set")
+                logger.warning("no app URL configured: every call will be ended at once until --app-url or server.app_url is set")
             run_serve(cfg)
             return 0
         from bridge.demo import main as run_demo

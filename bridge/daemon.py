@@ -93,5 +93,9 @@ def serve(cfg: Config) -> None:
 
 
 def default_config_path() -> Path | None:
-    p = Path(os.environ.get("RELAY_BRIDGE_CONFIG", "/etc/relay-bridge/relay-bridge.toml"))
+    """$RELAY_BRIDGE_CONFIG (which must exist), else /etc/relay-bridge/relay-bridge.toml if present."""
+    named = os.environ.get("RELAY_BRIDGE_CONFIG")
+    if named:
+        return Path(named)  # a missing file is reported by config.load
+    p = Path("/etc/relay-bridge/relay-bridge.toml")
     return p if p.is_file() else None

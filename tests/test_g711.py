@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_empty() -> None:
 def test_chunked_encode_equals_whole(data: list[int], cuts: list[int]) -> None:
     samples = np.array(data, dtype=np.int16)
     bounds = [0, *sorted(c for c in cuts if c <= len(samples)), len(samples)]
-    pieces = b"".join(ulaw_encode(samples[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+    pieces = b"".join(ulaw_encode(samples[a:b]) for a, b in itertools.pairwise(bounds))
     assert pieces == ulaw_encode(samples)
     assert pieces == audioop.lin2ulaw(samples.astype("<i2").tobytes(), 2)
 
@@ -92,7 +93,7 @@ def test_chunked_encode_equals_whole(data: list[int], cuts: list[int]) -> None:
 def test_chunked_decode_equals_whole(data: bytes, cuts: list[int]) -> None:
     bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
     pieces = np.concatenate(
-        [ulaw_decode(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+        [ulaw_decode(data[a:b]) for a, b in itertools.pairwise(bounds)]
     ).astype(np.int16)
     np.testing.assert_array_equal(pieces, ulaw_decode(data))
     np.testing.assert_array_equal(pieces, np.frombuffer(audioop.ulaw2lin(data, 2), dtype="<i2"))

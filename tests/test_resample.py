@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -30,7 +32,7 @@ def _one_shot(r: StreamResampler, x: NDArray[np.float32]) -> NDArray[np.float32]
 
 def _chunked(r: StreamResampler, x: NDArray[np.float32], cuts: list[int]) -> NDArray[np.float32]:
     bounds = [0, *sorted(c for c in cuts if c <= len(x)), len(x)]
-    out = [r.process(x[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    out = [r.process(x[a:b]) for a, b in itertools.pairwise(bounds)]
     out.append(r.flush())
     return np.concatenate(out)
 

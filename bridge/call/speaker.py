@@ -3,7 +3,8 @@
 Chunks are synthesised in order on the shared TTS engine, resampled to 8 kHz with a resampler
 that runs continuously through the chunk (no click where Piper's sentence pieces meet), encoded,
 and queued for playback followed by a mark that records the text heard through that chunk. A
-talk cycle opens with a start mark, so the ledger knows when the caller started hearing it.
+talk cycle opens with a start mark queued right before its first audio, so its echo tells the
+ledger when the caller started hearing the cycle.
 
 ``cancel`` (barge-in) empties the queue of chunks and cancels the one being synthesised.
 Synthesis stays at most ``max_ahead_ms`` ahead of playback so a barge-in throws away little work.
@@ -79,9 +80,6 @@ class Speaker:
                 self._resampler.flush()  # discard the filter state of the cut chunk
 
     async def _speak(self, chunk: SpeechChunk) -> None:
-        if chunk.cycle not in self._cycle_text:
-            self._cycle_text[chunk.cycle] = ""
-            self._playback.enqueue_mark(MarkRequest(chunk.cycle, "", "", final=False))
         if chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
             pieces = await self._engines.synthesize(chunk.text)
@@ -90,11 +88,19 @@ class Speaker:
             await trio.lowlevel.checkpoint_if_cancelled()
             out = [self._resampler.process(pcm16_to_float(p)) for p in pieces]
             out.append(self._resampler.flush())
-            samples = float_to_pcm16(np.concatenate(out)) if out else np.zeros(0, dtype=np.int16)
+            samples = float_to_pcm16(np.concatenate(out))
+            self._start_cycle(chunk.cycle)
             self._playback.enqueue_audio(chunk.cycle, ulaw_encode(samples))
-        text = self._cycle_text.get(chunk.cycle, "") + chunk.text
-        self._cycle_text[chunk.cycle] = text
         if chunk.text.strip() or chunk.final:
+            self._start_cycle(chunk.cycle)
+            text = self._cycle_text[chunk.cycle] + chunk.text
+            self._cycle_text[chunk.cycle] = text
             self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.text.strip(), chunk.final))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
+
+    def _start_cycle(self, cycle: int) -> None:
+        """Open a talk cycle with a mark right before its first audio: its echo dates the playback start."""
+        if cycle not in self._cycle_text:
+            self._cycle_text[cycle] = ""
+            self._playback.enqueue_mark(MarkRequest(cycle, "", "", final=False))

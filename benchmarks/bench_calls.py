@@ -1,0 +1,237 @@
+"""Simulated calls through the real engines on real recorded speech: latency, WER and pacing.
+
+Runs on purpose (``make bench``), never in CI. Every trial is a whole call on loopback: the real
+server and codecs, faster-whisper and Piper, the example app, and the simulated Twilio caller
+speaking Asterisk's recorded English prompts (8 kHz human speech) with known transcripts.
+
+Variants are run side by side in one process: ``speculative`` (the default: recognition starts
+after ``vad.speculate_ms`` of silence, overlapping the end-of-speech wait) and ``no-speculation``
+(recognition starts only once the end-of-speech silence has elapsed).
+
+Measured (at the simulated caller and app, on one monotonic clock):
+  eos_to_prompt_ms    end of the caller's speech (last voiced frame on the wire) -> final prompt at the app
+  token_to_audio_ms   the app's first text token of a reply -> first outbound audio frame at the caller
+  onset_to_clear_ms   onset of caller speech during agent playback -> clear at the caller
+  wer                 word error rate of the prompts against the transcripts (normalised text)
+  frame_interval_ms   spacing of outbound frames after the initial lead, and lead_ms, the audio buffered
+                      at the caller when each frame arrived
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bridge import logs
+from bridge.config import Config, load, replace
+from bridge.call.engines import SpeechEngines
+from bridge.daemon import load_engines, server_settings
+from bridge.loopback import first_after, run_loopback_call
+from bridge.sim.agent import AgentScript
+from bridge.sim.caller import SimulatedCaller, Spoken
+from bridge.sim.clips import Clip, load_clip
+from bridge.sim.scoring import normalise, wer
+
+SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
+TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
+LONG_REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
+              "sentence after sentence, the way a talkative agent does. I will keep talking about "
+              "nothing in particular until you say something. Still here, still talking, still waiting.")
+
+
+def select_clips(root: Path, count: int, seed: int) -> list[Clip]:
+    lines = gzip.open(root / TRANSCRIPTS, "rt", encoding="utf-8", errors="replace").read().splitlines()
+    candidates = []
+    for line in lines:
+        name, sep, text = line.partition(":")
+        text = text.strip()
+        if not sep or line.startswith(";") or "/" in name or not text or "[" in text or "(" in text:
+            continue
+        path = root / SOUNDS / f"{name.strip()}.wav"
+        if not path.is_file() or len(normalise(text).split()) < 2:
+            continue
+        candidates.append((path, text))
+    random.Random(seed).shuffle(candidates)
+    clips = []
+    for path, text in candidates:
+        clip = load_clip(path, text)
+        if 1.0 <= (clip.speech_end - clip.speech_start) / 8000 <= 7.0:
+            clips.append(clip)
+        if len(clips) == count:
+            break
+    return clips
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "max": max(values, default=float("nan"))}
+
+
+async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> dict[str, Any]:
+    """One call: the caller says every clip in turn; the app listens silently."""
+    spoken: list[Spoken] = []
+    eos_s = cfg.vad.end_of_speech_silence_ms / 1000
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(0.5)
+        for clip in clips:
+            spoken.append(await caller.say(clip))
+            await caller.pause(eos_s + 1.0)
+        await caller.hang_up()
+
+    silent = AgentScript(greeting="", answer=lambda heard, turn: "")
+    call = await run_loopback_call(engines, server_settings(cfg), script, agent_script=silent)
+    prompts = call.timeline.find("app", "<- prompt")
+    latencies, pairs, rows = [], [], []
+    for i, s in enumerate(spoken):
+        until = spoken[i + 1].onset if i + 1 < len(spoken) else float("inf")
+        mine = [(t, d) for t, d in prompts if s.onset <= t < until]
+        heard = " ".join(d["prompt"] for _, d in mine)
+        if mine:
+            latencies.append((mine[-1][0] - s.end) * 1000)
+        pairs.append((s.clip.text, heard))
+        rows.append({"clip": s.clip.name, "reference": s.clip.text, "prompts": [d["prompt"] for _, d in mine],
+                     "eos_to_prompt_ms": (mine[-1][0] - s.end) * 1000 if mine else None})
+    return {"eos_to_prompt_ms": summary(latencies), "wer": wer(pairs), "clips": rows,
+            "split_utterances": sum(1 for r in rows if len(r["prompts"]) > 1),
+            "missed": sum(1 for r in rows if not r["prompts"])}
+
+
+async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip], barge_ins: int) -> dict[str, Any]:
+    """One call: the app replies at length; the caller talks over each reply after a random wait."""
+    rng = random.Random(7)
+    onsets: list[float] = []
+    heard_windows: list[tuple[float, float]] = []
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_done(quiet_s=0.4)  # greeting
+        await caller.say(clips[-1])  # the first long reply; each later one answers a barge-in
+        for clip in clips[:barge_ins]:
+            started = await caller.wait_agent_audio(timeout=20)
+            await caller.pause(rng.uniform(0.8, 2.5))
+            spoken = caller.start_saying(clip)
+            onsets.append(spoken.onset)
+            heard_windows.append((started, spoken.onset))
+            await caller.finish_saying()
+        await caller.wait_agent_done(quiet_s=0.4, timeout=30)
+        await caller.hang_up()
+
+    talker = AgentScript(greeting="Hello, this is the benchmark agent. Talk to me whenever you like.",
+                         answer=lambda heard, turn: f"You said {heard} {LONG_REPLY}")
+    call = await run_loopback_call(engines, server_settings(cfg), script, agent_script=talker)
+    ear = call.caller.ear
+    session = call.agent.sessions[0]
+    token_to_audio = [(a - t) * 1000 for t in session.replies_started
+                      if (a := first_after(ear.media_arrivals, t)) is not None and a - t < 5]
+    onset_to_clear = [(c - o) * 1000 for o in onsets
+                      if (c := first_after(ear.clears, o)) is not None and c - o < 2]
+    intervals = []
+    arrivals = ear.media_arrivals
+    for prev, cur in zip(arrivals, arrivals[1:], strict=False):
+        gap = (cur - prev) * 1000
+        if 1.0 < gap < 100:  # steady state: skip the initial lead burst and pauses between replies
+            intervals.append(gap)
+    interrupt_error = []
+    for (start, onset), intr in zip(heard_windows, session.interrupts, strict=False):
+        clear = first_after(ear.clears, onset)
+        if clear is not None:
+            actual = call.caller.heard_ms_between(start, clear)
+            interrupt_error.append(abs(intr.duration_until_interrupt_ms - actual))
+    return {
+        "token_to_audio_ms": summary(token_to_audio),
+        "onset_to_clear_ms": summary(onset_to_clear),
+        "interrupts": len(session.interrupts),
+        "interrupt_duration_error_ms": summary(interrupt_error),
+        "frame_interval_ms": {"median": statistics.median(intervals) if intervals else float("nan"),
+                              "p95": pct(intervals, 0.95)},
+        "lead_ms": {"max": max(ear.leads_ms, default=0.0), "median": statistics.median(ear.leads_ms or [0.0]),
+                    "configured": cfg.playback.lead_ms,
+                    "frames_over_lead": sum(1 for x in ear.leads_ms if x > cfg.playback.lead_ms)},
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    base = load(args.config)
+    clips = select_clips(args.speech_dir, args.clips, args.seed)
+    engines = load_engines(base)
+    eos = base.vad.end_of_speech_silence_ms
+    variants = {
+        "speculative": base,
+        "no-speculation": replace(base, vad__speculate_ms=eos),
+    }
+    results: dict[str, Any] = {"clips": len(clips), "speech_seconds": sum(c.seconds for c in clips),
+                               "end_of_speech_silence_ms": eos, "variants": {}}
+    for name, cfg in variants.items():
+        t0 = time.perf_counter()
+        print(f"[{name}] {len(clips)} utterances ...", file=sys.stderr, flush=True)
+        results["variants"][name] = await asr_trial(engines, cfg, clips)
+        results["variants"][name]["wall_s"] = time.perf_counter() - t0
+    print(f"[conversation] {args.barge_ins} barge-ins ...", file=sys.stderr, flush=True)
+    results["conversation"] = await conversation_trial(engines, base, clips, args.barge_ins)
+    return results
+
+
+def print_table(r: dict[str, Any]) -> None:
+    eos = r["end_of_speech_silence_ms"]
+    print(f"\n{r['clips']} recorded utterances ({r['speech_seconds']:.0f} s of audio); "
+          f"end-of-speech silence {eos} ms\n")
+    print(f"{'':36}" + "".join(f"{n:>18}" for n in r["variants"]))
+    rows = [("end of speech -> prompt p50 (ms)", lambda v: f"{v['eos_to_prompt_ms']['p50']:.0f}"),
+            ("end of speech -> prompt p90 (ms)", lambda v: f"{v['eos_to_prompt_ms']['p90']:.0f}"),
+            ("  ... minus the silence, p50 (ms)", lambda v: f"{v['eos_to_prompt_ms']['p50'] - eos:.0f}"),
+            ("word error rate", lambda v: f"{v['wer'] * 100:.1f}%"),
+            ("utterances split / missed", lambda v: f"{v['split_utterances']} / {v['missed']}")]
+    for label, fn in rows:
+        print(f"{label:36}" + "".join(f"{fn(v):>18}" for v in r["variants"].values()))
+    c = r["conversation"]
+    print(f"\napp first token -> first audio   p50 {c['token_to_audio_ms']['p50']:.0f} ms, "
+          f"p90 {c['token_to_audio_ms']['p90']:.0f} ms (n={c['token_to_audio_ms']['n']})")
+    print(f"speech onset -> clear             p50 {c['onset_to_clear_ms']['p50']:.0f} ms, "
+          f"p90 {c['onset_to_clear_ms']['p90']:.0f} ms (n={c['onset_to_clear_ms']['n']})")
+    print(f"interrupt duration vs heard       p50 error {c['interrupt_duration_error_ms']['p50']:.0f} ms")
+    print(f"outbound frame interval           median {c['frame_interval_ms']['median']:.1f} ms, "
+          f"p95 {c['frame_interval_ms']['p95']:.1f} ms")
+    print(f"lead over real time               max {c['lead_ms']['max']:.0f} ms (configured "
+          f"{c['lead_ms']['configured']} ms), frames over it: {c['lead_ms']['frames_over_lead']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--speech-dir", type=Path, required=True, help="root of the unpacked Debian packages")
+    parser.add_argument("--config", type=Path, help="relay-bridge config to benchmark (default: built-in defaults)")
+    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--barge-ins", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
+    args = parser.parse_args()
+    logs.configure("WARNING")
+    t0 = time.perf_counter()
+    results = trio.run(bench, args)
+    results["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                          "platform": platform.platform()}
+    results["wall_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nJSON: {args.out}  ({results['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Configuration: TOML into frozen dataclasses, unknown keys and wrong types rejected by dotted path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import (
+    AsrConfig,
+    Config,
+    ConfigError,
+    ServerConfig,
+    SessionConfig,
+    check_ws_url,
+    load,
+    replace,
+    split_listen,
+)
+from bridge.speech.endpointer import EndpointerSettings
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "config" / "relay-bridge.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "relay-bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def to_toml(cfg: Config) -> str:
+    """A minimal TOML writer for the config's value types (the stdlib only reads TOML)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(type(v))
+
+    lines: list[str] = []
+    for section in dataclasses.fields(cfg):
+        lines.append(f"[{section.name}]")
+        sub = getattr(cfg, section.name)
+        for f in dataclasses.fields(sub):
+            lines.append(f"{f.name} = {value(getattr(sub, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def test_defaults_load() -> None:
+    cfg = load()
+    assert cfg == Config()
+    assert cfg.server.listen == "127.0.0.1:8080"
+    assert cfg.server.app_url == ""
+    assert cfg.server.relay_url_allowlist == ()
+    assert cfg.session.interruptible == "any"
+    assert cfg.vad == EndpointerSettings()
+    assert cfg.asr.model == "tiny.en"
+    assert cfg.logging.level == "INFO"
+
+
+def test_config_is_frozen() -> None:
+    cfg = load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.server = ServerConfig()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[vad]\nspeech_start_msx = 60\n", "'vad.speech_start_msx'"),
+        ("[server]\nlisten_port = 1\n", "'server.listen_port'"),
+        ("[servers]\nlisten = '1.2.3.4:5'\n", "'servers'"),
+        ("top = 1\n", "'top'"),
+        ("[asr.extra]\nx = 1\n", "'asr.extra'"),
+    ],
+)
+def test_unknown_key_rejected_with_dotted_path(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="unknown key") as exc:
+        load(write(tmp_path, text))
+    assert needle in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[vad]\nspeech_start_ms = "60"\n', "vad.speech_start_ms"),
+        ("[vad]\nhangover_ms = 100.0\n", "vad.hangover_ms"),
+        ("[vad]\naggressiveness = true\n", "vad.aggressiveness"),
+        ("[server]\nlisten = 8080\n", "server.listen"),
+        ("[server]\nmax_calls = 1.5\n", "server.max_calls"),
+        ('[server]\nshutdown_grace_s = "30"\n', "server.shutdown_grace_s"),
+        ("[server]\nshutdown_grace_s = false\n", "server.shutdown_grace_s"),
+        ('[server]\nrelay_url_allowlist = "wss://a.example/x"\n', "server.relay_url_allowlist"),
+        ("[server]\nrelay_url_allowlist = [1]\n", "server.relay_url_allowlist"),
+        ('[session]\ndtmf_detection = "yes"\n', "session.dtmf_detection"),
+        ("[asr]\nallow_download = 1\n", "asr.allow_download"),
+        ("[tts]\nvoice = 3\n", "tts.voice"),
+        ("server = 1\n", "server"),
+    ],
+)
+def test_wrong_types_rejected_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(write(tmp_path, text))
+    assert needle in str(exc.value)
+
+
+def test_integer_accepted_for_float() -> None:
+    cfg = load(server__shutdown_grace_s=10)
+    assert cfg.server.shutdown_grace_s == 10.0
+    assert isinstance(cfg.server.shutdown_grace_s, float)
+
+
+@pytest.mark.parametrize(
+    "listen", ["8080", "localhost", ":8080", "host:", "host:http", "host:70000", "host:-1", "host:80 "]
+)
+def test_invalid_listen(listen: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("server.listen")):
+        load(server__listen=listen)
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("0.0.0.0:0", ("0.0.0.0", 0)), ("[::1]:9000", ("::1", 9000)),
+     ("bridge.local:65535", ("bridge.local", 65535))],
+)
+def test_valid_listen(listen: str, expected: tuple[str, int]) -> None:
+    assert load(server__listen=listen).server.listen == listen
+    assert split_listen(listen) == expected
+
+
+@pytest.mark.parametrize("url", ["http://app.example/ws", "https://app.example/ws", "app.example/ws", "ws://",
+                                 "wss:///path", "ftp://app.example"])
+def test_invalid_app_url(url: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("server.app_url")):
+        load(server__app_url=url)
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:9000/relay", "wss://app.example.com/ws?x=1"])
+def test_valid_app_url(url: str) -> None:
+    assert load(server__app_url=url).server.app_url == url
+    check_ws_url(url, "x")
+
+
+def test_invalid_allowlist_entry_names_index() -> None:
+    with pytest.raises(ConfigError, match=r"server\.relay_url_allowlist\[1\]"):
+        load(server__relay_url_allowlist=["wss://a.example/x", "https://b.example/x"])
+
+
+@pytest.mark.parametrize("value", ["all", "true", "", "Any"])
+def test_invalid_interruptible(value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("session.interruptible")):
+        load(session__interruptible=value)
+
+
+@pytest.mark.parametrize("value", ["none", "dtmf", "speech", "any"])
+def test_valid_interruptible(value: str) -> None:
+    assert load(session__interruptible=value).session.interruptible == value
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"playback__lead_ms": 10}, "playback.lead_ms"),
+        ({"playback__max_synthesized_ahead_ms": 50}, "playback.max_synthesized_ahead_ms"),
+        ({"asr__beam_size": 0}, "asr.beam_size"),
+        ({"asr__cpu_threads": -1}, "asr.cpu_threads"),
+        ({"asr__concurrency": 0}, "asr.concurrency"),
+        ({"tts__concurrency": 0}, "tts.concurrency"),
+        ({"server__max_calls": 0}, "server.max_calls"),
+        ({"server__app_connect_timeout_ms": 0}, "server.app_connect_timeout_ms"),
+        ({"logging__level": "VERBOSE"}, "logging.level"),
+        ({"vad__aggressiveness": 5}, "aggressiveness"),
+        ({"vad__speech_start_ms": 10}, "speech_start_ms"),
+    ],
+)
+def test_range_checks(override: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(**override)
+    assert needle in str(exc.value)
+
+
+def test_vad_errors_name_the_section() -> None:
+    with pytest.raises(ConfigError, match=r"^vad: "):
+        load(vad__hangover_ms=-1)
+
+
+def test_log_level_case_insensitive() -> None:
+    assert load(logging__level="debug").logging.level == "debug"
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    cfg = replace(
+        load(),
+        server__listen="0.0.0.0:9090", server__app_url="wss://app.example/ws",
+        server__relay_url_allowlist=("wss://a.example/x", "ws://b.example:81/y"),
+        server__twilio_auth_token='to"ken\\', server__shutdown_grace_s=2.5, server__max_calls=7,
+        session__language="fr-FR", session__interruptible="dtmf", session__dtmf_detection=False,
+        playback__lead_ms=200, vad__aggressiveness=3, vad__end_of_speech_silence_ms=800,
+        asr__model="base.en", asr__allow_download=True, asr__hints="Zoë, relay",
+        tts__voice="en_GB-alan-low", logging__level="DEBUG",
+    )
+    assert cfg != load()
+    path = write(tmp_path, to_toml(cfg))
+    assert load(path) == cfg
+
+
+def test_default_round_trip(tmp_path: Path) -> None:
+    assert load(write(tmp_path, to_toml(load()))) == load()
+
+
+def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, '[vad]\nhangover_ms = 120\n\n[session]\nlanguage = "de-DE"\n'))
+    assert cfg.vad == EndpointerSettings(hangover_ms=120)
+    assert cfg.session == SessionConfig(language="de-DE")
+    assert cfg.server == ServerConfig()
+    assert cfg.asr == AsrConfig()
+
+
+def test_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nlisten = "127.0.0.1:1000"\napp_url = "ws://a.example/x"\n')
+    cfg = load(path, server__listen="0.0.0.0:2000", logging__level="WARNING")
+    assert cfg.server.listen == "0.0.0.0:2000"  # the override wins
+    assert cfg.server.app_url == "ws://a.example/x"  # the rest of the section stays
+    assert cfg.logging.level == "WARNING"
+
+
+def test_none_override_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nlisten = "127.0.0.1:1000"\n')
+    assert load(path, server__listen=None).server.listen == "127.0.0.1:1000"
+
+
+def test_unknown_override_rejected() -> None:
+    with pytest.raises(ConfigError, match=re.escape("'server.listn'")):
+        load(server__listn="1.2.3.4:5")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(tmp_path / "nope.toml")
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(write(tmp_path, "[server\nlisten = \n"))
+    assert "relay-bridge.toml" in str(exc.value)
+
+
+def test_replace_validates() -> None:
+    with pytest.raises(ConfigError, match=re.escape("session.interruptible")):
+        replace(load(), session__interruptible="sometimes")
+
+
+def test_shipped_config_equals_defaults() -> None:
+    if not SHIPPED.exists():
+        pytest.skip(f"{SHIPPED} not written yet")
+    assert load(SHIPPED) == load()
+
+
+def test_shipped_config_documents_every_key() -> None:
+    if not SHIPPED.exists():
+        pytest.skip(f"{SHIPPED} not written yet")
+    data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    cfg = load()
+    for section in dataclasses.fields(cfg):
+        keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
+        assert set(data.get(section.name, {})) == keys, section.name

@@ -1,0 +1,352 @@
+"""ConversationRelay codec: app frames validated, relay frames serialised with protocols.md's names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.protocols.fields import FrameError
+from bridge.protocols.relay import (
+    CLOSE_MALFORMED,
+    CLOSE_NORMAL,
+    DtmfDigit,
+    End,
+    Error,
+    Info,
+    Interrupt,
+    InvalidAppFrame,
+    Language,
+    Play,
+    Prompt,
+    RelayBridge,
+    SendDigits,
+    Setup,
+    Text,
+    end,
+    parse_relay_message,
+    serialize_relay_message,
+    text,
+)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj)
+
+
+VALID: list[tuple[str, str, Any]] = [
+    ("text", '{"type":"text","token":"Hello"}', Text(token="Hello")),
+    ("text-empty-last", '{"type":"text","token":"","last":true}', Text(token="", last=True)),
+    ("text-spaces-kept", '{"type":"text","token":"  a b ","last":false}', Text(token="  a b ")),
+    ("text-all-fields",
+     dumps({"type": "text", "token": "Hola", "last": True, "lang": "es-ES", "interruptible": False,
+            "preemptible": True}),
+     Text(token="Hola", last=True, lang="es-ES", interruptible=False, preemptible=True)),
+    ("text-null-optionals", dumps({"type": "text", "token": "x", "lang": None, "interruptible": None}),
+     Text(token="x")),
+    ("text-extra-field", dumps({"type": "text", "token": "x", "future": {"a": 1}}), Text(token="x")),
+    ("play", dumps({"type": "play", "source": "https://cdn.example/a.mp3"}),
+     Play(source="https://cdn.example/a.mp3")),
+    ("play-http-loop", dumps({"type": "play", "source": "http://cdn.example/a.wav", "loop": 3,
+                              "interruptible": True, "preemptible": False}),
+     Play(source="http://cdn.example/a.wav", loop=3, interruptible=True, preemptible=False)),
+    ("play-loop-0", dumps({"type": "play", "source": "https://x.io/a.mp3", "loop": 0}),
+     Play(source="https://x.io/a.mp3", loop=1000)),
+    ("play-loop-1000", dumps({"type": "play", "source": "https://x.io/a.mp3", "loop": 1000}),
+     Play(source="https://x.io/a.mp3", loop=1000)),
+    ("sendDigits", dumps({"type": "sendDigits", "digits": "12w34#*"}), SendDigits(digits="12w34#*")),
+    ("sendDigits-one", dumps({"type": "sendDigits", "digits": "9"}), SendDigits(digits="9")),
+    ("language-both", dumps({"type": "language", "ttsLanguage": "fr-FR", "transcriptionLanguage": "en-US"}),
+     Language(tts_language="fr-FR", transcription_language="en-US")),
+    ("language-tts", dumps({"type": "language", "ttsLanguage": "fr-FR"}),
+     Language(tts_language="fr-FR", transcription_language=None)),
+    ("language-stt", dumps({"type": "language", "transcriptionLanguage": "de-DE"}),
+     Language(tts_language=None, transcription_language="de-DE")),
+    ("end", '{"type":"end"}', End(handoff_data=None)),
+    ("end-handoff", dumps({"type": "end", "handoffData": '{"reason":"done"}'}),
+     End(handoff_data='{"reason":"done"}')),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in VALID], ids=[c[0] for c in VALID])
+def test_valid_app_messages(raw: str, expected: Any) -> None:
+    b = RelayBridge()
+    assert b.receive(raw) == expected
+    assert b.consecutive_invalid == 0
+    assert b.invalid_total == 0
+
+
+INVALID: list[tuple[str, str | bytes, str]] = [
+    # (id, raw frame, text the reason must contain)
+    ("non-json", "hello", "not JSON"),
+    ("empty", "", "not JSON"),
+    ("binary", b'{"type":"text","token":"x"}', "binary"),
+    ("array", '[{"type":"text"}]', "JSON object"),
+    ("number", "42", "JSON object"),
+    ("missing-type", '{"token":"x"}', "'type'"),
+    ("type-not-string", '{"type":1,"token":"x"}', "'type'"),
+    ("unknown-type", '{"type":"speak","token":"x"}', "speak"),
+    ("interrupt-type", '{"type":"interrupt"}', "interrupt"),
+    ("token-null", '{"type":"text","token":null}', "'token'"),
+    ("token-missing", '{"type":"text","last":true}', "'token'"),
+    ("token-number", '{"type":"text","token":5}', "'token'"),
+    ("last-string", '{"type":"text","token":"x","last":"true"}', "'last'"),
+    ("last-number", '{"type":"text","token":"x","last":1}', "'last'"),
+    ("interruptible-string", '{"type":"text","token":"x","interruptible":"any"}', "'interruptible'"),
+    ("preemptible-number", '{"type":"text","token":"x","preemptible":0}', "'preemptible'"),
+    ("lang-number", '{"type":"text","token":"x","lang":1}', "'lang'"),
+    ("play-ftp", '{"type":"play","source":"ftp://x.io/a.mp3"}', "'source'"),
+    ("play-relative", '{"type":"play","source":"/a.mp3"}', "'source'"),
+    ("play-no-host", '{"type":"play","source":"https:///a.mp3"}', "'source'"),
+    ("play-missing-source", '{"type":"play"}', "'source'"),
+    ("play-loop-negative", '{"type":"play","source":"https://x.io/a","loop":-1}', "'loop'"),
+    ("play-loop-too-big", '{"type":"play","source":"https://x.io/a","loop":1001}', "'loop'"),
+    ("play-loop-string", '{"type":"play","source":"https://x.io/a","loop":"2"}', "'loop'"),
+    ("play-loop-bool", '{"type":"play","source":"https://x.io/a","loop":true}', "'loop'"),
+    ("play-loop-float", '{"type":"play","source":"https://x.io/a","loop":1.5}', "'loop'"),
+    ("digits-empty", '{"type":"sendDigits","digits":""}', "'digits'"),
+    ("digits-letters", '{"type":"sendDigits","digits":"12a"}', "'digits'"),
+    ("digits-upper-w", '{"type":"sendDigits","digits":"1W2"}', "'digits'"),
+    ("digits-space", '{"type":"sendDigits","digits":"1 2"}', "'digits'"),
+    ("digits-newline", '{"type":"sendDigits","digits":"12\\n"}', "'digits'"),
+    ("digits-missing", '{"type":"sendDigits"}', "'digits'"),
+    ("digits-number", '{"type":"sendDigits","digits":12}', "'digits'"),
+    ("language-neither", '{"type":"language"}', "ttsLanguage"),
+    ("language-empty", '{"type":"language","ttsLanguage":"","transcriptionLanguage":""}', "ttsLanguage"),
+    ("language-number", '{"type":"language","ttsLanguage":5}', "'ttsLanguage'"),
+    ("end-handoff-object", '{"type":"end","handoffData":{"a":1}}', "'handoffData'"),
+]
+
+
+@pytest.mark.parametrize(("raw", "needle"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_app_messages(raw: str | bytes, needle: str) -> None:
+    b = RelayBridge()
+    result = b.receive(raw)
+    assert isinstance(result, InvalidAppFrame)
+    assert needle in result.reason, result.reason
+    assert result.close is None
+    assert b.consecutive_invalid == 1
+    assert b.invalid_total == 1
+    shown = raw.decode() if isinstance(raw, bytes) else raw
+    assert json.loads(result.reply) == {"type": "error",
+                                        "description": f"Invalid message received, code: 64107, {shown}"}
+
+
+def test_error_reply_exact_format() -> None:
+    result = RelayBridge().receive("not json")
+    assert isinstance(result, InvalidAppFrame)
+    assert result.reply == '{"type":"error","description":"Invalid message received, code: 64107, not json"}'
+
+
+def test_error_reply_for_token_null_quotes_raw_frame() -> None:
+    raw = '{"type":"text","token":null}'
+    result = RelayBridge().receive(raw)
+    assert isinstance(result, InvalidAppFrame)
+    assert result.reply == ('{"type":"error","description":"Invalid message received, code: 64107, '
+                            '{\\"type\\":\\"text\\",\\"token\\":null}"}')
+
+
+def test_error_reply_keeps_non_ascii() -> None:
+    result = RelayBridge().receive('{"type":"nope","token":"héllo"}')
+    assert isinstance(result, InvalidAppFrame)
+    assert "héllo" in result.reply
+
+
+def test_ten_consecutive_invalid_frames_close() -> None:
+    b = RelayBridge()
+    closes = [b.receive(f"bad {i}") for i in range(10)]
+    assert all(isinstance(c, InvalidAppFrame) for c in closes)
+    assert [c.close for c in closes if isinstance(c, InvalidAppFrame)] == [None] * 9 + [CLOSE_MALFORMED]
+    assert CLOSE_MALFORMED == (1007, "Too many consecutive malformed messages.")
+    assert CLOSE_NORMAL == (1000, "Closing websocket session")
+
+
+def test_valid_frame_resets_consecutive_count() -> None:
+    b = RelayBridge()
+    for _ in range(9):
+        r = b.receive("bad")
+        assert isinstance(r, InvalidAppFrame)
+        assert r.close is None
+    assert b.receive(text("ok")) == Text(token="ok")
+    assert b.consecutive_invalid == 0
+    for _ in range(9):
+        r = b.receive("bad")
+        assert isinstance(r, InvalidAppFrame)
+        assert r.close is None
+    r = b.receive("bad")
+    assert isinstance(r, InvalidAppFrame)
+    assert r.close == CLOSE_MALFORMED
+    assert b.invalid_total == 19
+
+
+def test_mixed_kinds_of_invalid_frames_all_count() -> None:
+    b = RelayBridge()
+    frames: list[str | bytes] = [
+        "x", b"\x00", "[]", '{"type":"text","token":null}', '{"type":"sendDigits"}', '{"type":"language"}',
+        '{"type":"play","source":"ftp://a/b"}', '{"type":"?"}', '{"type":"text"}',
+        '{"type":"end","handoffData":1}',
+    ]
+    results = [b.receive(f) for f in frames]
+    assert all(isinstance(r, InvalidAppFrame) for r in results)
+    last = results[-1]
+    assert isinstance(last, InvalidAppFrame)
+    assert last.close == CLOSE_MALFORMED
+
+
+def test_app_helpers_parse() -> None:
+    b = RelayBridge()
+    assert b.receive(text("Hi ", last=True, lang="en-GB", interruptible=True, preemptible=False)) == Text(
+        token="Hi ", last=True, lang="en-GB", interruptible=True, preemptible=False)
+    assert b.receive(text("")) == Text(token="")
+    assert b.receive(end()) == End(handoff_data=None)
+    assert b.receive(end("data")) == End(handoff_data="data")
+
+
+# --- bridge -> app ----------------------------------------------------------------------------
+
+SETUP = Setup(session_id="VX1", call_sid="CA1", account_sid="AC1", from_="+15550001111", to="+15550002222",
+              direction="inbound", caller_name="Ann", forwarded_from="+15550003333", parent_call_sid="CA0",
+              call_type="PSTN", call_status="RINGING", custom_parameters={"k": "v", "n": "Zoë"})
+
+
+def test_setup_field_names() -> None:
+    obj = json.loads(serialize_relay_message(SETUP))
+    assert obj == {
+        "type": "setup", "sessionId": "VX1", "accountSid": "AC1", "parentCallSid": "CA0", "callSid": "CA1",
+        "from": "+15550001111", "to": "+15550002222", "forwardedFrom": "+15550003333", "callerName": "Ann",
+        "direction": "inbound", "callType": "PSTN", "callStatus": "RINGING",
+        "customParameters": {"k": "v", "n": "Zoë"},
+    }
+
+
+def test_setup_defaults_serialise_every_field() -> None:
+    obj = json.loads(RelayBridge.send(Setup(session_id="VX2", call_sid="CA2", account_sid="AC2")))
+    assert obj == {
+        "type": "setup", "sessionId": "VX2", "accountSid": "AC2", "parentCallSid": "", "callSid": "CA2",
+        "from": "", "to": "", "forwardedFrom": "", "callerName": "", "direction": "inbound",
+        "callType": "PSTN", "callStatus": "RINGING", "customParameters": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("msg", "expected"),
+    [
+        (Prompt(voice_prompt="Hello world.", lang="en-US", last=True),
+         {"type": "prompt", "voicePrompt": "Hello world.", "lang": "en-US", "last": True}),
+        (DtmfDigit(digit="#"), {"type": "dtmf", "digit": "#"}),
+        (Interrupt(utterance_until_interrupt="I heard", duration_until_interrupt_ms=1200.0),
+         {"type": "interrupt", "utteranceUntilInterrupt": "I heard", "durationUntilInterruptMs": 1200}),
+        (Interrupt(utterance_until_interrupt="", duration_until_interrupt_ms=412.5),
+         {"type": "interrupt", "utteranceUntilInterrupt": "", "durationUntilInterruptMs": 412.5}),
+        (Info(name="agentSpeaking", value="on"), {"type": "info", "name": "agentSpeaking", "value": "on"}),
+        (Error(description="boom"), {"type": "error", "description": "boom"}),
+    ],
+)
+def test_relay_message_field_names(msg: Any, expected: dict[str, Any]) -> None:
+    raw = serialize_relay_message(msg)
+    assert json.loads(raw) == expected
+    assert raw == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_interrupt_integer_duration_is_an_integer_on_the_wire() -> None:
+    raw = serialize_relay_message(Interrupt("x", 1200.0))
+    assert '"durationUntilInterruptMs":1200}' in raw
+    raw = serialize_relay_message(Interrupt("x", 0.0))
+    assert '"durationUntilInterruptMs":0}' in raw
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        SETUP,
+        Setup(session_id="VX2", call_sid="CA2", account_sid="AC2"),
+        Prompt(voice_prompt="Hi", lang="en-US", last=False),
+        Prompt(voice_prompt="", lang="fr", last=True),
+        DtmfDigit(digit="5"),
+        Interrupt(utterance_until_interrupt="Hello", duration_until_interrupt_ms=1200.0),
+        Interrupt(utterance_until_interrupt="He", duration_until_interrupt_ms=87.5),
+        Info(name="tokensPlayed", value="Hello."),
+        Error(description="Invalid message received, code: 64107, x"),
+    ],
+)
+def test_relay_messages_parse_back(msg: Any) -> None:
+    assert parse_relay_message(serialize_relay_message(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["nope", b"{}", '{"type":"bogus"}', '{"type":"prompt","voicePrompt":"x","lang":"en"}',
+     '{"type":"interrupt","utteranceUntilInterrupt":"x","durationUntilInterruptMs":"5"}',
+     '{"type":"setup","sessionId":"VX"}'],
+)
+def test_parse_relay_message_rejects(raw: str | bytes) -> None:
+    with pytest.raises(FrameError):
+        parse_relay_message(raw)
+
+
+@settings(derandomize=True, max_examples=100, deadline=None)
+@given(
+    strings=st.lists(st.text(max_size=20), min_size=11, max_size=11),
+    params=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
+)
+def test_setup_round_trip_property(strings: list[str], params: dict[str, str]) -> None:
+    msg = Setup(*strings[:3], from_=strings[3], to=strings[4], direction=strings[5], caller_name=strings[6],
+                forwarded_from=strings[7], parent_call_sid=strings[8], call_type=strings[9],
+                call_status=strings[10], custom_parameters=params)
+    assert parse_relay_message(serialize_relay_message(msg)) == msg
+
+
+@settings(derandomize=True, max_examples=100, deadline=None)
+@given(
+    utterance=st.text(max_size=30),
+    ms=st.floats(0, 1e7, allow_nan=False) | st.integers(0, 10**7).map(float),
+)
+def test_interrupt_round_trip_property(utterance: str, ms: float) -> None:
+    msg = Interrupt(utterance, ms)
+    assert parse_relay_message(serialize_relay_message(msg)) == msg
+
+
+# --- never raises -----------------------------------------------------------------------------
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(raw=st.one_of(st.text(), st.binary()))
+def test_receive_never_raises_on_arbitrary_input(raw: str | bytes) -> None:
+    b = RelayBridge()
+    result = b.receive(raw)
+    assert isinstance(result, InvalidAppFrame | Text | Play | SendDigits | Language | End)
+    if isinstance(result, InvalidAppFrame):
+        assert json.loads(result.reply)["type"] == "error"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["text", "play", "sendDigits", "language", "end", "setup", "x"]),
+    fields=st.dictionaries(
+        st.sampled_from(["token", "last", "lang", "interruptible", "preemptible", "source", "loop", "digits",
+                         "ttsLanguage", "transcriptionLanguage", "handoffData"]),
+        json_values | st.sampled_from(["https://x.io/a", "ftp://x", "12w#", "en-US", ""]),
+        max_size=5),
+)
+def test_receive_never_raises_on_structured_junk(kind: str, fields: dict[str, Any]) -> None:
+    raw = dumps({"type": kind, **fields})
+    result = RelayBridge().receive(raw)
+    if isinstance(result, InvalidAppFrame):
+        prefix = '{"type":"error","description":"Invalid message received, code: 64107, '
+        assert result.reply.startswith(prefix)
+
+
+def test_deeply_nested_json_is_invalid_not_an_exception() -> None:
+    for raw in ("[" * 100_000, '{"a":' * 100_000):
+        result = RelayBridge().receive(raw)
+        assert isinstance(result, InvalidAppFrame)
