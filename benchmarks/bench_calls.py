@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import platform
 import random
@@ -33,8 +34,8 @@ from typing import Any
 import trio
 
 from bridge import logs
-from bridge.config import Config, load, replace
 from bridge.call.engines import SpeechEngines
+from bridge.config import Config, load, replace
 from bridge.daemon import load_engines, server_settings
 from bridge.loopback import first_after, run_loopback_call
 from bridge.sim.agent import AgentScript
@@ -50,7 +51,8 @@ LONG_REPLY = ("Here is a long answer, so that you have time to interrupt me. It 
 
 
 def select_clips(root: Path, count: int, seed: int) -> list[Clip]:
-    lines = gzip.open(root / TRANSCRIPTS, "rt", encoding="utf-8", errors="replace").read().splitlines()
+    with gzip.open(root / TRANSCRIPTS, "rt", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
     candidates = []
     for line in lines:
         name, sep, text = line.partition(":")
@@ -80,7 +82,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "max": max(values, default=float("nan"))}
+    return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9),
+            "max": max(values, default=float("nan"))}
 
 
 async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> dict[str, Any]:
@@ -123,13 +126,15 @@ async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Cl
         await caller.wait_agent_done(quiet_s=0.4)  # greeting
         await caller.say(clips[-1])  # the first long reply; each later one answers a barge-in
         for clip in clips[:barge_ins]:
-            started = await caller.wait_agent_audio(timeout=20)
+            with trio.fail_after(20):
+                started = await caller.wait_agent_audio()
             await caller.pause(rng.uniform(0.8, 2.5))
             spoken = caller.start_saying(clip)
             onsets.append(spoken.onset)
             heard_windows.append((started, spoken.onset))
             await caller.finish_saying()
-        await caller.wait_agent_done(quiet_s=0.4, timeout=30)
+        with trio.fail_after(30):
+            await caller.wait_agent_done(quiet_s=0.4)
         await caller.hang_up()
 
     talker = AgentScript(greeting="Hello, this is the benchmark agent. Talk to me whenever you like.",
@@ -143,7 +148,7 @@ async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Cl
                       if (c := first_after(ear.clears, o)) is not None and c - o < 2]
     intervals = []
     arrivals = ear.media_arrivals
-    for prev, cur in zip(arrivals, arrivals[1:], strict=False):
+    for prev, cur in itertools.pairwise(arrivals):
         gap = (cur - prev) * 1000
         if 1.0 < gap < 100:  # steady state: skip the initial lead burst and pauses between replies
             intervals.append(gap)

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bridge daemon")
     serve.add_argument("--listen", metavar="HOST:PORT", help="where to accept Media Streams (server.listen)")
-    serve.add_argument("--app-url", metavar="URL", help="the ConversationRelay app's ws:// or wss:// URL (server.app_url)")
+    serve.add_argument("--app-url", metavar="URL",
+                       help="the ConversationRelay app's ws:// or wss:// URL (server.app_url)")
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (logging.level)")
     demo = sub.add_parser("demo", help="run a simulated call on loopback with the real models")
@@ -31,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "serve":
-            from bridge.daemon import default_config_path, serve as run_serve
+            from bridge.daemon import default_config_path
+            from bridge.daemon import serve as run_serve
 
             cfg = load(args.config or default_config_path(), server__listen=args.listen, server__app_url=args.app_url,
                        logging__level=args.log_level)
             logs.configure(cfg.logging.level)
             if not cfg.server.app_url:
-                logger.warning("no app URL configured: every call will be ended at once until --app-url or server.app_url is set")
+                logger.warning("no app URL configured: every call will be ended at once until --app-url "
+                               "or server.app_url is set")
             run_serve(cfg)
             return 0
         from bridge.demo import main as run_demo

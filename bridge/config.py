@@ -55,7 +55,7 @@ class AsrConfig:
     model_dir: str = ""
     device: str = "cpu"
     compute_type: str = "int8"
-    beam_size: int = 1
+    beam_size: int = 5
     cpu_threads: int = 2
     concurrency: int = 1
     allow_download: bool = False
@@ -143,7 +143,8 @@ def validate(cfg: Config) -> None:
                              ("asr.beam_size", cfg.asr.beam_size, 1), ("asr.cpu_threads", cfg.asr.cpu_threads, 0),
                              ("asr.concurrency", cfg.asr.concurrency, 1), ("tts.concurrency", cfg.tts.concurrency, 1),
                              ("server.app_connect_timeout_ms", cfg.server.app_connect_timeout_ms, 1),
-                             ("server.max_calls", cfg.server.max_calls, 1)):
+                             ("server.max_calls", cfg.server.max_calls, 1),
+                             ("server.shutdown_grace_s", cfg.server.shutdown_grace_s, 0)):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -91,7 +91,8 @@ def main(cfg: Config, out_dir: Path) -> int:
     session = call.agent.sessions[0] if call.agent.sessions else None
     if session is not None:
         for i in session.interrupts:
-            print(f"  interrupt reported: heard {i.utterance_until_interrupt!r} ({i.duration_until_interrupt_ms:.0f} ms)")
+            print(f"  interrupt reported: heard {i.utterance_until_interrupt!r} "
+                  f"({i.duration_until_interrupt_ms:.0f} ms)")
     wav = out_dir / "demo-call.wav"
     call.caller.write_wav(wav)
     print(f"\nCall audio (left: caller, right: what the caller heard): {wav}")

@@ -55,8 +55,7 @@ async def run_loopback_call(engines: SpeechEngines, settings: ServerSettings,
         caller = SimulatedCaller(f"ws://127.0.0.1:{port}/media", timeline, custom_parameters=custom_parameters)
         await caller.run(script)
         with trio.move_on_after(CALL_END_TIMEOUT_S):
-            while server.active_calls or not server.finished:
-                await trio.sleep(0.01)
+            await server.wait_idle()
         shutdown.set()
         nursery.cancel_scope.cancel()
     return LoopbackCall(caller=caller, agent=agent, server=server, timeline=timeline)

@@ -68,10 +68,12 @@ class MediaStreamsServer:
         self.finished: list[CallStats] = []
         self.keep_stats = False  # tests and the simulator read finished calls' stats
         self._calls: set[Call] = set()
+        self._idle = trio.Event()
 
     async def wait_idle(self) -> None:
+        """Return once no call is in progress."""
         while self.active_calls:
-            await trio.sleep(0.05)
+            await self._idle.wait()
 
     def end_all(self, reason: str) -> None:
         """End every call through its normal teardown (sockets closed properly)."""
@@ -102,11 +104,14 @@ class MediaStreamsServer:
             except Exception:
                 logger.exception("call failed")
             finally:
-                self.active_calls -= 1
                 with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                     cleanup.shield = True
                     await ws.aclose()
                 conn.cancel_scope.cancel()
+                self.active_calls -= 1
+                if not self.active_calls:
+                    self._idle.set()
+                    self._idle = trio.Event()
 
     def _check_request(self, request: WebSocketRequest) -> tuple[int, str] | None:
         path = request.path.split("?", 1)[0]
@@ -183,7 +188,7 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
     """Accept calls on ``listeners`` until ``shutdown`` is set, then drain them."""
     async with trio.open_nursery() as calls:
         async with trio.open_nursery() as accept:
-            await accept.start(partial(trio.serve_listeners, server.handle_stream, listeners,
+            await accept.start(partial(trio.serve_listeners, server.handle_stream, list(listeners),
                                        handler_nursery=calls))
             task_status.started()
             if shutdown is None:

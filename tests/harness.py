@@ -145,7 +145,6 @@ async def run_memory_call(engines: SpeechEngines, server_settings: ServerSetting
         caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters)
         await caller.run(script, connect=lambda: net.connect_bridge(server))
         with trio.fail_after(10):
-            while server.active_calls or not server.finished:
-                await trio.sleep(0.01)
+            await server.wait_idle()
         nursery.cancel_scope.cancel()
     return CallResult(caller, server, timeline)

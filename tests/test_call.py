@@ -61,7 +61,8 @@ async def test_speech_becomes_a_final_prompt_and_the_reply_is_heard(autojump_clo
 
     result = await run_memory_call(fake_engines(("please enter your password",)), settings(), app.handle, script)
     session = app.sessions[0]
-    assert [(p.voice_prompt, p.lang, p.last) for p in session.prompts] == [("please enter your password", "en-US", True)]
+    assert [(p.voice_prompt, p.lang, p.last) for p in session.prompts] == [
+        ("please enter your password", "en-US", True)]
     played = [d["text"] for _, name, d in result.stats.events if name == "played"]
     assert played == ["Hi.", "I heard:", "please enter your password"]
     assert result.caller.ear.frames_played > 0
@@ -235,8 +236,7 @@ async def test_ten_consecutive_invalid_app_frames_close_with_1007(autojump_clock
 
     async def script(caller: SimulatedCaller) -> None:
         with trio.fail_after(5):
-            while not caller.bridge_closed:
-                await caller.pause(0.1)
+            await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), app, script)
     assert sum(r.startswith('{"type":"error"') for r in record) == 10
@@ -277,8 +277,7 @@ async def test_provider_stop_closes_the_app_socket_normally(autojump_clock: obje
 async def test_unreachable_app_ends_the_call_cleanly(autojump_clock: object) -> None:
     async def script(caller: SimulatedCaller) -> None:
         with trio.fail_after(10):
-            while not caller.bridge_closed:
-                await caller.pause(0.1)
+            await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), None, script)
     assert result.caller.bridge_closed
@@ -295,8 +294,7 @@ async def test_app_dropping_mid_call_ends_the_call(autojump_clock: object) -> No
 
     async def script(caller: SimulatedCaller) -> None:
         with trio.fail_after(10):
-            while not caller.bridge_closed:
-                await caller.pause(0.1)
+            await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), app, script)
     assert result.stats.end_reason == "app socket closed (1011)"
@@ -309,8 +307,7 @@ async def test_app_end_closes_the_stream_and_keeps_handoff_data(autojump_clock: 
         await caller.wait_agent_done()
         await caller.press("0")
         with trio.fail_after(10):
-            while not caller.bridge_closed:
-                await caller.pause(0.1)
+            await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), app.handle, script)
     assert result.stats.end_reason == "app sent end"

@@ -48,11 +48,15 @@ def whole(text: str, **kw: int) -> list[str]:
     ],
 )
 def test_does_not_split(text: str) -> None:
-    assert whole(text) == [text]
-    assert by_char(text) == [text]
-    c = TextChunker()
+    # As the first chunk of a cycle (with the first-chunk word limit off)...
+    assert whole(text, first_chunk_words=0) == [text]
+    assert by_char(text, first_chunk_words=0) == [text]
+    c = TextChunker(first_chunk_words=0)
     assert c.feed(text) == []
     assert c.pending == text
+    # ...and as a later chunk, with the default settings.
+    assert whole("Ok. " + text) == ["Ok.", " " + text]
+    assert by_char("Ok. " + text + ". Bye") == ["Ok.", " " + text + ".", " Bye"]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +101,34 @@ def test_first_chunk_may_end_at_clause() -> None:
 @pytest.mark.parametrize("mark", [",", ";", ":", "\u2014", "\u2013"])
 def test_clause_marks(mark: str) -> None:
     assert whole(f"Sure{mark} here it is") == [f"Sure{mark}", " here it is"]
+
+
+def test_first_chunk_ends_after_first_chunk_words() -> None:
+    text = "one two three four five six seven. Eight nine ten eleven twelve thirteen."
+    expected = ["one two three four five", " six seven.", " Eight nine ten eleven twelve thirteen."]
+    assert whole(text) == expected
+    assert by_char(text) == expected
+    assert whole(text, first_chunk_words=3) == ["one two three", " four five six seven.",
+                                                " Eight nine ten eleven twelve thirteen."]
+    assert whole(text, first_chunk_words=0) == ["one two three four five six seven.",
+                                                " Eight nine ten eleven twelve thirteen."]
+
+
+def test_first_chunk_word_is_whole_only_once_a_space_follows() -> None:
+    c = TextChunker(first_chunk_words=2)
+    assert c.feed("Hello wor") == []
+    assert c.feed("ld") == []
+    assert c.feed(" and") == ["Hello world"]
+    assert c.feed(" more words here and more") == []  # later chunks have no word limit
+    assert c.flush() == [" and more words here and more"]
+    # A new cycle: the word limit applies again.
+    assert c.feed("Next one now") == ["Next one"]
+
+
+def test_earliest_boundary_wins_in_first_chunk() -> None:
+    assert whole("Hi, one two three four five six") == ["Hi,", " one two three four five six"]
+    assert whole("one two three four five, six") == ["one two three four five,", " six"]
+    assert whole("one two three four five six, seven") == ["one two three four five", " six, seven"]
 
 
 def test_clause_mark_needs_following_whitespace() -> None:

@@ -104,12 +104,12 @@ def test_cleared_echo_never_counts_as_heard() -> None:
     ledger = MarkLedger()
     a, b, _ = cycle_with_chunks(ledger, 1, [("One. ", 4000), ("Two.", 4000)])
     ledger.echo(a.name, now=10.0)
+    before = ledger.heard(10.1)  # what the interrupt reports: read just before the clear
+    assert (before.cycle, before.text, before.duration_ms) == (1, "", pytest.approx(100.0))
     ledger.clear()
-    ledger.echo(b.name, now=10.1)  # cleared, not played
-    heard = ledger.heard(10.1)
-    assert heard.text == ""
-    assert heard.cycle == 1
-    assert heard.duration_ms == pytest.approx(100.0)
+    ledger.echo(b.name, now=10.2)  # cleared, not played
+    # After the clear the caller hears nothing of that cycle, and the cleared echo changes nothing.
+    assert ledger.heard(10.2) == Heard(cycle=None, text="", duration_ms=0.0)
 
 
 def test_clear_with_nothing_pending() -> None:

@@ -115,7 +115,6 @@ def test_start_without_connected_is_accepted() -> None:
     ("changes", "check"),
     [
         ({"customParameters": {}}, lambda s: s.custom_parameters == {}),
-        ({"customParameters": None}, lambda s: s.custom_parameters == {}),
         ({"tracks": ["inbound", "outbound"]}, lambda s: s.tracks == ("inbound", "outbound")),
     ],
 )

@@ -45,8 +45,6 @@ VALID: list[tuple[str, str, Any]] = [
      dumps({"type": "text", "token": "Hola", "last": True, "lang": "es-ES", "interruptible": False,
             "preemptible": True}),
      Text(token="Hola", last=True, lang="es-ES", interruptible=False, preemptible=True)),
-    ("text-null-optionals", dumps({"type": "text", "token": "x", "lang": None, "interruptible": None}),
-     Text(token="x")),
     ("text-extra-field", dumps({"type": "text", "token": "x", "future": {"a": 1}}), Text(token="x")),
     ("play", dumps({"type": "play", "source": "https://cdn.example/a.mp3"}),
      Play(source="https://cdn.example/a.mp3")),
@@ -80,6 +78,8 @@ def test_valid_app_messages(raw: str, expected: Any) -> None:
 
 
 INVALID: list[tuple[str, str | bytes, str]] = [
+    ("text-last-null", dumps({"type": "text", "token": "x", "last": None}), "field 'last' must be a boolean, got null"),
+    ("text-lang-null", dumps({"type": "text", "token": "x", "lang": None}), "field 'lang' must be a string, got null"),
     # (id, raw frame, text the reason must contain)
     ("non-json", "hello", "not JSON"),
     ("empty", "", "not JSON"),

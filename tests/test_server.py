@@ -13,7 +13,15 @@ from bridge.server import MediaStreamsServer, serve_media_streams
 from bridge.sim.agent import ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
-from tests.harness import APP_URL, MemoryListener, MemoryNetwork, fake_engines, leaf, run_memory_call, settings
+from tests.harness import (
+    APP_URL,
+    MemoryListener,
+    MemoryNetwork,
+    fake_engines,
+    leaf,
+    run_memory_call,
+    settings,
+)
 
 
 async def handshake(server: MediaStreamsServer, path: str = "/media",
@@ -128,8 +136,7 @@ async def test_shutdown_stops_accepting_and_drains_calls(autojump_clock: object)
         await caller.run(script, connect=lambda: net.connect_bridge(listener))
         await hung_up.wait()
         with trio.fail_after(6):
-            while server.active_calls:
-                await trio.sleep(0.05)
+            await server.wait_idle()
         nursery.cancel_scope.cancel()
     assert server.finished[0].end_reason == "provider sent stop"
     assert listener.closed and refused == [True]
@@ -159,8 +166,7 @@ async def test_shutdown_cancels_calls_after_the_grace_period(autojump_clock: obj
             started = trio.current_time()
             shutdown.set()
             with trio.fail_after(10):
-                while not caller.bridge_closed:
-                    await caller.pause(0.1)
+                await caller.wait_bridge_closed()
             assert 1.9 <= trio.current_time() - started <= 3.0
 
         await trio.sleep(0.1)
@@ -179,8 +185,8 @@ async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> N
         async with net.connect_bridge(server) as ws:
             await ws.send_message('{"event":"connected","protocol":"Call","version":"1.0.0"}')
             with trio.fail_after(15):
-                while ws.closed is None:
-                    await trio.sleep(0.5)
+                await server.wait_idle()
+            assert ws.closed is not None
         nursery.cancel_scope.cancel()
     assert server.active_calls == 0
 
@@ -188,8 +194,7 @@ async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> N
 async def test_no_app_url_ends_the_call(autojump_clock: object) -> None:
     async def script(caller: SimulatedCaller) -> None:
         with trio.fail_after(5):
-            while not caller.bridge_closed:
-                await caller.pause(0.1)
+            await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), dataclasses.replace(settings(), app_url=""), None, script)
     assert result.stats.end_reason == "no app URL configured"

@@ -49,5 +49,5 @@ def pcm16_to_float(samples: NDArray[np.int16]) -> NDArray[np.float32]:
 
 
 def float_to_pcm16(samples: NDArray[np.float32]) -> NDArray[np.int16]:
-    scaled = np.clip(np.rint(samples * 32768.0), -32768, 32767)
+    scaled: NDArray[np.float32] = np.clip(np.rint(samples * 32768.0), -32768, 32767)
     return scaled.astype(np.int16)

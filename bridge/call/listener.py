@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import trio
+from numpy.typing import NDArray
 
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.resample import StreamResampler, pcm16_to_float
@@ -127,12 +128,12 @@ class Listener:
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end, started_at=trio.current_time())
         factor = self._asr_rate // SAMPLE_RATE
-        audio = self._ring.read(start * factor, end * factor).astype(np.float32)
+        audio: NDArray[np.float32] = self._ring.read(start * factor, end * factor).astype(np.float32)
         assert self._nursery is not None, "Listener.run must be started first"
         self._nursery.start_soon(self._transcribe, rec, audio)
         return rec
 
-    async def _transcribe(self, rec: Recognition, audio: np.ndarray) -> None:  # type: ignore[type-arg]
+    async def _transcribe(self, rec: Recognition, audio: NDArray[np.float32]) -> None:
         try:
             rec.text = await self._engines.transcribe(audio, asr_language(self.language))
         except Exception:

@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from bridge.call.engines import SpeechEngines
 from bridge.call.listener import Listener, Utterance
 from bridge.call.playback import Playback
-from bridge.call.speaker import SpeechChunk, Speaker
+from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols.marks import EchoKind, MarkInfo, MarkLedger
@@ -269,11 +269,11 @@ class Call:
             await self.send_app(relay.DtmfDigit(digit))
 
     async def barge_in(self, cause: str) -> None:
+        heard = self.ledger.heard(trio.current_time())
         dropped = self.speaker.cancel()
         self.chunker.reset()
         self.cycle += 1
         await self.playback.clear()
-        heard = self.ledger.heard(trio.current_time())
         self.stats.interrupts += 1
         self.stats.record("interrupt", cause=cause, heard=heard.text, duration_ms=heard.duration_ms)
         self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, heard.text,

@@ -15,7 +15,7 @@ LOW_LOGPROB = -1.0
 
 @dataclass(frozen=True)
 class WhisperSettings:
-    beam_size: int = 1
+    beam_size: int = 5
     compute_type: str = "int8"
     device: str = "cpu"
     cpu_threads: int = 2

@@ -17,6 +17,8 @@ def parse_object(raw: str | bytes) -> dict[str, Any]:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise FrameError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise FrameError("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise FrameError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -26,7 +28,7 @@ def field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], *, path
           required: bool = True, default: Any = None) -> Any:
     """``obj[name]`` checked against ``kind``; booleans are never accepted as numbers."""
     where = f"{path}.{name}" if path else name
-    if name not in obj or (obj[name] is None and not required):
+    if name not in obj:
         if required:
             raise FrameError(f"missing field '{where}'")
         return default

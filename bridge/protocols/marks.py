@@ -9,7 +9,8 @@ On ``clear`` Twilio drops its buffer and then echoes *every* pending mark at onc
 look exactly like "played" ones. So ``clear()`` moves all pending marks to a cleared set and their
 later echoes are reported as ``CLEARED``, never as playback.
 
-``heard(now)`` answers the ``interrupt`` fields: the text of the current cycle through its last
+``heard(now)``, read just before the ``clear`` (which forgets the playback), answers the ``interrupt``
+fields: the text of the current cycle through its last
 played mark, and the cycle's audio duration through that mark plus the time since its echo, bounded
 by the audio of the cycle actually sent. Positions are in samples at 8 kHz; ``now`` (seconds) is
 passed in by the runtime.
@@ -103,6 +104,7 @@ class MarkLedger:
         for mark in cleared:
             self._cleared[mark.name] = mark
         self._pending.clear()
+        self._last_played = None  # the caller's playback is empty: nothing from before is playing
         return cleared
 
     def heard(self, now: float) -> Heard:

@@ -102,8 +102,9 @@ def _int_string(obj: dict[str, Any], name: str, path: str) -> int:
     """Media Streams sends counters as decimal strings; integers are tolerated."""
     value = get(obj, name, (str, int), path=path)
     if isinstance(value, str):
-        if not value.isdigit():
-            raise FrameError(f"field '{path}.{name}' must be a decimal string, got {value!r}")
+        if not (value.isascii() and value.isdigit()):
+            where = f"{path}.{name}" if path else name
+            raise FrameError(f"field '{where}' must be a decimal string, got {value!r}")
         return int(value)
     return int(value)
 
@@ -128,9 +129,11 @@ def _parse_start(obj: dict[str, Any]) -> Start:
         sample_rate=get(fmt, "sampleRate", int, path="start.mediaFormat"),
         channels=get(fmt, "channels", int, path="start.mediaFormat"),
     )
-    if media_format.encoding != SUPPORTED_ENCODING or media_format.sample_rate != 8000:
-        raise FrameError(f"unsupported media format {media_format.encoding}/{media_format.sample_rate} "
-                         f"(expected {SUPPORTED_ENCODING}/8000)")
+    if media_format.encoding != SUPPORTED_ENCODING:
+        raise FrameError(f"field 'start.mediaFormat.encoding' must be {SUPPORTED_ENCODING!r}, "
+                         f"got {media_format.encoding!r}")
+    if media_format.sample_rate != 8000:
+        raise FrameError(f"field 'start.mediaFormat.sampleRate' must be 8000, got {media_format.sample_rate}")
     if media_format.channels != 1:
         raise FrameError(f"field 'start.mediaFormat.channels' must be 1, got {media_format.channels}")
     tracks = get(start, "tracks", list, path="start", required=False, default=["inbound"])

@@ -98,7 +98,8 @@ class ScriptedAgent:
                 match msg:
                     case relay.Setup():
                         session.setup = msg
-                        self.timeline.add("app", "<- setup", f"session {msg.session_id[:10]}… call {msg.call_sid[:10]}…")
+                        self.timeline.add("app", "<- setup",
+                                          f"session {msg.session_id[:10]}… call {msg.call_sid[:10]}…")
                         await speak(self.script.greeting)
                     case relay.Prompt(last=True):
                         session.prompts.append(msg)

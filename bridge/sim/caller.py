@@ -192,22 +192,23 @@ class SimulatedCaller:
     async def pause(self, seconds: float) -> None:
         await trio.sleep(seconds)
 
-    async def wait_agent_audio(self, timeout: float = 10.0) -> float:
+    async def wait_agent_audio(self) -> float:
         """Wait until agent audio is playing; return when it started."""
-        with trio.fail_after(timeout):
-            while not (self._playout and isinstance(self._playout[0], bytes)) and not self._closed.is_set():
-                await self._tick_event.wait()
+        while not (self._playout and isinstance(self._playout[0], bytes)) and not self._closed.is_set():
+            await self._tick_event.wait()
         return trio.current_time()
 
-    async def wait_agent_done(self, quiet_s: float = 0.6, timeout: float = 20.0) -> None:
+    async def wait_agent_done(self, quiet_s: float = 0.6) -> None:
         """Wait until the agent has said something and then been silent for ``quiet_s``."""
-        with trio.fail_after(timeout):
-            await self.wait_agent_audio(timeout)
-            while not self._closed.is_set():
-                idle = not any(isinstance(x, bytes) for x in self._playout)
-                if idle and trio.current_time() - self.ear.last_agent_frame_at >= quiet_s:
-                    return
-                await self._tick_event.wait()
+        await self.wait_agent_audio()
+        while not self._closed.is_set():
+            idle = not any(isinstance(x, bytes) for x in self._playout)
+            if idle and trio.current_time() - self.ear.last_agent_frame_at >= quiet_s:
+                return
+            await self._tick_event.wait()
+
+    async def wait_bridge_closed(self) -> None:
+        await self._closed.wait()
 
     async def hang_up(self) -> None:
         self.timeline.add("caller", "hangs up")

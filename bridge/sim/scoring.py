@@ -1,16 +1,22 @@
 """Word error rate on normalised text, for the recorded-speech tests and benchmarks.
 
 Normalisation: lower case, digits spelt out ("3" -> "three", "25" -> "twenty five"), "&" -> "and",
-hyphens and punctuation (but not apostrophes inside words) dropped, whitespace collapsed.
+hyphenated words joined ("re-record" -> "rerecord"), other punctuation (but not apostrophes inside
+words) dropped, whitespace collapsed.
 """
 
 from __future__ import annotations
 
 import re
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
-        "sixteen seventeen eighteen nineteen".split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen",
+)
+_TENS = (
+    "_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+)
 
 
 def number_words(n: int) -> str:
@@ -30,6 +36,7 @@ def number_words(n: int) -> str:
 def normalise(text: str) -> str:
     text = text.lower().replace("&", " and ")
     text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
+    text = re.sub(r"(?<=\w)-(?=\w)", "", text)  # "re-record" and "rerecord" are the same word
     text = re.sub(r"[-_/]", " ", text)
     text = re.sub(r"[^\w\s']", " ", text)
     text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)

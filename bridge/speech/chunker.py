@@ -20,12 +20,15 @@ import re
 from dataclasses import dataclass, field
 
 ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m no approx dept est inc ltd co corp mt ft
-    jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k""".split()
+    (
+        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "a.m", "p.m",
+        "approx", "dept", "est", "inc", "ltd", "co", "corp", "mt", "ft", "jan", "feb", "mar",
+        "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k",
+    )
 )
 _SENTENCE_END = ".!?…"
-_CLAUSE_END = ",;:—–"
-_CLOSERS = "\"')]}”’"
+_CLAUSE_END = ",;:\u2014\u2013"  # comma, semicolon, colon, em and en dash
+_CLOSERS = "\"')]}\u201d\u2019"  # closing quotes and brackets
 _WORD_RE = re.compile(r"\S+\s")
 
 
@@ -81,7 +84,11 @@ class TextChunker:
         buf = self._buf
         first = self._emitted_in_cycle == 0
         word_cut = self._first_words_cut(buf) if first else None
+        if word_cut is not None and word_cut > self.max_chars:
+            word_cut = None
         for i, ch in enumerate(buf):
+            if i >= self.max_chars:
+                break
             if word_cut is not None and i >= word_cut:
                 return word_cut
             if ch not in _SENTENCE_END and ch not in _CLAUSE_END:
@@ -104,8 +111,9 @@ class TextChunker:
         if word_cut is not None:
             return word_cut
         if len(buf) > self.max_chars:
-            space = buf.rfind(" ", 0, self.max_chars)
-            return space if space > 0 else self.max_chars
+            lead = len(buf) - len(buf.lstrip())
+            space = buf.rfind(" ", lead + 1, self.max_chars)
+            return space if space > lead else max(self.max_chars, lead + 1)
         return None
 
     def _first_words_cut(self, buf: str) -> int | None:

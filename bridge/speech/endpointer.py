@@ -56,6 +56,8 @@ class EndpointerSettings:
             raise ValueError(f"speech_start_ms must be at least {FRAME_MS}")
         if self.end_of_speech_silence_ms < FRAME_MS:
             raise ValueError(f"end_of_speech_silence_ms must be at least {FRAME_MS}")
+        if self.hangover_ms >= self.end_of_speech_silence_ms:
+            raise ValueError("hangover_ms must be shorter than end_of_speech_silence_ms")
 
 
 class State(enum.Enum):
