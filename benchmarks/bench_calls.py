@@ -176,10 +176,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     clips = select_clips(args.speech_dir, args.clips, args.seed)
     engines = load_engines(base)
     eos = base.vad.end_of_speech_silence_ms
-    variants = {
+    available = {
         "speculative": base,
         "no-speculation": replace(base, vad__speculate_ms=eos),
+        "vad-aggressiveness-3": replace(base, vad__aggressiveness=3),
+        "vad-aggressiveness-2": replace(base, vad__aggressiveness=2),
     }
+    variants = {name: available[name] for name in args.variants}
     results: dict[str, Any] = {"clips": len(clips), "speech_seconds": sum(c.seconds for c in clips),
                                "end_of_speech_silence_ms": eos, "variants": {}}
     for name, cfg in variants.items():
@@ -223,6 +226,8 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--barge-ins", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--variants", nargs="+", default=["speculative", "no-speculation"],
+                        choices=["speculative", "no-speculation", "vad-aggressiveness-3", "vad-aggressiveness-2"])
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
     args = parser.parse_args()
     logs.configure("WARNING")
