@@ -39,6 +39,18 @@ def kinds(events: list[EndpointerEvent]) -> list[type]:
     return [type(e) for e in events]
 
 
+def without_resumed_pauses(events: list[EndpointerEvent]) -> list[EndpointerEvent]:
+    """Drop pauses the speaker resumed from (a comma's pause may trigger one), checking they pair up."""
+    out: list[EndpointerEvent] = []
+    for ev in events:
+        if isinstance(ev, SpeechResumed):
+            assert out and isinstance(out[-1], SpeechPaused), "a resume must follow a pause"
+            out.pop()
+        else:
+            out.append(ev)
+    return out
+
+
 def run(samples: NDArray[np.int16], settings: EndpointerSettings | None = None) -> list[EndpointerEvent]:
     return Endpointer(settings).feed(samples)
 
@@ -71,7 +83,7 @@ def test_one_utterance_per_clip(speech: dict[str, NDArray[np.int16]], name: str,
     clip = speech[name]
     e_start, e_end = speech_bounds(clip)
     samples = np.concatenate((np.zeros(lead, dtype=np.int16), clip, silence(1500)))
-    events = run(samples)
+    events = without_resumed_pauses(run(samples))
     assert kinds(events) == [SpeechStarted, SpeechPaused, SpeechEnded]
     started, paused, ended = events
     assert isinstance(started, SpeechStarted)
@@ -198,7 +210,7 @@ def test_max_utterance_forces_an_end(speech: dict[str, NDArray[np.int16]], max_m
 
 def test_no_forced_end_under_default_max(speech: dict[str, NDArray[np.int16]]) -> None:
     events = run(np.concatenate((silence(500), speech["privacy-prompt"], silence(1500))))
-    assert kinds(events) == [SpeechStarted, SpeechPaused, SpeechEnded]
+    assert kinds(without_resumed_pauses(events)) == [SpeechStarted, SpeechPaused, SpeechEnded]
 
 
 def test_state_and_position_track_the_stream(speech: dict[str, NDArray[np.int16]]) -> None:

@@ -36,7 +36,7 @@ _WORD_RE = re.compile(r"\S+\s")
 class TextChunker:
     clause_min_chars: int = 60
     max_chars: int = 240
-    first_chunk_words: int = 5
+    first_chunk_words: int = 4
     _buf: str = ""
     _emitted_in_cycle: int = field(default=0)
 

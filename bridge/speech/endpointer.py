@@ -37,7 +37,7 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 
 @dataclass(frozen=True)
 class EndpointerSettings:
-    aggressiveness: int = 2
+    aggressiveness: int = 3
     speech_start_ms: int = 60
     hangover_ms: int = 100
     end_of_speech_silence_ms: int = 600
