@@ -44,6 +44,12 @@ class StreamResampler:
         return out
 
 
+def resample_once(samples: NDArray[np.float32], in_rate: int, out_rate: int) -> NDArray[np.float32]:
+    """Convert a whole signal in one piece (the same result as streaming it and flushing)."""
+    r = StreamResampler(in_rate, out_rate)
+    return np.concatenate((r.process(samples), r.flush()))
+
+
 def pcm16_to_float(samples: NDArray[np.int16]) -> NDArray[np.float32]:
     return samples.astype(np.float32) * np.float32(1.0 / 32768.0)
 

@@ -8,6 +8,7 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
+from bridge.audio.resample import pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber
 
 
@@ -27,10 +28,15 @@ class SpeechEngines:
             self._tts_limiter = trio.CapacityLimiter(self.tts_concurrency)
         return self._asr_limiter, self._tts_limiter
 
-    async def transcribe(self, audio: NDArray[np.float32], language: str) -> str:
+    async def transcribe(self, audio: NDArray[np.int16], rate: int, language: str) -> str:
+        """Recognise one utterance of ``rate`` Hz audio (resampled to the model's rate in the worker)."""
         limiter = self._limiters()[0]
-        return await trio.to_thread.run_sync(self.transcriber.transcribe, audio, language, limiter=limiter,
-                                             abandon_on_cancel=True)
+
+        def run() -> str:
+            x = resample_once(pcm16_to_float(audio), rate, self.transcriber.sample_rate)
+            return self.transcriber.transcribe(x, language)
+
+        return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
 
     async def synthesize(self, text: str) -> list[NDArray[np.int16]]:
         limiter = self._limiters()[1]

@@ -1,9 +1,11 @@
 """The caller's side: inbound audio to utterances to ``prompt`` frames, with speculative recognition.
 
 Theory of operation. Every inbound 20 ms frame is decoded once and goes two ways: to the endpointer
-(8 kHz, webrtcvad) and, through a streaming resampler, into a 16 kHz ring that holds the recent
-call audio for the recogniser. The endpointer reports utterances by absolute sample positions, so
-the audio of an utterance is a slice of the ring.
+(8 kHz, webrtcvad) and into a ring that holds the recent call audio. The endpointer reports
+utterances by absolute sample positions, so the audio of an utterance is a slice of the ring; it is
+resampled to the recogniser's rate in one piece, in the worker thread. (A streaming resampler here
+would lag: soxr emits its output in blocks, up to ~110 ms behind the input, which cut the end off
+utterances recognised speculatively.)
 
 Recognition costs a few hundred ms on a small CPU, about as long as the end-of-speech wait itself.
 So when the endpointer reports a probable end (``SpeechPaused``, after ``speculate_ms`` of
@@ -25,7 +27,6 @@ import trio
 from numpy.typing import NDArray
 
 from bridge.audio.g711 import ulaw_decode
-from bridge.audio.resample import StreamResampler, pcm16_to_float
 from bridge.audio.ring import SampleRing
 from bridge.call.engines import SpeechEngines
 from bridge.engines.base import asr_language
@@ -73,9 +74,7 @@ class Listener:
         self._on_speech_started = on_speech_started
         self._on_utterance = on_utterance
         self._log = logger
-        self._asr_rate = engines.transcriber.sample_rate
-        self._resampler = StreamResampler(SAMPLE_RATE, self._asr_rate)
-        self._ring = SampleRing(self._asr_rate * RING_SECONDS, dtype=np.float32)
+        self._ring = SampleRing(SAMPLE_RATE * RING_SECONDS, dtype=np.int16)
         self._speculation: Recognition | None = None
         self._send, self._receive = trio.open_memory_channel[tuple[Recognition, float]](32)
         self._nursery: trio.Nursery | None = None
@@ -102,7 +101,7 @@ class Listener:
 
     async def feed(self, ulaw: bytes) -> None:
         pcm = ulaw_decode(ulaw)
-        self._ring.write(self._resampler.process(pcm16_to_float(pcm)))
+        self._ring.write(pcm)
         for event in self.endpointer.feed(pcm):
             match event:
                 case SpeechStarted():
@@ -127,15 +126,14 @@ class Listener:
 
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end, started_at=trio.current_time())
-        factor = self._asr_rate // SAMPLE_RATE
-        audio: NDArray[np.float32] = self._ring.read(start * factor, end * factor).astype(np.float32)
+        audio: NDArray[np.int16] = self._ring.read(start, end).astype(np.int16)
         assert self._nursery is not None, "Listener.run must be started first"
         self._nursery.start_soon(self._transcribe, rec, audio)
         return rec
 
-    async def _transcribe(self, rec: Recognition, audio: NDArray[np.float32]) -> None:
+    async def _transcribe(self, rec: Recognition, audio: NDArray[np.int16]) -> None:
         try:
-            rec.text = await self._engines.transcribe(audio, asr_language(self.language))
+            rec.text = await self._engines.transcribe(audio, SAMPLE_RATE, asr_language(self.language))
         except Exception:
             self._log.exception("recognition failed; the utterance is dropped")
             rec.text = ""

@@ -1,0 +1,105 @@
+"""The real daemon process: ``relay-bridge serve`` as a user runs it (marked ``models``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from bridge.sim.agent import AgentScript, ScriptedAgent
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.clips import Clip
+from bridge.sim.scoring import wer
+from bridge.sim.timeline import Timeline
+
+pytestmark = pytest.mark.models
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_for_port(port: int, proc: trio.Process) -> None:
+    """The bridge is ready when its port accepts connections."""
+    while True:
+        assert proc.returncode is None, "the daemon exited before it was ready"
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            await trio.sleep(0.1)
+            continue
+        await stream.aclose()
+        return
+
+
+def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips: dict[str, Clip]) -> None:
+    port = free_port()
+    log = tmp_path / "daemon.log"
+    agents: list[ScriptedAgent] = []
+    returncode: list[int | None] = []
+
+    async def main() -> None:
+        timeline = Timeline()
+        agent = ScriptedAgent(timeline, AgentScript(greeting="Hello.", answer=lambda heard, turn: f"You said {heard}"))
+        agents.append(agent)
+        async with trio.open_nursery() as nursery:
+            app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
+            env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(Path(__file__).parents[1] / "config/relay-bridge.toml")}
+            with log.open("wb") as out:
+                proc = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                     "--app-url", f"ws://127.0.0.1:{app_port}"], stdout=out, stderr=subprocess.STDOUT, env=env)
+                try:
+                    with trio.fail_after(60):
+                        await wait_for_port(port, proc)
+
+                    async def script(caller: SimulatedCaller) -> None:
+                        with trio.fail_after(30):
+                            await caller.wait_agent_done(quiet_s=0.4)
+                            await caller.say(clips["agent-pass"])
+                            await caller.wait_agent_done(quiet_s=0.4)
+                        await caller.hang_up()
+
+                    await SimulatedCaller(f"ws://127.0.0.1:{port}/media", timeline).run(script)
+                    proc.send_signal(signal.SIGTERM)
+                    with trio.fail_after(10):
+                        returncode.append(await proc.wait())
+                finally:
+                    if proc.returncode is None:
+                        proc.kill()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    output = log.read_text()
+    assert returncode == [0], output
+    assert "listening on ws://127.0.0.1:" in output
+    assert "SIGTERM received" in output and "stopped after 1 call(s)" in output
+    session = agents[0].sessions[0]
+    assert session.setup is not None and session.setup.session_id.startswith("VX")
+    assert len(session.prompts) == 1 and wer([(clips["agent-pass"].text, session.prompts[0].voice_prompt)]) <= 0.2
+
+
+def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vad]\nspeech_start_msx = 3\n")
+    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown key 'vad.speech_start_msx'" in proc.stderr
+
+
+def test_a_missing_config_named_by_the_environment_is_an_error(tmp_path: Path) -> None:
+    env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(tmp_path / "missing.toml")}
+    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 2
+    assert "cannot read config" in proc.stderr
