@@ -135,6 +135,8 @@ class SimulatedCaller:
                 match event:
                     case ms.Media():
                         buffered = sum(1 for x in self._playout if isinstance(x, bytes))
+                        if not buffered and now - self.ear.last_agent_frame_at > 0.1:
+                            self.timeline.add("caller", "hears agent")
                         for i in range(0, len(event.payload), FRAME):
                             self._playout.append(event.payload[i : i + FRAME])
                         self.ear.media_arrivals.append(now)
