@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -104,78 +106,81 @@ async def test_relay_url_is_honoured_only_when_allowlisted(autojump_clock: objec
     assert reached == [expected]
 
 
+@dataclass
+class ServedBridge:
+    """The real server behind an in-memory listener, serving until ``shutdown`` is set."""
+
+    server: MediaStreamsServer
+    net: MemoryNetwork
+    listener: MemoryListener
+    shutdown: trio.Event
+    served: trio.Event
+
+    async def call(self, script: Callable[[SimulatedCaller], Awaitable[None]]) -> None:
+        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
+        await caller.run(script, connect=lambda: self.net.connect_bridge(self.listener))
+
+
+async def serve_bridge(nursery: trio.Nursery, grace_s: float) -> ServedBridge:
+    net = MemoryNetwork(nursery)
+    net.apps[APP_URL] = ScriptedAgent(Timeline()).handle
+    server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=grace_s), fake_engines(),
+                                connect=net.connect_app)
+    server.keep_stats = True
+    bridge = ServedBridge(server, net, MemoryListener(), trio.Event(), trio.Event())
+
+    async def serve() -> None:
+        await serve_media_streams(server, [bridge.listener], bridge.shutdown)
+        bridge.served.set()
+
+    nursery.start_soon(serve)
+    await trio.sleep(0.1)
+    return bridge
+
+
 async def test_shutdown_stops_accepting_and_drains_calls(autojump_clock: object) -> None:
     """On shutdown the listener closes at once; a call in progress may finish within the grace."""
-    app = ScriptedAgent(Timeline())
-    listener = MemoryListener()
-    shutdown = trio.Event()
-    hung_up = trio.Event()
+    refused: list[bool] = []
     async with trio.open_nursery() as nursery:
-        net = MemoryNetwork(nursery)
-        net.apps[APP_URL] = app.handle
-        server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=5), fake_engines(),
-                                    connect=net.connect_app)
-        server.keep_stats = True
-        nursery.start_soon(serve_media_streams, server, [listener], shutdown)
-        await trio.sleep(0.1)
-        refused: list[bool] = []
+        bridge = await serve_bridge(nursery, grace_s=5)
 
         async def script(caller: SimulatedCaller) -> None:
             await caller.wait_agent_done()
-            shutdown.set()
+            bridge.shutdown.set()
             await caller.pause(0.5)
             try:
-                await listener.connect()
+                await bridge.listener.connect()
             except OSError:
                 refused.append(True)
             await caller.pause(1.0)  # the call goes on during the grace period
             await caller.hang_up()
-            hung_up.set()
 
-        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
-        await caller.run(script, connect=lambda: net.connect_bridge(listener))
-        await hung_up.wait()
+        await bridge.call(script)
         with trio.fail_after(6):
-            await server.wait_idle()
+            await bridge.served.wait()
         nursery.cancel_scope.cancel()
-    assert server.finished[0].end_reason == "provider sent stop"
-    assert listener.closed and refused == [True]
+    assert bridge.server.finished[0].end_reason == "provider sent stop"
+    assert bridge.listener.closed and refused == [True]
 
 
-async def test_shutdown_cancels_calls_after_the_grace_period(autojump_clock: object) -> None:
-    app = ScriptedAgent(Timeline())
-    shutdown = trio.Event()
+async def test_shutdown_ends_calls_after_the_grace_period(autojump_clock: object) -> None:
     async with trio.open_nursery() as nursery:
-        net = MemoryNetwork(nursery)
-        net.apps[APP_URL] = app.handle
-        server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=2), fake_engines(),
-                                    connect=net.connect_app)
-        server.keep_stats = True
-        served = trio.Event()
-
-        listener = MemoryListener()
-
-        async def serve() -> None:
-            await serve_media_streams(server, [listener], shutdown)
-            served.set()
-
-        nursery.start_soon(serve)
+        bridge = await serve_bridge(nursery, grace_s=2)
 
         async def script(caller: SimulatedCaller) -> None:
             await caller.wait_agent_done()
             started = trio.current_time()
-            shutdown.set()
+            bridge.shutdown.set()
             with trio.fail_after(10):
                 await caller.wait_bridge_closed()
             assert 1.9 <= trio.current_time() - started <= 3.0
 
-        await trio.sleep(0.1)
-        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
-        await caller.run(script, connect=lambda: net.connect_bridge(listener))
+        await bridge.call(script)
         with trio.fail_after(5):
-            await served.wait()
+            await bridge.served.wait()
         nursery.cancel_scope.cancel()
-    assert server.active_calls == 0
+    assert bridge.server.active_calls == 0
+    assert bridge.server.finished[0].end_reason == "server shutting down"
 
 
 async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> None:
