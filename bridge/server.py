@@ -27,7 +27,7 @@ from trio_websocket import (
 )
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallLogger, CallSettings, CallStats, open_call
+from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallSettings, CallStats, open_call
 from bridge.protocols.signature import signature_valid
 
 logger = logging.getLogger(__name__)
@@ -81,37 +81,41 @@ class MediaStreamsServer:
             call.end(reason)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        async with trio.open_nursery() as conn:
-            try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                    request = await wrap_server_stream(conn, stream, max_message_size=MAX_MESSAGE_BYTES)
-            except (trio.TooSlowError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
-                logger.warning("connection dropped before the WebSocket handshake: %r", exc)
+        """One connection. Nothing a peer does may escape into the accept loop: it would end every call."""
+        self.active_calls += 1  # counted before any await, so concurrent handshakes respect max_calls
+        try:
+            async with trio.open_nursery() as conn:
+                await self._handle_connection(conn, stream)
                 conn.cancel_scope.cancel()
-                await stream.aclose()
-                return
-            status = self._check_request(request)
-            if status is not None:
-                self.rejected += 1
-                await request.reject(status[0], body=status[1].encode())
-                conn.cancel_scope.cancel()
-                return
-            ws = await request.accept()
-            self.active_calls += 1
-            self.calls_total += 1
-            try:
-                await self._serve_call(ws)
-            except Exception:
-                logger.exception("call failed")
-            finally:
-                with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
-                    cleanup.shield = True
-                    await ws.aclose()
-                conn.cancel_scope.cancel()
-                self.active_calls -= 1
-                if not self.active_calls:
-                    self._idle.set()
-                    self._idle = trio.Event()
+        except Exception:
+            logger.exception("connection failed")
+        finally:
+            self.active_calls -= 1
+            if not self.active_calls:
+                self._idle.set()
+                self._idle = trio.Event()
+
+    async def _handle_connection(self, conn: trio.Nursery, stream: trio.abc.Stream) -> None:
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                request = await wrap_server_stream(conn, stream, max_message_size=MAX_MESSAGE_BYTES)
+        except (trio.TooSlowError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+            logger.warning("connection dropped before the WebSocket handshake: %r", exc)
+            await stream.aclose()
+            return
+        status = self._check_request(request)
+        if status is not None:
+            self.rejected += 1
+            await request.reject(status[0], body=status[1].encode())
+            return
+        ws = await request.accept()
+        self.calls_total += 1
+        try:
+            await self._serve_call(ws)
+        finally:
+            with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+                cleanup.shield = True
+                await ws.aclose()
 
     def _check_request(self, request: WebSocketRequest) -> tuple[int, str] | None:
         path = request.path.split("?", 1)[0]
@@ -129,7 +133,7 @@ class MediaStreamsServer:
                 logger.warning("refused a WebSocket with a %s X-Twilio-Signature",
                                "wrong" if signature else "missing")
                 return 403, "invalid X-Twilio-Signature\n"
-        if self.active_calls >= self.settings.max_calls:
+        if self.active_calls > self.settings.max_calls:  # this connection is already counted
             logger.warning("refused a call: %d calls in progress (server.max_calls)", self.active_calls)
             return 503, "too many calls\n"
         return None
@@ -146,40 +150,25 @@ class MediaStreamsServer:
         codec, start = await open_call(ws)
         if start is None:
             return
-        stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
-        log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
-        url = self.app_url_for(start.custom_parameters)
-        try:
-            if not url:
-                stats.end_reason = "no app URL configured"
-                log.error("no app URL: set server.app_url (or --app-url); ending the call")
-                return
-            await self._run_with_app(ws, url, codec, start, stats, log)
-        finally:
-            log.info("call ended: %s", stats.end_reason or "unknown")
-            if self.keep_stats:
-                self.finished.append(stats)
-
-    async def _run_with_app(self, ws: WebSocketConnection, url: str, codec: Any, start: Any, stats: CallStats,
-                            log: CallLogger) -> None:
-        timeout = self.settings.call.app_connect_timeout_s
-        call = Call(ws, self.engines, self.settings.call, start, codec, stats)
+        call = Call(ws, self.engines, self.settings.call, start, codec)
         self._calls.add(call)
         try:
-            async with self.connect(url, timeout) as app_ws:
-                try:
+            url = self.app_url_for(start.custom_parameters)
+            if not url:
+                call.end("no app URL configured")
+                call.log.error("no app URL: set server.app_url (or --app-url); ending the call")
+                return
+            try:
+                async with self.connect(url, self.settings.call.app_connect_timeout_s) as app_ws:
                     await call.run(app_ws)
-                finally:
-                    with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
-                        cleanup.shield = True
-                        await app_ws.aclose(1000, "Closing websocket session")
-        except (OSError, HandshakeError) as exc:
-            stats.end_reason = f"app unreachable at {url}: {exc!r}"
-            log.error("cannot reach the app at %s (%r); ending the call", url, exc)
+            except (OSError, HandshakeError) as exc:
+                call.end(f"app unreachable at {url}: {exc!r}")
+                call.log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
             self._calls.discard(call)
-            stats.frames_sent = call.playback.frames_sent
-            stats.max_lead_ms = call.playback.max_lead_s * 1000
+            call.log.info("call ended: %s", call.stats.end_reason or "unknown")
+            if self.keep_stats:
+                self.finished.append(call.stats)
 
 
 async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[trio.abc.Listener[Any]],
@@ -194,9 +183,7 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
             if shutdown is None:
                 await trio.sleep_forever()
             await shutdown.wait()
-            accept.cancel_scope.cancel()
-        for listener in listeners:
-            await listener.aclose()
+            accept.cancel_scope.cancel()  # serve_listeners closes the listeners as it exits
         grace = server.settings.shutdown_grace_s
         logger.info("shutting down: %d call(s) in progress get up to %.0f s to finish", server.active_calls, grace)
         with trio.move_on_after(grace):

@@ -223,7 +223,7 @@ def test_setup_field_names() -> None:
 
 
 def test_setup_defaults_serialise_every_field() -> None:
-    obj = json.loads(RelayBridge.send(Setup(session_id="VX2", call_sid="CA2", account_sid="AC2")))
+    obj = json.loads(serialize_relay_message(Setup(session_id="VX2", call_sid="CA2", account_sid="AC2")))
     assert obj == {
         "type": "setup", "sessionId": "VX2", "accountSid": "AC2", "parentCallSid": "", "callSid": "CA2",
         "from": "", "to": "", "forwardedFrom": "", "callerName": "", "direction": "inbound",

@@ -8,7 +8,7 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from bridge.audio.resample import pcm16_to_float, resample_once
+from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber
 
 
@@ -38,10 +38,14 @@ class SpeechEngines:
 
         return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
 
-    async def synthesize(self, text: str) -> list[NDArray[np.int16]]:
+    async def synthesize(self, text: str, rate: int) -> NDArray[np.int16]:
+        """Speech for ``text`` at ``rate`` Hz, resampled in the worker as one continuous signal."""
         limiter = self._limiters()[1]
 
-        def run() -> list[NDArray[np.int16]]:
-            return list(self.synthesizer.synthesize(text))
+        def run() -> NDArray[np.int16]:
+            pieces = [pcm16_to_float(p) for p in self.synthesizer.synthesize(text)]
+            if not pieces:
+                return np.zeros(0, dtype=np.int16)
+            return float_to_pcm16(resample_once(np.concatenate(pieces), self.synthesizer.sample_rate, rate))
 
         return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)

@@ -40,7 +40,7 @@ from bridge.speech.endpointer import (
     SpeechStarted,
 )
 
-RING_SECONDS = 40
+RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
 
 
 @dataclass
@@ -50,7 +50,6 @@ class Recognition:
     speech_end: int = 0
     text: str = ""
     done: trio.Event = field(default_factory=trio.Event)
-    started_at: float = 0.0
     finished_at: float = 0.0
 
 
@@ -74,7 +73,8 @@ class Listener:
         self._on_speech_started = on_speech_started
         self._on_utterance = on_utterance
         self._log = logger
-        self._ring = SampleRing(SAMPLE_RATE * RING_SECONDS, dtype=np.int16)
+        longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
+        self._ring = SampleRing(SAMPLE_RATE * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
         self._speculation: Recognition | None = None
         self._send, self._receive = trio.open_memory_channel[tuple[Recognition, float]](32)
         self._nursery: trio.Nursery | None = None
@@ -94,10 +94,6 @@ class Listener:
                 else:
                     self._log.info("utterance of %.2f s had no words; no prompt",
                                    (rec.end - rec.start) / SAMPLE_RATE)
-
-    @property
-    def caller_speaking(self) -> bool:
-        return self.endpointer.in_speech
 
     async def feed(self, ulaw: bytes) -> None:
         pcm = ulaw_decode(ulaw)
@@ -125,7 +121,7 @@ class Listener:
                     await self._send.send((rec, trio.current_time()))
 
     def _recognise(self, start: int, end: int) -> Recognition:
-        rec = Recognition(start=start, end=end, started_at=trio.current_time())
+        rec = Recognition(start=start, end=end)
         audio: NDArray[np.int16] = self._ring.read(start, end).astype(np.int16)
         assert self._nursery is not None, "Listener.run must be started first"
         self._nursery.start_soon(self._transcribe, rec, audio)

@@ -19,7 +19,6 @@ One lock covers "pop and send" and "drop and clear", so no frame of the old audi
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import trio
 
 from bridge.audio.g711 import SILENCE_BYTE
-from bridge.protocols.marks import MarkInfo, MarkLedger
+from bridge.protocols.marks import MarkLedger
 from bridge.protocols.media_streams import MediaStreamsBridge
 
 FRAME_MS = 20
@@ -54,21 +53,18 @@ QueueItem = AudioFrame | MarkRequest
 
 class Playback:
     def __init__(self, send: Callable[[str], Awaitable[None]], codec: MediaStreamsBridge, ledger: MarkLedger,
-                 *, lead_ms: int, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+                 *, lead_ms: int) -> None:
         self._send = send
         self._codec = codec
         self.ledger = ledger
         self._lead = lead_ms / 1000
-        self._log = logger
         self._queue: deque[QueueItem] = deque()
         self._queued_frames = 0
         self._changed = trio.Event()
         self._lock = trio.Lock()
         self._play_end = 0.0
         self.frames_sent = 0
-        self.clears_sent = 0
         self.max_lead_s = 0.0
-        self.on_mark_sent: Callable[[MarkInfo], None] | None = None
         self.on_first_audio: Callable[[int, float], None] | None = None
         self._cycles_started: set[int] = set()
 
@@ -81,11 +77,11 @@ class Playback:
                 frame += bytes([SILENCE_BYTE]) * (FRAME_BYTES - len(frame))
             self._queue.append(AudioFrame(cycle, frame))
             self._queued_frames += 1
-        self._notify()
+        self.notify()
 
     def enqueue_mark(self, request: MarkRequest) -> None:
         self._queue.append(request)
-        self._notify()
+        self.notify()
 
     @property
     def queued_ms(self) -> int:
@@ -100,15 +96,8 @@ class Playback:
         """Agent audio is queued here or still unheard at the provider."""
         return bool(self._queue) or self.ledger.pending
 
-    async def wait_idle(self) -> None:
-        while self.active:
-            await self._wait_change()
-
-    def poke(self) -> None:
-        """Something that ``active`` depends on changed (a mark echo)."""
-        self._notify()
-
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Something waiters depend on changed (the queue, or a mark echo for ``active``)."""
         self._changed.set()
         self._changed = trio.Event()
 
@@ -117,20 +106,19 @@ class Playback:
 
     # -- barge-in -----------------------------------------------------------------------------
 
-    async def clear(self) -> list[MarkInfo]:
-        """Drop unsent audio; send ``clear`` if the caller may still hear agent audio."""
+    async def clear(self) -> None:
+        """Drop unsent audio; send ``clear`` if the caller may still hear agent audio. The ledger is
+        cleared either way, so nothing from before the barge-in is reported as heard later."""
         async with self._lock:
             self._queue.clear()
             self._queued_frames = 0
-            cleared: list[MarkInfo] = []
             now = trio.current_time()
-            if self.ledger.pending or self._play_end > now:
-                cleared = self.ledger.clear()
-                await self._send(self._codec.clear())
-                self.clears_sent += 1
+            needed = self.ledger.pending or self._play_end > now
+            self.ledger.clear()
             self._play_end = now
-        self._notify()
-        return cleared
+            if needed:
+                await self._send(self._codec.clear())
+        self.notify()
 
     # -- the pacer ----------------------------------------------------------------------------
 
@@ -155,9 +143,7 @@ class Playback:
                 else:
                     mark = self.ledger.place(head.cycle, head.text, head.chunk, final=head.final)
                     await self._send(self._codec.mark(mark.name))
-                    if self.on_mark_sent is not None:
-                        self.on_mark_sent(mark)
-            self._notify()
+            self.notify()
 
     def _play_start(self, now: float) -> float:
         """When a frame sent now would start playing, at the latest."""

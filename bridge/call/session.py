@@ -28,7 +28,7 @@ from bridge.call.playback import Playback
 from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
-from bridge.protocols.marks import EchoKind, MarkInfo, MarkLedger
+from bridge.protocols.marks import EchoKind, MarkLedger
 from bridge.speech.chunker import TextChunker
 from bridge.speech.endpointer import EndpointerSettings, SpeechStarted
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
 TEARDOWN_TIMEOUT_S = 2.0
+PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
 SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
                     "forwardedFrom": "forwarded_from", "parentCallSid": "parent_call_sid",
                     "callType": "call_type", "callStatus": "call_status"}
@@ -72,29 +73,26 @@ class CallStats:
     invalid_app_frames: int = 0
     frames_sent: int = 0
     max_lead_ms: float = 0.0
+    speculations_used: int = 0
+    speculations_wasted: int = 0
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
     def record(self, name: str, **data: Any) -> None:
         self.events.append((trio.current_time(), name, data))
 
 
-class AppUnavailable(Exception):
-    pass
-
-
 class Call:
     def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
-                 start: ms.Start, codec: ms.MediaStreamsBridge, stats: CallStats) -> None:
+                 start: ms.Start, codec: ms.MediaStreamsBridge) -> None:
         self.provider_ws = provider_ws
-        self.engines = engines
         self.settings = settings
         self.start = start
         self.codec = codec
-        self.stats = stats
+        self.stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
         self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
         self.relay = relay.RelayBridge()
         self.ledger = MarkLedger()
-        self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.lead_ms, logger=self.log)
+        self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.lead_ms)
         self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.max_synthesized_ahead_ms,
                                logger=self.log)
         self.listener = Listener(engines, settings.endpointer, language=settings.language,
@@ -104,45 +102,57 @@ class Call:
         self.cycle = 1
         self._cycle_first_token: dict[int, float] = {}
         self.app_ws: WebSocketConnection | None = None
-        self._scope: trio.CancelScope | None = None
-        self._ended_early = ""
+        self._scope = trio.CancelScope()
         self.playback.on_first_audio = self._on_first_audio
-        self.playback.on_mark_sent = self._on_mark_sent
 
-    # -- sending ------------------------------------------------------------------------------
+    # -- ending -------------------------------------------------------------------------------
+
+    def end(self, reason: str) -> None:
+        """End the call; the first reason given is the one kept. Teardown closes both sockets."""
+        if not self.stats.end_reason:
+            self.stats.end_reason = reason
+        self._scope.cancel()
+
+    # -- sending: the only two places a closed socket is handled ---------------------------------
 
     async def _send_provider(self, frame: str) -> None:
-        await self.provider_ws.send_message(frame)
+        try:
+            await self.provider_ws.send_message(frame)
+        except ConnectionClosed as exc:
+            self.end(f"provider socket closed ({exc.reason.code if exc.reason else '?'})")
 
-    async def send_app(self, msg: relay.RelayMessage) -> None:
+    async def send_app(self, msg: relay.RelayMessage | str) -> None:
         assert self.app_ws is not None
-        await self.app_ws.send_message(relay.RelayBridge.send(msg))
+        try:
+            await self.app_ws.send_message(msg if isinstance(msg, str) else relay.serialize_relay_message(msg))
+        except ConnectionClosed as exc:
+            self.end(f"app socket closed ({exc.reason.code if exc.reason else '?'})")
 
     # -- the call -----------------------------------------------------------------------------
 
     async def run(self, app_ws: WebSocketConnection) -> None:
+        """Run the call until either side ends it; always closes the app socket."""
         self.app_ws = app_ws
-        setup = self._setup_message()
-        self.stats.session_id = setup.session_id
-        await self.send_app(setup)
-        self.log.info("call started; session %s", setup.session_id)
-        async with trio.open_nursery() as nursery:
-            self._scope = nursery.cancel_scope
-            if self._ended_early:
-                self.end(self._ended_early)
-            await nursery.start(self.listener.run)
-            nursery.start_soon(self.speaker.run)
-            nursery.start_soon(self.playback.run)
-            nursery.start_soon(self._read_provider, nursery.cancel_scope)
-            nursery.start_soon(self._read_app, nursery.cancel_scope)
-
-    def end(self, reason: str) -> None:
-        """End the call from outside (server shutdown); teardown closes both sockets."""
-        self.stats.end_reason = reason
-        if self._scope is None:
-            self._ended_early = reason
-        else:
-            self._scope.cancel()
+        try:
+            with self._scope:
+                setup = self._setup_message()
+                self.stats.session_id = setup.session_id
+                await self.send_app(setup)
+                self.log.info("call started; session %s", setup.session_id)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.listener.run)
+                    nursery.start_soon(self.speaker.run)
+                    nursery.start_soon(self.playback.run)
+                    nursery.start_soon(self._read_provider)
+                    nursery.start_soon(self._read_app)
+        finally:
+            self.stats.frames_sent = self.playback.frames_sent
+            self.stats.max_lead_ms = self.playback.max_lead_s * 1000
+            self.stats.speculations_used = self.listener.speculations_used
+            self.stats.speculations_wasted = self.listener.speculations_wasted
+            with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+                cleanup.shield = True
+                await app_ws.aclose(*relay.CLOSE_NORMAL)
 
     def _setup_message(self) -> relay.Setup:
         params = self.start.custom_parameters
@@ -150,62 +160,67 @@ class Call:
         return relay.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=self.start.call_sid,
                            account_sid=self.start.account_sid, custom_parameters=dict(params), **known)
 
-    async def _read_provider(self, scope: trio.CancelScope) -> None:
-        try:
-            while True:
-                raw = await self.provider_ws.get_message()
-                event = self.codec.receive(raw)
-                match event:
-                    case ms.Media(track="inbound"):
-                        await self.listener.feed(event.payload)
-                    case ms.Media():
-                        pass
-                    case ms.Dtmf():
-                        await self._on_dtmf(event.digit)
-                    case ms.Mark():
-                        self._on_mark_echo(event.name)
-                    case ms.Stop():
-                        self.stats.end_reason = "provider sent stop"
-                        break
-                    case ms.InvalidFrame():
-                        self.stats.invalid_provider_frames += 1
-                        self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
-                    case _:
-                        self.log.warning("unexpected Media Streams event %s", type(event).__name__)
-        except ConnectionClosed as exc:
-            self.stats.end_reason = f"provider socket closed ({exc.reason.code if exc.reason else '?'})"
-        scope.cancel()
+    async def _read_provider(self) -> None:
+        while True:
+            try:
+                with trio.fail_after(PROVIDER_IDLE_TIMEOUT_S):
+                    raw = await self.provider_ws.get_message()
+            except ConnectionClosed as exc:
+                self.end(f"provider socket closed ({exc.reason.code if exc.reason else '?'})")
+                return
+            except trio.TooSlowError:
+                self.log.warning("no frame from the provider for %.0f s; ending the call", PROVIDER_IDLE_TIMEOUT_S)
+                self.end("provider went silent")
+                return
+            event = self.codec.receive(raw)
+            match event:
+                case ms.Media(track="inbound"):
+                    await self.listener.feed(event.payload)
+                case ms.Media():
+                    pass
+                case ms.Dtmf():
+                    await self._on_dtmf(event.digit)
+                case ms.Mark():
+                    self._on_mark_echo(event.name)
+                case ms.Stop():
+                    self.end("provider sent stop")
+                    return
+                case ms.InvalidFrame():
+                    self.stats.invalid_provider_frames += 1
+                    self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
+                case _:
+                    self.log.warning("unexpected Media Streams event %s", type(event).__name__)
 
-    async def _read_app(self, scope: trio.CancelScope) -> None:
+    async def _read_app(self) -> None:
         assert self.app_ws is not None
-        try:
-            while True:
+        while True:
+            try:
                 raw = await self.app_ws.get_message()
-                msg = self.relay.receive(raw)
-                match msg:
-                    case relay.InvalidAppFrame():
-                        self.stats.invalid_app_frames += 1
-                        self.log.warning("invalid app frame: %s", msg.reason)
-                        await self.app_ws.send_message(msg.reply)
-                        if msg.close is not None:
-                            self.log.warning("closing the app socket: %s", msg.close[1])
-                            self.stats.end_reason = "app sent too many malformed messages"
-                            await self.app_ws.aclose(*msg.close)
-                            break
-                    case relay.Text():
-                        await self._on_text(msg)
-                    case relay.End():
-                        self.log.info("app ended the session (handoffData %s)",
-                                      "present" if msg.handoff_data else "absent")
-                        self.stats.end_reason = "app sent end"
-                        self.stats.record("end", handoff_data=msg.handoff_data)
-                        break
-                    case relay.Play() | relay.SendDigits() | relay.Language():
-                        await self._unsupported(msg)
-        except ConnectionClosed as exc:
-            self.stats.end_reason = f"app socket closed ({exc.reason.code if exc.reason else '?'})"
-            self.log.warning("the app closed its socket; ending the call")
-        scope.cancel()
+            except ConnectionClosed as exc:
+                self.log.warning("the app closed its socket; ending the call")
+                self.end(f"app socket closed ({exc.reason.code if exc.reason else '?'})")
+                return
+            msg = self.relay.receive(raw)
+            match msg:
+                case relay.InvalidAppFrame():
+                    self.stats.invalid_app_frames += 1
+                    self.log.warning("invalid app frame: %s", msg.reason)
+                    await self.send_app(msg.reply)
+                    if msg.close is not None:
+                        self.log.warning("closing the app socket: %s", msg.close[1])
+                        await self.app_ws.aclose(*msg.close)  # before end(): a cancelled close aborts
+                        self.end("app sent too many malformed messages")
+                        return
+                case relay.Text():
+                    await self._on_text(msg)
+                case relay.End():
+                    self.log.info("app ended the session (handoffData %s)",
+                                  "present" if msg.handoff_data else "absent")
+                    self.stats.record("end", handoff_data=msg.handoff_data)
+                    self.end("app sent end")
+                    return
+                case relay.Play() | relay.SendDigits() | relay.Language():
+                    await self._unsupported(msg)
 
     async def _unsupported(self, msg: relay.AppMessage) -> None:
         name = {relay.Play: "play", relay.SendDigits: "sendDigits", relay.Language: "language"}[type(msg)]
@@ -223,21 +238,18 @@ class Call:
         if msg.last:
             chunks += self.chunker.flush()
             self.cycle += 1
-        for i, text in enumerate(chunks):
-            final = msg.last and i == len(chunks) - 1
-            await self.speaker.submit(SpeechChunk(cycle, text, final))
         if msg.last and not chunks:
-            await self.speaker.submit(SpeechChunk(cycle, "", True))
+            chunks = [""]  # still close the cycle with its final mark
+        for i, text in enumerate(chunks):
+            # A barge-in during one of these awaits moves the speaker past this cycle: the rest is dropped.
+            await self.speaker.submit(SpeechChunk(cycle, text, final=msg.last and i == len(chunks) - 1))
 
     def _on_first_audio(self, cycle: int, at: float) -> None:
-        first_token = self._cycle_first_token.get(cycle)
+        first_token = self._cycle_first_token.pop(cycle, None)
         if first_token is not None:
             self.log.info("cycle %d: first text token to first audio frame %.0f ms", cycle,
                           (at - first_token) * 1000)
         self.stats.record("first_audio", cycle=cycle)
-
-    def _on_mark_sent(self, mark: MarkInfo) -> None:
-        self.log.debug("mark %s sent after %r", mark.name, mark.chunk)
 
     def _on_mark_echo(self, name: str) -> None:
         echo = self.ledger.echo(name, trio.current_time())
@@ -245,7 +257,7 @@ class Call:
             self.log.warning("echo of unknown mark %r ignored", name)
         elif echo.kind is EchoKind.PLAYED and echo.mark is not None and echo.mark.chunk:
             self.stats.record("played", cycle=echo.mark.cycle, text=echo.mark.chunk)
-        self.playback.poke()
+        self.playback.notify()
 
     # -- caller input -------------------------------------------------------------------------
 
@@ -270,9 +282,9 @@ class Call:
 
     async def barge_in(self, cause: str) -> None:
         heard = self.ledger.heard(trio.current_time())
-        dropped = self.speaker.cancel()
-        self.chunker.reset()
         self.cycle += 1
+        self.chunker.reset()
+        dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()
         self.stats.interrupts += 1
         self.stats.record("interrupt", cause=cause, heard=heard.text, duration_ms=heard.duration_ms)

@@ -1,12 +1,13 @@
 """The agent's voice: app text chunks to paced mu-law audio, one cancel scope per chunk.
 
-Chunks are synthesised in order on the shared TTS engine, resampled to 8 kHz with a resampler
-that runs continuously through the chunk (no click where Piper's sentence pieces meet), encoded,
-and queued for playback followed by a mark that records the text heard through that chunk. A
+Chunks are synthesised in order on the shared TTS engine and resampled to 8 kHz in the worker thread
+(each chunk as one continuous signal, so there is no click where Piper's sentence pieces meet),
+then encoded and queued for playback followed by a mark that records the text heard through it. A
 talk cycle opens with a start mark queued right before its first audio, so its echo tells the
 ledger when the caller started hearing the cycle.
 
-``cancel`` (barge-in) empties the queue of chunks and cancels the one being synthesised.
+``cancel`` (barge-in) empties the queue of chunks, cancels the one being synthesised, and drops any
+chunk of an interrupted cycle that is still on its way in.
 Synthesis stays at most ``max_ahead_ms`` ahead of playback so a barge-in throws away little work.
 """
 
@@ -15,11 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import trio
 
 from bridge.audio.g711 import ulaw_encode
-from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
 from bridge.call.engines import SpeechEngines
 from bridge.call.playback import MarkRequest, Playback
 
@@ -42,19 +41,20 @@ class Speaker:
         self._log = logger
         self._send, self._receive = trio.open_memory_channel[SpeechChunk](256)
         self._scope: trio.CancelScope | None = None
-        self._busy = False
         self._cycle_text: dict[int, str] = {}
-        self._resampler = StreamResampler(engines.synthesizer.sample_rate, OUTPUT_RATE)
+        self._keep_from_cycle = 0
 
     async def submit(self, chunk: SpeechChunk) -> None:
         await self._send.send(chunk)
 
     @property
     def active(self) -> bool:
-        return self._busy or self._receive.statistics().current_buffer_used > 0
+        return self._scope is not None or self._receive.statistics().current_buffer_used > 0
 
-    def cancel(self) -> int:
-        """Drop queued chunks and stop the current one; return how many chunks were dropped."""
+    def cancel(self, keep_from_cycle: int) -> int:
+        """Barge-in: drop every chunk of a cycle before ``keep_from_cycle``, queued, in progress or still
+        to be submitted; return how many were dropped."""
+        self._keep_from_cycle = keep_from_cycle
         dropped = 0
         while True:
             try:
@@ -70,32 +70,32 @@ class Speaker:
 
     async def run(self) -> None:
         async for chunk in self._receive:
-            self._busy = True
+            if chunk.cycle < self._keep_from_cycle:
+                continue  # submitted after (or handed over during) a barge-in that cut its cycle
             with trio.CancelScope() as scope:
                 self._scope = scope
-                await self._speak(chunk)
+                try:
+                    await self._speak(chunk)
+                except Exception:
+                    self._log.exception("speech synthesis failed; the chunk %r is skipped", chunk.text)
             self._scope = None
-            self._busy = False
-            if scope.cancelled_caught:
-                self._resampler.flush()  # discard the filter state of the cut chunk
 
     async def _speak(self, chunk: SpeechChunk) -> None:
+        audio = b""
         if chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
-            pieces = await self._engines.synthesize(chunk.text)
+            audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE))
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
             # resumed; never queue audio behind a clear.
             await trio.lowlevel.checkpoint_if_cancelled()
-            out = [self._resampler.process(pcm16_to_float(p)) for p in pieces]
-            out.append(self._resampler.flush())
-            samples = float_to_pcm16(np.concatenate(out))
-            self._start_cycle(chunk.cycle)
-            self._playback.enqueue_audio(chunk.cycle, ulaw_encode(samples))
-        if chunk.text.strip() or chunk.final:
-            self._start_cycle(chunk.cycle)
-            text = self._cycle_text[chunk.cycle] + chunk.text
-            self._cycle_text[chunk.cycle] = text
-            self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.text.strip(), chunk.final))
+        elif not chunk.final:
+            return
+        self._start_cycle(chunk.cycle)
+        if audio:
+            self._playback.enqueue_audio(chunk.cycle, audio)
+        text = self._cycle_text[chunk.cycle] + chunk.text
+        self._cycle_text[chunk.cycle] = text
+        self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.text.strip(), chunk.final))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
 

@@ -215,10 +215,6 @@ class RelayBridge:
         self.consecutive_invalid = 0
         return msg
 
-    @staticmethod
-    def send(msg: RelayMessage) -> str:
-        return serialize_relay_message(msg)
-
 
 # --- the app's end (simulation) -------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class EndpointerSettings:
             raise ValueError(f"end_of_speech_silence_ms must be at least {FRAME_MS}")
         if self.hangover_ms >= self.end_of_speech_silence_ms:
             raise ValueError("hangover_ms must be shorter than end_of_speech_silence_ms")
+        if self.speculate_ms < self.hangover_ms:
+            # The speculative utterance ends ``hangover_ms`` after the last voiced frame: that audio must
+            # have arrived when recognition starts.
+            raise ValueError("speculate_ms must be at least hangover_ms")
 
 
 class State(enum.Enum):

@@ -1,0 +1,141 @@
+"""Races and failures inside a call: barge-in against in-flight text, hangups, engine errors, silence."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import trio
+from numpy.typing import NDArray
+from trio_websocket import WebSocketRequest
+
+from bridge.call.engines import SpeechEngines
+from bridge.call.playback import AudioFrame, Playback
+from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, CallLogger
+from bridge.call.speaker import Speaker, SpeechChunk
+from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from bridge.protocols import relay
+from bridge.protocols.marks import Heard, MarkLedger
+from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
+from bridge.sim.agent import AgentScript, ScriptedAgent
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.timeline import Timeline
+from tests.harness import MemoryNetwork, fake_engines, run_memory_call, settings
+
+
+def quiet_playback(sent: list[str]) -> tuple[Playback, MarkLedger]:
+    codec = MediaStreamsBridge()
+    codec.stream_sid = "MZ1"
+
+    async def send(frame: str) -> None:
+        sent.append(frame)
+
+    ledger = MarkLedger()
+    return Playback(send, codec, ledger, lead_ms=300), ledger
+
+
+async def test_a_barge_in_drops_chunks_of_the_cut_cycle_still_on_their_way() -> None:
+    # Real clock: synthesis runs in a worker thread, which a mock clock would jump over.
+    sent: list[str] = []
+    playback, _ = quiet_playback(sent)
+    speaker = Speaker(fake_engines(), playback, max_ahead_ms=3000,
+                      logger=CallLogger(logging.getLogger("test"), {}))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(speaker.run)
+        await trio.sleep(0.1)  # the speaker is waiting in receive: a submit hands the chunk straight over
+        await speaker.submit(SpeechChunk(1, "Old reply, first part.", final=False))
+        speaker.cancel(keep_from_cycle=2)  # the barge-in lands while that chunk is being handed over
+        await speaker.submit(SpeechChunk(1, "Old reply, second part.", final=True))  # still on its way
+        await speaker.submit(SpeechChunk(2, "New reply.", final=True))
+        with trio.fail_after(5):
+            while not any(isinstance(item, AudioFrame) for item in playback._queue):
+                await playback._wait_change()
+            await trio.sleep(0.1)  # anything wrongly let through would be queued by now
+        nursery.cancel_scope.cancel()
+    queued_cycles = {item.cycle for item in playback._queue if isinstance(item, AudioFrame)}
+    assert playback.frames_sent == 0  # the pacer is not running here
+    assert queued_cycles == {2}
+
+
+async def test_every_barge_in_forgets_what_was_heard_before(autojump_clock: object) -> None:
+    sent: list[str] = []
+    playback, ledger = quiet_playback(sent)
+    start = ledger.place(1, "", "")
+    ledger.note_sent(1, 8000)
+    first = ledger.place(1, "One.", "One.")
+    ledger.echo(start.name, 1.0)
+    ledger.echo(first.name, 2.0)  # nothing pending now: a barge-in needs no clear frame
+    assert ledger.heard(2.5).text == "One."
+    await playback.clear()
+    assert sent == []  # no clear sent: nothing was buffered at the provider
+    assert ledger.heard(3.0) == Heard(cycle=None, text="", duration_ms=0.0)
+
+
+async def test_a_hangup_during_agent_speech_is_an_ordinary_end(autojump_clock: object,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    app = ScriptedAgent(Timeline(), AgentScript(greeting="This greeting is long enough to still be playing. " * 3))
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_audio()
+        await caller.pause(0.7)
+        await caller.hang_up()
+
+    with caplog.at_level(logging.WARNING):
+        result = await run_memory_call(fake_engines(), settings(), app.handle, script)
+    assert result.stats.end_reason == "provider sent stop"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@dataclass
+class BrokenSynthesizer(FakeSynthesizer):
+    def synthesize(self, text: str) -> Iterator[NDArray[np.int16]]:
+        if "boom" in text:
+            raise RuntimeError("voice model failed")
+        yield from super().synthesize(text)
+
+
+async def test_a_synthesis_failure_skips_the_chunk_and_the_call_goes_on(autojump_clock: object,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    record: list[str] = []
+
+    async def app(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        record.append(str(await ws.get_message()))
+        await ws.send_message(relay.text("boom.", last=True))
+        await ws.send_message(relay.text("Still talking.", last=True))
+        await trio.sleep_forever()
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    engines = SpeechEngines(FakeTranscriber(), BrokenSynthesizer())
+    result = await run_memory_call(engines, settings(), app, script)
+    played = [d["text"] for _, n, d in result.stats.events if n == "played"]
+    assert played == ["Still talking."]
+    assert any("speech synthesis failed" in r.getMessage() for r in caplog.records)
+    assert result.stats.end_reason == "provider sent stop"
+
+
+async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object) -> None:
+    app = ScriptedAgent(Timeline())
+    provider = MediaStreamsProvider(stream_sid="MZ1", account_sid="AC1", call_sid="CA1")
+    from bridge.server import MediaStreamsServer
+
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        net.apps[settings().app_url] = app.handle
+        server = MediaStreamsServer(settings(), fake_engines(), connect=net.connect_app)
+        server.keep_stats = True
+        async with net.connect_bridge(server) as ws:
+            await ws.send_message(provider.connected())
+            await ws.send_message(provider.start())
+            started = trio.current_time()
+            with trio.fail_after(PROVIDER_IDLE_TIMEOUT_S + 5):
+                await server.wait_idle()
+            assert trio.current_time() - started >= PROVIDER_IDLE_TIMEOUT_S
+        nursery.cancel_scope.cancel()
+    assert server.finished[0].end_reason == "provider went silent"
