@@ -36,7 +36,7 @@ import trio
 from bridge import logs
 from bridge.call.engines import SpeechEngines
 from bridge.config import Config, load, replace
-from bridge.daemon import load_engines, server_settings
+from bridge.daemon import load_engines
 from bridge.loopback import first_after, run_loopback_call
 from bridge.sim.agent import AgentScript
 from bridge.sim.caller import SimulatedCaller, Spoken
@@ -99,7 +99,7 @@ async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> d
         await caller.hang_up()
 
     silent = AgentScript(greeting="", answer=lambda heard, turn: "")
-    call = await run_loopback_call(engines, server_settings(cfg), script, agent_script=silent)
+    call = await run_loopback_call(engines, cfg, script, agent_script=silent)
     prompts = call.timeline.find("app", "<- prompt")
     latencies, pairs, rows = [], [], []
     for i, s in enumerate(spoken):
@@ -139,7 +139,7 @@ async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Cl
 
     talker = AgentScript(greeting="Hello, this is the benchmark agent. Talk to me whenever you like.",
                          answer=lambda heard, turn: f"You said {heard} {LONG_REPLY}")
-    call = await run_loopback_call(engines, server_settings(cfg), script, agent_script=talker)
+    call = await run_loopback_call(engines, cfg, script, agent_script=talker)
     ear = call.caller.ear
     session = call.agent.sessions[0]
     token_to_audio = [(a - t) * 1000 for t in session.replies_started

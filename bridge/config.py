@@ -2,7 +2,8 @@
 
 Every key has a default (see ``config/relay-bridge.toml`` for the documented reference); units are
 in key names. Unknown keys and wrong types are rejected with the dotted path of the key, so a
-misspelt setting is an error at start-up, not a silent default.
+misspelt setting is an error at start-up, not a silent default. The sections that configure the
+runtime are the runtime's own settings classes, each validating its values.
 """
 
 from __future__ import annotations
@@ -13,40 +14,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from bridge.call.session import CallSettings, PlaybackSettings, SessionSettings
+from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
-
-INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
 
 
 class ConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    listen: str = "127.0.0.1:8080"
-    app_url: str = ""
-    relay_url_allowlist: tuple[str, ...] = ()
-    twilio_auth_token: str = ""
-    public_url: str = ""
-    app_connect_timeout_ms: int = 5000
-    shutdown_grace_s: float = 30.0
-    max_calls: int = 50
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    language: str = "en-US"
-    interruptible: str = "any"
-    dtmf_detection: bool = True
-
-
-@dataclass(frozen=True)
-class PlaybackConfig:
-    lead_ms: int = 300
-    max_synthesized_ahead_ms: int = 3000
 
 
 @dataclass(frozen=True)
@@ -61,6 +36,11 @@ class AsrConfig:
     allow_download: bool = False
     hints: str = ""
 
+    def __post_init__(self) -> None:
+        for name, low in (("beam_size", 1), ("cpu_threads", 0), ("concurrency", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class TtsConfig:
@@ -69,24 +49,33 @@ class TtsConfig:
     concurrency: int = 1
     allow_download: bool = False
 
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+
 
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"level must be DEBUG, INFO, WARNING or ERROR, got {self.level!r}")
+
 
 @dataclass(frozen=True)
 class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    session: SessionConfig = field(default_factory=SessionConfig)
-    playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     vad: EndpointerSettings = field(default_factory=EndpointerSettings)
     asr: AsrConfig = field(default_factory=AsrConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    def __post_init__(self) -> None:
-        validate(self)
+    @property
+    def call(self) -> CallSettings:
+        return CallSettings(session=self.session, playback=self.playback, endpointer=self.vad)
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
@@ -126,42 +115,8 @@ def _build(cls: type[Any], data: dict[str, Any], path: str) -> Any:
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
-
-
-def validate(cfg: Config) -> None:
-    host, port = split_listen(cfg.server.listen)
-    del host, port
-    if cfg.server.app_url:
-        check_ws_url(cfg.server.app_url, "server.app_url")
-    for i, url in enumerate(cfg.server.relay_url_allowlist):
-        check_ws_url(url, f"server.relay_url_allowlist[{i}]")
-    if cfg.session.interruptible not in INTERRUPTIBLE_VALUES:
-        raise ConfigError(f"session.interruptible must be one of {', '.join(INTERRUPTIBLE_VALUES)}")
-    for name, value, low in (("playback.lead_ms", cfg.playback.lead_ms, 20),
-                             ("playback.max_synthesized_ahead_ms", cfg.playback.max_synthesized_ahead_ms, 100),
-                             ("asr.beam_size", cfg.asr.beam_size, 1), ("asr.cpu_threads", cfg.asr.cpu_threads, 0),
-                             ("asr.concurrency", cfg.asr.concurrency, 1), ("tts.concurrency", cfg.tts.concurrency, 1),
-                             ("server.app_connect_timeout_ms", cfg.server.app_connect_timeout_ms, 1),
-                             ("server.max_calls", cfg.server.max_calls, 1),
-                             ("server.shutdown_grace_s", cfg.server.shutdown_grace_s, 0)):
-        if value < low:
-            raise ConfigError(f"{name} must be at least {low}, got {value}")
-    if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("logging.level must be DEBUG, INFO, WARNING or ERROR")
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"server.listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def check_ws_url(url: str, name: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
+        # Settings classes name the offending field first: "lead_ms must be at least 20".
+        raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
 
 
 def load(path: Path | None = None, **overrides: Any) -> Config:
@@ -190,7 +145,10 @@ def replace(cfg: Config, **changes: Any) -> Config:
     for key, value in changes.items():
         section, _, name = key.partition("__")
         sections.setdefault(section, {})[name] = value
-    new = {s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()}
+    new = {}
+    for section, values in sections.items():
+        try:
+            new[section] = dataclasses.replace(getattr(cfg, section), **values)
+        except ValueError as exc:
+            raise ConfigError(f"{section}.{exc}") from None
     return dataclasses.replace(cfg, **new)
-
-

@@ -12,12 +12,11 @@ from pathlib import Path
 import trio
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import CallSettings
-from bridge.config import Config, split_listen
+from bridge.config import Config
 from bridge.engines.models import resolve
 from bridge.engines.piper import PiperSynthesizer
 from bridge.engines.whisper import WhisperSettings, WhisperTranscriber
-from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
+from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +41,6 @@ def load_engines(cfg: Config) -> SpeechEngines:
                          tts_concurrency=cfg.tts.concurrency)
 
 
-def server_settings(cfg: Config) -> ServerSettings:
-    s = cfg.server
-    call = CallSettings(endpointer=cfg.vad, language=cfg.session.language, interruptible=cfg.session.interruptible,
-                        dtmf_detection=cfg.session.dtmf_detection, lead_ms=cfg.playback.lead_ms,
-                        max_synthesized_ahead_ms=cfg.playback.max_synthesized_ahead_ms,
-                        app_connect_timeout_s=s.app_connect_timeout_ms / 1000)
-    return ServerSettings(app_url=s.app_url, relay_url_allowlist=s.relay_url_allowlist,
-                          twilio_auth_token=s.twilio_auth_token, public_url=s.public_url,
-                          shutdown_grace_s=s.shutdown_grace_s, max_calls=s.max_calls, call=call)
-
-
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -71,7 +59,7 @@ def sd_notify(state: str) -> None:
 async def run(cfg: Config, engines: SpeechEngines) -> None:
     host, port = split_listen(cfg.server.listen)
     listeners = await trio.open_tcp_listeners(port, host=host)
-    server = MediaStreamsServer(server_settings(cfg), engines)
+    server = MediaStreamsServer(cfg.server, cfg.call, engines)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_media_streams, server, listeners, shutdown)

@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from bridge.config import Config
-from bridge.daemon import load_engines, server_settings
+from bridge.daemon import load_engines
 from bridge.loopback import LoopbackCall, first_after, run_loopback_call
 from bridge.sim.agent import AgentScript
 from bridge.sim.caller import SimulatedCaller, Spoken
@@ -54,7 +54,7 @@ async def demo_call(cfg: Config, engines_loader: object = None) -> tuple[Loopbac
 
     engines = load_engines(cfg)
     timeline = Timeline(out=sys.stdout)
-    call = await run_loopback_call(engines, server_settings(cfg), script, agent_script=demo_agent(),
+    call = await run_loopback_call(engines, cfg, script, agent_script=demo_agent(),
                                    timeline=timeline, custom_parameters={"from": "+15550100", "to": "+15550199"})
     return call, spoken
 

@@ -15,7 +15,8 @@ import trio
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.session import CallStats
-from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
+from bridge.config import Config
+from bridge.server import MediaStreamsServer, serve_media_streams
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
@@ -35,7 +36,7 @@ class LoopbackCall:
         return self.server.finished[0]
 
 
-async def run_loopback_call(engines: SpeechEngines, settings: ServerSettings,
+async def run_loopback_call(engines: SpeechEngines, cfg: Config,
                             script: Callable[[SimulatedCaller], Awaitable[None]], *,
                             agent_script: AgentScript | None = None, timeline: Timeline | None = None,
                             token_interval_s: float = 0.01,
@@ -44,9 +45,10 @@ async def run_loopback_call(engines: SpeechEngines, settings: ServerSettings,
     agent = ScriptedAgent(timeline, agent_script, token_interval_s=token_interval_s)
     async with trio.open_nursery() as nursery:
         app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
+        settings = cfg.server
         if not settings.app_url:
             settings = dataclasses.replace(settings, app_url=f"ws://127.0.0.1:{app_port}")
-        server = MediaStreamsServer(settings, engines)
+        server = MediaStreamsServer(settings, cfg.call, engines)
         server.keep_stats = True
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         shutdown = trio.Event()

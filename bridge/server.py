@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -45,21 +46,49 @@ def connect_app(url: str, timeout_s: float) -> AbstractAsyncContextManager[WebSo
                               max_message_size=MAX_MESSAGE_BYTES)
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen must be HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_ws_url(url: str, name: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
+    """The Media Streams server (the config's ``[server]``)."""
+
+    listen: str = "127.0.0.1:8080"
     app_url: str = ""
     relay_url_allowlist: tuple[str, ...] = ()
     twilio_auth_token: str = ""
     public_url: str = ""
+    app_connect_timeout_ms: int = 5000
     shutdown_grace_s: float = 30.0
     max_calls: int = 50
-    call: CallSettings = field(default_factory=CallSettings)
+
+    def __post_init__(self) -> None:
+        split_listen(self.listen)
+        if self.app_url:
+            check_ws_url(self.app_url, "app_url")
+        for i, url in enumerate(self.relay_url_allowlist):
+            check_ws_url(url, f"relay_url_allowlist[{i}]")
+        for name, value, low in (("app_connect_timeout_ms", self.app_connect_timeout_ms, 1),
+                                 ("shutdown_grace_s", self.shutdown_grace_s, 0), ("max_calls", self.max_calls, 1)):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
 
 
 class MediaStreamsServer:
-    def __init__(self, settings: ServerSettings, engines: SpeechEngines,
+    def __init__(self, settings: ServerSettings, call: CallSettings, engines: SpeechEngines,
                  connect: AppConnector = connect_app) -> None:
         self.settings = settings
+        self.call_settings = call
         self.engines = engines
         self.connect = connect
         self.active_calls = 0
@@ -150,7 +179,7 @@ class MediaStreamsServer:
         codec, start = await open_call(ws)
         if start is None:
             return
-        call = Call(ws, self.engines, self.settings.call, start, codec)
+        call = Call(ws, self.engines, self.call_settings, start, codec)
         self._calls.add(call)
         try:
             url = self.app_url_for(start.custom_parameters)
@@ -159,7 +188,7 @@ class MediaStreamsServer:
                 call.log.error("no app URL: set server.app_url (or --app-url); ending the call")
                 return
             try:
-                async with self.connect(url, self.settings.call.app_connect_timeout_s) as app_ws:
+                async with self.connect(url, self.settings.app_connect_timeout_ms / 1000) as app_ws:
                     await call.run(app_ws)
             except (OSError, HandshakeError) as exc:
                 call.end(f"app unreachable at {url}: {exc!r}")

@@ -14,9 +14,10 @@ import trio.testing
 from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream, wrap_server_stream
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import CallSettings, CallStats
+from bridge.call.session import CallStats
+from bridge.config import Config, replace
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.server import MediaStreamsServer, ServerSettings
+from bridge.server import AppConnector, MediaStreamsServer, ServerSettings
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
 
@@ -28,8 +29,15 @@ def fake_engines(script: tuple[str, ...] = (), **synth: float) -> SpeechEngines:
     return SpeechEngines(FakeTranscriber(script=script), FakeSynthesizer(**synth))
 
 
-def settings(**call: object) -> ServerSettings:
-    return ServerSettings(app_url=APP_URL, call=CallSettings(**call))  # type: ignore[arg-type]
+def settings(**changes: object) -> Config:
+    """The default config with the app at ``APP_URL`` and ``section__key=value`` changes."""
+    return replace(Config(server=ServerSettings(app_url=APP_URL)), **changes)
+
+
+def bridge_server(cfg: Config, engines: SpeechEngines, connect: AppConnector | None = None) -> MediaStreamsServer:
+    if connect is None:
+        return MediaStreamsServer(cfg.server, cfg.call, engines)
+    return MediaStreamsServer(cfg.server, cfg.call, engines, connect=connect)
 
 
 class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
@@ -132,15 +140,15 @@ class CallResult:
         return self.server.finished[0]
 
 
-async def run_memory_call(engines: SpeechEngines, server_settings: ServerSettings, app: AppHandler | None,
+async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler | None,
                           script: Callable[[SimulatedCaller], Awaitable[None]], *,
                           custom_parameters: dict[str, str] | None = None) -> CallResult:
     timeline = Timeline()
     async with trio.open_nursery() as nursery:
         net = MemoryNetwork(nursery)
         if app is not None:
-            net.apps[server_settings.app_url] = app
-        server = MediaStreamsServer(server_settings, engines, connect=net.connect_app)
+            net.apps[cfg.server.app_url] = app
+        server = bridge_server(cfg, engines, net.connect_app)
         server.keep_stats = True
         caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters)
         await caller.run(script, connect=lambda: net.connect_bridge(server))

@@ -76,7 +76,7 @@ async def test_outbound_audio_is_paced_within_the_lead_with_marks(autojump_clock
         await caller.wait_agent_done()
         await caller.hang_up()
 
-    result = await run_memory_call(fake_engines(), settings(lead_ms=200), app.handle, script)
+    result = await run_memory_call(fake_engines(), settings(playback__lead_ms=200), app.handle, script)
     ear = result.caller.ear
     assert max(ear.leads_ms) <= 200 + 1e-6
     # One start mark plus one per chunk, and every mark came back after its audio.
@@ -112,7 +112,7 @@ async def test_dtmf_not_forwarded_without_detection(autojump_clock: object) -> N
         await caller.pause(1)
         await caller.hang_up()
 
-    await run_memory_call(fake_engines(), settings(dtmf_detection=False), app.handle, script)
+    await run_memory_call(fake_engines(), settings(session__dtmf_detection=False), app.handle, script)
     assert app.sessions[0].digits == []
 
 
@@ -129,7 +129,7 @@ async def barge_in_call(clips: dict[str, Clip], interruptible: str = "any", wait
         await caller.wait_agent_done()
         await caller.hang_up()
 
-    result = await run_memory_call(fake_engines(("sorry",)), settings(interruptible=interruptible), app.handle,
+    result = await run_memory_call(fake_engines(("sorry",)), settings(session__interruptible=interruptible), app.handle,
                                    script)
     return app, result, marks
 

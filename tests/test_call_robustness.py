@@ -23,7 +23,7 @@ from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvi
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
-from tests.harness import MemoryNetwork, fake_engines, run_memory_call, settings
+from tests.harness import MemoryNetwork, bridge_server, fake_engines, run_memory_call, settings
 
 
 def quiet_playback(sent: list[str]) -> tuple[Playback, MarkLedger]:
@@ -123,12 +123,10 @@ async def test_a_synthesis_failure_skips_the_chunk_and_the_call_goes_on(autojump
 async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object) -> None:
     app = ScriptedAgent(Timeline())
     provider = MediaStreamsProvider(stream_sid="MZ1", account_sid="AC1", call_sid="CA1")
-    from bridge.server import MediaStreamsServer
-
     async with trio.open_nursery() as nursery:
         net = MemoryNetwork(nursery)
-        net.apps[settings().app_url] = app.handle
-        server = MediaStreamsServer(settings(), fake_engines(), connect=net.connect_app)
+        net.apps[settings().server.app_url] = app.handle
+        server = bridge_server(settings(), fake_engines(), net.connect_app)
         server.keep_stats = True
         async with net.connect_bridge(server) as ws:
             await ws.send_message(provider.connected())

@@ -11,17 +11,15 @@ from typing import Any
 
 import pytest
 
+from bridge.call.session import SessionSettings
 from bridge.config import (
     AsrConfig,
     Config,
     ConfigError,
-    ServerConfig,
-    SessionConfig,
-    check_ws_url,
     load,
     replace,
-    split_listen,
 )
+from bridge.server import ServerSettings, check_ws_url, split_listen
 from bridge.speech.endpointer import EndpointerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +71,7 @@ def test_defaults_load() -> None:
 def test_config_is_frozen() -> None:
     cfg = load()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.server = ServerConfig()  # type: ignore[misc]
+        cfg.server = ServerSettings()  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -192,7 +190,7 @@ def test_range_checks(override: dict[str, Any], needle: str) -> None:
 
 
 def test_vad_errors_name_the_section() -> None:
-    with pytest.raises(ConfigError, match=r"^vad: "):
+    with pytest.raises(ConfigError, match=r"^vad\.hangover_ms "):
         load(vad__hangover_ms=-1)
 
 
@@ -223,8 +221,8 @@ def test_default_round_trip(tmp_path: Path) -> None:
 def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, '[vad]\nhangover_ms = 120\n\n[session]\nlanguage = "de-DE"\n'))
     assert cfg.vad == EndpointerSettings(hangover_ms=120)
-    assert cfg.session == SessionConfig(language="de-DE")
-    assert cfg.server == ServerConfig()
+    assert cfg.session == SessionSettings(language="de-DE")
+    assert cfg.server == ServerSettings()
     assert cfg.asr == AsrConfig()
 
 

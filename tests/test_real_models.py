@@ -13,7 +13,7 @@ from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
 from bridge.call.engines import SpeechEngines
 from bridge.config import Config
-from bridge.daemon import load_engines, server_settings
+from bridge.daemon import load_engines
 from bridge.engines.models import ModelError, load_manifest, resolve
 from bridge.loopback import run_loopback_call
 from bridge.sim.agent import AgentScript
@@ -72,7 +72,7 @@ def test_a_whole_call_with_the_real_models(engines: SpeechEngines, clips: dict[s
         await caller.hang_up()
 
     agent = AgentScript(greeting="Hello.", answer=lambda heard, turn: f"You said {heard}")
-    call = trio.run(lambda: run_loopback_call(engines, server_settings(Config()), script, agent_script=agent))
+    call = trio.run(lambda: run_loopback_call(engines, Config(), script, agent_script=agent))
     session = call.agent.sessions[0]
     assert len(session.prompts) == 1
     assert wer([(clips["privacy-prompt"].text, session.prompts[0].voice_prompt)]) <= 0.15

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from tests.harness import (
     APP_URL,
     MemoryListener,
     MemoryNetwork,
+    bridge_server,
     fake_engines,
     leaf,
     run_memory_call,
@@ -44,15 +44,14 @@ async def handshake(server: MediaStreamsServer, path: str = "/media",
 
 
 async def test_only_the_media_path_is_served(autojump_clock: object) -> None:
-    server = MediaStreamsServer(settings(), fake_engines())
+    server = bridge_server(settings(), fake_engines())
     assert await handshake(server, "/other") == 404
     assert await handshake(server, "/media") == 101
 
 
 async def test_signature_is_checked_when_an_auth_token_is_configured(autojump_clock: object) -> None:
     token, url = "secret-token", "wss://voice.example.com/media"
-    s = dataclasses.replace(settings(), twilio_auth_token=token, public_url=url)
-    server = MediaStreamsServer(s, fake_engines())
+    server = bridge_server(settings(server__twilio_auth_token=token, server__public_url=url), fake_engines())
     good = [(b"X-Twilio-Signature", twilio_signature(token, url).encode())]
     bad = [(b"X-Twilio-Signature", twilio_signature("other", url).encode())]
     assert await handshake(server, headers=good) == 101
@@ -62,13 +61,13 @@ async def test_signature_is_checked_when_an_auth_token_is_configured(autojump_cl
 
 async def test_signature_defaults_to_the_host_header_url(autojump_clock: object) -> None:
     token = "secret-token"
-    server = MediaStreamsServer(dataclasses.replace(settings(), twilio_auth_token=token), fake_engines())
+    server = bridge_server(settings(server__twilio_auth_token=token), fake_engines())
     sig = twilio_signature(token, "wss://bridge.test/media")
     assert await handshake(server, headers=[(b"X-Twilio-Signature", sig.encode())]) == 101
 
 
 async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
-    server = MediaStreamsServer(dataclasses.replace(settings(), max_calls=1), fake_engines())
+    server = bridge_server(settings(server__max_calls=1), fake_engines())
     server.active_calls = 1
     assert await handshake(server) == 503
 
@@ -88,7 +87,7 @@ async def test_relay_url_is_honoured_only_when_allowlisted(autojump_clock: objec
             await ws.get_message()
         return handle
 
-    s = dataclasses.replace(settings(), relay_url_allowlist=allowed)
+    cfg = settings(server__relay_url_allowlist=allowed)
 
     async def script(caller: SimulatedCaller) -> None:
         await caller.pause(0.2)
@@ -98,7 +97,7 @@ async def test_relay_url_is_honoured_only_when_allowlisted(autojump_clock: objec
         net = MemoryNetwork(nursery)
         for url in {APP_URL, relay_url}:
             net.apps[url] = app_at(url)
-        server = MediaStreamsServer(s, fake_engines(), connect=net.connect_app)
+        server = bridge_server(cfg, fake_engines(), net.connect_app)
         caller = SimulatedCaller("ws://bridge.test/media", Timeline(), custom_parameters={"relayUrl": relay_url})
         await caller.run(script, connect=lambda: net.connect_bridge(server))
         await trio.sleep(1)
@@ -124,8 +123,7 @@ class ServedBridge:
 async def serve_bridge(nursery: trio.Nursery, grace_s: float) -> ServedBridge:
     net = MemoryNetwork(nursery)
     net.apps[APP_URL] = ScriptedAgent(Timeline()).handle
-    server = MediaStreamsServer(dataclasses.replace(settings(), shutdown_grace_s=grace_s), fake_engines(),
-                                connect=net.connect_app)
+    server = bridge_server(settings(server__shutdown_grace_s=grace_s), fake_engines(), net.connect_app)
     server.keep_stats = True
     bridge = ServedBridge(server, net, MemoryListener(), trio.Event(), trio.Event())
 
@@ -184,7 +182,7 @@ async def test_shutdown_ends_calls_after_the_grace_period(autojump_clock: object
 
 
 async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> None:
-    server = MediaStreamsServer(settings(), fake_engines())
+    server = bridge_server(settings(), fake_engines())
     async with trio.open_nursery() as nursery:
         net = MemoryNetwork(nursery)
         async with net.connect_bridge(server) as ws:
@@ -201,5 +199,5 @@ async def test_no_app_url_ends_the_call(autojump_clock: object) -> None:
         with trio.fail_after(5):
             await caller.wait_bridge_closed()
 
-    result = await run_memory_call(fake_engines(), dataclasses.replace(settings(), app_url=""), None, script)
+    result = await run_memory_call(fake_engines(), settings(server__app_url=""), None, script)
     assert result.stats.end_reason == "no app URL configured"

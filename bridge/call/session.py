@@ -48,15 +48,42 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[{extra.get('call_sid', '-')} {extra.get('stream_sid', '-')}] {msg}", kwargs
 
 
+INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
+
+
 @dataclass(frozen=True)
-class CallSettings:
-    endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
+class SessionSettings:
+    """How a ConversationRelay session behaves (the config's ``[session]``)."""
+
     language: str = "en-US"
-    interruptible: str = "any"  # none | dtmf | speech | any
+    interruptible: str = "any"  # what caller input cuts agent speech: none | dtmf | speech | any
     dtmf_detection: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interruptible not in INTERRUPTIBLE_VALUES:
+            raise ValueError(f"interruptible must be one of {', '.join(INTERRUPTIBLE_VALUES)}, "
+                             f"got {self.interruptible!r}")
+
+
+@dataclass(frozen=True)
+class PlaybackSettings:
+    """Outbound audio (the config's ``[playback]``)."""
+
     lead_ms: int = 300
     max_synthesized_ahead_ms: int = 3000
-    app_connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.lead_ms < 20:
+            raise ValueError(f"lead_ms must be at least 20, got {self.lead_ms}")
+        if self.max_synthesized_ahead_ms < 100:
+            raise ValueError(f"max_synthesized_ahead_ms must be at least 100, got {self.max_synthesized_ahead_ms}")
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    session: SessionSettings = field(default_factory=SessionSettings)
+    playback: PlaybackSettings = field(default_factory=PlaybackSettings)
+    endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
 
 
 @dataclass
@@ -92,10 +119,10 @@ class Call:
         self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
         self.relay = relay.RelayBridge()
         self.ledger = MarkLedger()
-        self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.lead_ms)
-        self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.max_synthesized_ahead_ms,
+        self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.playback.lead_ms)
+        self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
                                logger=self.log)
-        self.listener = Listener(engines, settings.endpointer, language=settings.language,
+        self.listener = Listener(engines, settings.endpointer, language=settings.session.language,
                                  on_speech_started=self._on_speech_started, on_utterance=self._on_utterance,
                                  logger=self.log)
         self.chunker = TextChunker()
@@ -266,7 +293,7 @@ class Call:
         return self.speaker.active or self.playback.active
 
     def _interruptible_by(self, kind: str) -> bool:
-        return self.settings.interruptible in (kind, "any")
+        return self.settings.session.interruptible in (kind, "any")
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         self.stats.record("speech_started", start=event.start)
@@ -277,7 +304,7 @@ class Call:
         self.stats.record("dtmf", digit=digit)
         if self.agent_active and self._interruptible_by("dtmf"):
             await self.barge_in("dtmf")
-        if self.settings.dtmf_detection:
+        if self.settings.session.dtmf_detection:
             await self.send_app(relay.DtmfDigit(digit))
 
     async def barge_in(self, cause: str) -> None:
@@ -297,7 +324,7 @@ class Call:
         self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
         self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
                       max(0.0, utt.recognised_at - utt.ended_at) * 1000)
-        await self.send_app(relay.Prompt(utt.text, self.settings.language, last=True))
+        await self.send_app(relay.Prompt(utt.text, self.settings.session.language, last=True))
 
 
 async def open_call(provider_ws: WebSocketConnection) -> tuple[ms.MediaStreamsBridge, ms.Start | None]:
