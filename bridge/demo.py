@@ -1,7 +1,8 @@
 """``make demo``: a complete simulated phone call on loopback with the real models.
 
 The caller speaks real recorded human speech (bundled clips), talks over the agent once (barge-in)
-and presses a key; the example app greets, answers what it heard and reacts to the key. A live
+and presses a key; the example app greets, answers what it heard, and reacts to the key by saying
+so and dialling digits with ``sendDigits`` (in-band DTMF, which the caller decodes). A live
 timeline is printed, then the latency of each step, and the call is written as a stereo WAV
 (left: the caller, right: what the caller heard), time-aligned.
 """
@@ -34,7 +35,8 @@ def demo_agent() -> AgentScript:
             return f"I heard: {heard} {LONG_ANSWER}"
         return f"Sorry for talking over you. I heard: {heard} Now press any key on your phone."
 
-    return AgentScript(answer=answer, on_key=lambda d: f"You pressed {d}. Thanks for calling, goodbye!")
+    return AgentScript(answer=answer, on_key=lambda d: f"You pressed {d}. I will dial the front desk for you now.",
+                       digits_after_key="1w23#")
 
 
 async def demo_call(cfg: Config, engines_loader: object = None) -> tuple[LoopbackCall, list[Spoken]]:
@@ -93,10 +95,12 @@ def main(cfg: Config, out_dir: Path) -> int:
         for i in session.interrupts:
             print(f"  interrupt reported: heard {i.utterance_until_interrupt!r} "
                   f"({i.duration_until_interrupt_ms:.0f} ms)")
+    heard_digits = call.caller.heard_digits()
+    print(f"  DTMF the caller heard from sendDigits: {heard_digits or '(none)'}")
     wav = out_dir / "demo-call.wav"
     call.caller.write_wav(wav)
     print(f"\nCall audio (left: caller, right: what the caller heard): {wav}")
     ok = (session is not None and len(session.prompts) >= 2 and session.interrupts and session.digits
-          and call.caller.ear.frames_played > 0)
+          and call.caller.ear.frames_played > 0 and heard_digits == "123#")
     print(f"Demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - t0:.1f} s")
     return 0 if ok else 1

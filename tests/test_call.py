@@ -316,7 +316,6 @@ async def test_app_end_closes_the_stream_and_keeps_handoff_data(autojump_clock: 
 
 @pytest.mark.parametrize("frame", [
     '{"type":"play","source":"https://example.com/a.mp3"}',
-    '{"type":"sendDigits","digits":"12"}',
     '{"type":"language","ttsLanguage":"es-ES"}',
 ])
 async def test_messages_not_yet_supported_get_an_error_frame(autojump_clock: object, frame: str) -> None:
@@ -342,3 +341,65 @@ async def test_silence_only_gives_no_prompt(autojump_clock: object) -> None:
     result = await run_memory_call(fake_engines(), settings(), app.handle, script)
     assert app.sessions[0].prompts == []
     assert all(f == SILENT_FRAME for f in result.caller.left)
+
+
+# -- sendDigits ----------------------------------------------------------------------------------
+
+
+async def test_send_digits_plays_dtmf_the_caller_can_decode(autojump_clock: object) -> None:
+    record: list[str] = []
+    app = raw_app([relay.text("Dialling now.", last=True), '{"type":"sendDigits","digits":"12w#9"}'], record)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(6)
+        await caller.hang_up()
+
+    result = await run_memory_call(fake_engines(), settings(), app, script)
+    assert result.caller.heard_digits() == "12#9"
+    played = [d["text"] for _, n, d in result.stats.events if n == "played"]
+    assert played == ["Dialling now.", "12w#9"]  # the digits waited behind the speech
+    assert not [r for r in record if r.startswith('{"type":"error"')]
+
+
+async def test_send_digits_flushes_text_still_open_before_the_tones(autojump_clock: object) -> None:
+    app = raw_app([relay.text("Hold on"), '{"type":"sendDigits","digits":"5"}', relay.text("Done.", last=True)], [])
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(5)
+        await caller.hang_up()
+
+    result = await run_memory_call(fake_engines(), settings(), app, script)
+    assert [d["text"] for _, n, d in result.stats.events if n == "played"] == ["Hold on", "5", "Done."]
+    assert result.caller.heard_digits() == "5"
+
+
+async def test_a_barge_in_cuts_send_digits(autojump_clock: object, clips: dict[str, Clip]) -> None:
+    record: list[str] = []
+    app = raw_app(['{"type":"sendDigits","digits":"0123456789"}'], record)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_audio()
+        await caller.pause(0.6)
+        await caller.say(clips["hello-world"])
+        await caller.pause(1)
+        await caller.hang_up()
+
+    result = await run_memory_call(fake_engines(("stop",)), settings(), app, script)
+    heard = result.caller.heard_digits()
+    assert 1 <= len(heard) < 10 and "0123456789".startswith(heard)
+    assert len(result.caller.ear.clears) == 1
+    assert any(r.startswith('{"type":"interrupt"') for r in record)
+
+
+async def test_invalid_send_digits_gets_an_error_frame(autojump_clock: object) -> None:
+    record: list[str] = []
+    app = raw_app(['{"type":"sendDigits","digits":"12x"}'], record)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(1)
+        await caller.hang_up()
+
+    result = await run_memory_call(fake_engines(), settings(), app, script)
+    assert [json.loads(r)["description"] for r in record if r.startswith('{"type":"error"')] == [
+        'Invalid message received, code: 64107, {"type":"sendDigits","digits":"12x"}']
+    assert result.caller.heard_digits() == ""

@@ -127,6 +127,7 @@ class Call:
                                  logger=self.log)
         self.chunker = TextChunker()
         self.cycle = 1
+        self._cycle_open = False  # text of the current cycle has arrived without its last: true
         self._cycle_first_token: dict[int, float] = {}
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
@@ -246,11 +247,13 @@ class Call:
                     self.stats.record("end", handoff_data=msg.handoff_data)
                     self.end("app sent end")
                     return
-                case relay.Play() | relay.SendDigits() | relay.Language():
+                case relay.SendDigits():
+                    await self._on_send_digits(msg.digits)
+                case relay.Play() | relay.Language():
                     await self._unsupported(msg)
 
     async def _unsupported(self, msg: relay.AppMessage) -> None:
-        name = {relay.Play: "play", relay.SendDigits: "sendDigits", relay.Language: "language"}[type(msg)]
+        name = {relay.Play: "play", relay.Language: "language"}[type(msg)]
         self.log.warning("app sent '%s', which this bridge does not support yet", name)
         await self.send_app(relay.Error(f"'{name}' is not supported by this bridge yet; the message was ignored"))
 
@@ -262,6 +265,7 @@ class Call:
             self._cycle_first_token[cycle] = trio.current_time()
             self.stats.record("first_token", cycle=cycle)
         chunks = self.chunker.feed(msg.token)
+        self._cycle_open = not msg.last
         if msg.last:
             chunks += self.chunker.flush()
             self.cycle += 1
@@ -270,6 +274,15 @@ class Call:
         for i, text in enumerate(chunks):
             # A barge-in during one of these awaits moves the speaker past this cycle: the rest is dropped.
             await self.speaker.submit(SpeechChunk(cycle, text, final=msg.last and i == len(chunks) - 1))
+
+    async def _on_send_digits(self, digits: str) -> None:
+        """Queue DTMF tones behind whatever the app has said so far, as a talk cycle of their own."""
+        if self._cycle_open:
+            await self._on_text(relay.Text(token="", last=True))  # what came before plays first
+        self.stats.record("send_digits", digits=digits)
+        self.log.info("sendDigits %r queued", digits)
+        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, digits=digits))
+        self.cycle += 1
 
     def _on_first_audio(self, cycle: int, at: float) -> None:
         first_token = self._cycle_first_token.pop(cycle, None)
@@ -310,6 +323,7 @@ class Call:
     async def barge_in(self, cause: str) -> None:
         heard = self.ledger.heard(trio.current_time())
         self.cycle += 1
+        self._cycle_open = False
         self.chunker.reset()
         dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()

@@ -6,6 +6,9 @@ then encoded and queued for playback followed by a mark that records the text he
 talk cycle opens with a start mark queued right before its first audio, so its echo tells the
 ledger when the caller started hearing the cycle.
 
+``sendDigits`` rides the same queue as in-band DTMF tones, so digits wait behind speech and a
+barge-in cuts them like speech, as on ConversationRelay.
+
 ``cancel`` (barge-in) empties the queue of chunks, cancels the one being synthesised, and drops any
 chunk of an interrupted cycle that is still on its way in.
 Synthesis stays at most ``max_ahead_ms`` ahead of playback so a barge-in throws away little work.
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
+from bridge.audio.dtmf import dtmf_tones
 from bridge.audio.g711 import ulaw_encode
 from bridge.call.engines import SpeechEngines
 from bridge.call.playback import MarkRequest, Playback
@@ -30,6 +34,7 @@ class SpeechChunk:
     cycle: int
     text: str
     final: bool  # the last chunk of the talk cycle
+    digits: str = ""  # sendDigits: play these as DTMF tones instead of speaking ``text``
 
 
 class Speaker:
@@ -82,7 +87,9 @@ class Speaker:
 
     async def _speak(self, chunk: SpeechChunk) -> None:
         audio = b""
-        if chunk.text.strip():
+        if chunk.digits:
+            audio = ulaw_encode(dtmf_tones(chunk.digits))
+        elif chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
             audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE))
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
@@ -95,7 +102,8 @@ class Speaker:
             self._playback.enqueue_audio(chunk.cycle, audio)
         text = self._cycle_text[chunk.cycle] + chunk.text
         self._cycle_text[chunk.cycle] = text
-        self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.text.strip(), chunk.final))
+        self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.digits or chunk.text.strip(),
+                                                chunk.final))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
 

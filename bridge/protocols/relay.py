@@ -258,6 +258,10 @@ def text(token: str, *, last: bool = False, lang: str | None = None, interruptib
     return dumps(obj)
 
 
+def send_digits(digits: str) -> str:
+    return dumps({"type": "sendDigits", "digits": digits})
+
+
 def end(handoff_data: str | None = None) -> str:
     obj: dict[str, Any] = {"type": "end"}
     if handoff_data is not None:

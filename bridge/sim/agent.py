@@ -34,6 +34,7 @@ class AgentScript:
         default=lambda heard, turn: f"I heard: {heard}")  # (prompt text, prompt number) -> reply
     on_key: Callable[[str], str] = field(default=lambda digit: f"You pressed {digit}.")
     end_after_key: str = ""  # a key after whose reply the app sends ``end``
+    digits_after_key: str = ""  # DTMF the app sends (``sendDigits``) after its reply to a key
     handoff_data: str = '{"reason": "caller pressed the end key"}'
 
 
@@ -75,13 +76,13 @@ class ScriptedAgent:
     async def _converse(self, ws: WebSocketConnection, session: AgentSession) -> None:
         reply_scope: list[trio.CancelScope] = []
 
-        async def speak(text: str, end_after: bool = False) -> None:
+        async def speak(text: str, end_after: bool = False, digits: str = "") -> None:
             for scope in reply_scope:
                 scope.cancel()
             reply_scope.clear()
             scope = trio.CancelScope()
             reply_scope.append(scope)
-            nursery.start_soon(self._stream_reply, ws, session, text, end_after, scope)
+            nursery.start_soon(self._stream_reply, ws, session, text, end_after, digits, scope)
 
         async with trio.open_nursery() as nursery:
             while True:
@@ -110,7 +111,8 @@ class ScriptedAgent:
                     case relay.DtmfDigit():
                         session.digits.append(msg.digit)
                         self.timeline.add("app", "<- dtmf", msg.digit)
-                        await speak(self.script.on_key(msg.digit), end_after=msg.digit == self.script.end_after_key)
+                        await speak(self.script.on_key(msg.digit), end_after=msg.digit == self.script.end_after_key,
+                                    digits=self.script.digits_after_key)
                     case relay.Interrupt():
                         session.interrupts.append(msg)
                         for scope in reply_scope:
@@ -124,13 +126,16 @@ class ScriptedAgent:
                         self.timeline.add("app", "<- info", f"{msg.name}={msg.value}")
 
     async def _stream_reply(self, ws: WebSocketConnection, session: AgentSession, text: str, end_after: bool,
-                            scope: trio.CancelScope) -> None:
+                            digits: str, scope: trio.CancelScope) -> None:
         with scope:
             session.replies_started.append(self.timeline.add("app", "-> text", repr(text)))
             for tok in tokens(text):
                 await ws.send_message(relay.text(tok))
                 await trio.sleep(self.token_interval_s)
             await ws.send_message(relay.text("", last=True))
+            if digits:
+                self.timeline.add("app", "-> sendDigits", digits)
+                await ws.send_message(relay.send_digits(digits))
             if end_after:
                 await trio.sleep(0.5)
                 self.timeline.add("app", "-> end", self.script.handoff_data)

@@ -21,6 +21,7 @@ import trio
 from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from bridge.audio.dtmf import detect_dtmf
 from bridge.audio.g711 import SILENCE_BYTE, ulaw_decode, ulaw_encode
 from bridge.protocols import media_streams as ms
 from bridge.sim.clips import FRAME, Clip
@@ -227,6 +228,10 @@ class SimulatedCaller:
         last = round((end - self._t_start) / TICK_S)
         frames = self.right[max(0, first - 1) : max(0, last)]
         return float(sum(1 for f in frames if f != SILENT_FRAME) * 20)
+
+    def heard_digits(self) -> str:
+        """DTMF digits in the audio the caller heard."""
+        return detect_dtmf(ulaw_decode(b"".join(self.right)))
 
     def write_wav(self, path: Path) -> None:
         left = ulaw_decode(b"".join(self.left))
