@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.call.session import CallSettings, PlaybackSettings, SessionSettings
+from bridge.call.settings import CallSettings, PlaybackSettings, SessionSettings
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 

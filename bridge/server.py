@@ -28,7 +28,8 @@ from trio_websocket import (
 )
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallSettings, CallStats, open_call
+from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallStats, open_call
+from bridge.call.settings import CallSettings
 from bridge.protocols.signature import signature_valid
 
 logger = logging.getLogger(__name__)

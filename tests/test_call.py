@@ -116,7 +116,8 @@ async def test_dtmf_not_forwarded_without_detection(autojump_clock: object) -> N
     assert app.sessions[0].digits == []
 
 
-async def barge_in_call(clips: dict[str, Clip], interruptible: str = "any", wait_s: float = 2.5):  # type: ignore[no-untyped-def]
+async def barge_in_call(clips: dict[str, Clip], interruptible: str = "any", wait_s: float = 2.5,  # type: ignore[no-untyped-def]
+                        params: dict[str, str] | None = None):
     app = agent(greeting=LONG_REPLY, answer=lambda heard, turn: "Okay.")
     marks: dict[str, float] = {}
 
@@ -130,7 +131,7 @@ async def barge_in_call(clips: dict[str, Clip], interruptible: str = "any", wait
         await caller.hang_up()
 
     result = await run_memory_call(fake_engines(("sorry",)), settings(session__interruptible=interruptible), app.handle,
-                                   script)
+                                   script, custom_parameters=params)
     return app, result, marks
 
 
@@ -403,3 +404,93 @@ async def test_invalid_send_digits_gets_an_error_frame(autojump_clock: object) -
     assert [json.loads(r)["description"] for r in record if r.startswith('{"type":"error"')] == [
         'Invalid message received, code: 64107, {"type":"sendDigits","digits":"12x"}']
     assert result.caller.heard_digits() == ""
+
+
+# -- session settings per call, welcome greeting, info events ------------------------------------
+
+EVENTS = {"events": "speaker-events tokens-played"}
+
+
+async def test_welcome_greeting_from_a_custom_parameter_is_spoken_first(autojump_clock: object) -> None:
+    app = agent(greeting="")  # the app itself says nothing
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    params = {"welcomeGreeting": "Welcome to the bridge. How can I help?", **EVENTS}
+    result = await run_memory_call(fake_engines(), settings(), app.handle, script, custom_parameters=params)
+    assert [d["text"] for _, n, d in result.stats.events if n == "played"] == spoken_chunks(params["welcomeGreeting"])
+    session = app.sessions[0]
+    infos = [f"{i.name}={i.value}" for i in session.infos]
+    assert infos == ["agentSpeaking=on", *[f"tokensPlayed={c}" for c in spoken_chunks(params["welcomeGreeting"])],
+                     "agentSpeaking=off"]
+    assert session.received[0] == "Setup"
+
+
+async def test_a_greeting_that_is_not_interruptible_is_not_cut_by_speech(autojump_clock: object,
+                                                                         clips: dict[str, Clip]) -> None:
+    app = agent(greeting="")
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_audio()
+        await caller.pause(0.5)
+        await caller.say(clips["hello-world"])
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    params = {"welcomeGreeting": LONG_REPLY, "welcomeGreetingInterruptible": "dtmf"}
+    result = await run_memory_call(fake_engines(("hi",)), settings(), app.handle, script, custom_parameters=params)
+    assert result.caller.ear.clears == [] and app.sessions[0].interrupts == []
+    played = [d["text"] for _, n, d in result.stats.events if n == "played"]
+    assert played[: len(spoken_chunks(LONG_REPLY))] == spoken_chunks(LONG_REPLY)
+
+
+async def test_speaker_events_bracket_a_barge_in_in_twilio_order(autojump_clock: object,
+                                                                 clips: dict[str, Clip]) -> None:
+    app, _, _ = await barge_in_call(clips, params=EVENTS)
+    received = app.sessions[0].received
+    cut = received.index("Interrupt")
+    assert received[0:2] == ["Setup", "agentSpeaking=on"]
+    assert received[cut - 1] == "clientSpeaking=on"  # caller speech, then the interrupt it caused
+    assert received[cut + 1] == "agentSpeaking=off"
+    assert received.index("clientSpeaking=off", cut) < received.index("Prompt")
+    # What tokensPlayed reported before the cut is exactly what the interrupt says was heard.
+    played = [r.removeprefix("tokensPlayed=") for r in received[:cut] if r.startswith("tokensPlayed=")]
+    assert " ".join(played) == app.sessions[0].interrupts[0].utterance_until_interrupt
+
+
+async def test_no_info_messages_unless_subscribed(autojump_clock: object, clips: dict[str, Clip]) -> None:
+    app, _, _ = await barge_in_call(clips)
+    assert app.sessions[0].infos == []
+
+
+async def test_a_text_marked_not_interruptible_is_not_cut(autojump_clock: object, clips: dict[str, Clip]) -> None:
+    record: list[str] = []
+    app = raw_app([relay.text(LONG_REPLY, last=True, interruptible=False)], record)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_audio()
+        await caller.pause(0.5)
+        await caller.say(clips["hello-world"])
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    result = await run_memory_call(fake_engines(("hi",)), settings(), app, script)
+    assert result.caller.ear.clears == []
+    assert not any(r.startswith('{"type":"interrupt"') for r in record)
+    assert any(r.startswith('{"type":"prompt"') for r in record)  # the caller was still heard
+
+
+async def test_invalid_session_parameters_are_reported_to_the_app(autojump_clock: object) -> None:
+    app = agent(greeting="Hi.")
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    await run_memory_call(fake_engines(), settings(), app.handle, script,
+                          custom_parameters={"interruptible": "sometimes", "dtmfDetection": "maybe"})
+    errors = app.sessions[0].errors
+    assert len(errors) == 2 and all(e.startswith("Invalid session parameter: ") for e in errors)
+    assert "interruptible" in errors[0] + errors[1] and "dtmfDetection" in errors[0] + errors[1]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.call.session import SessionSettings
+from bridge.call.settings import SessionSettings
 from bridge.config import (
     AsrConfig,
     Config,

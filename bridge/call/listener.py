@@ -65,12 +65,14 @@ class Utterance:
 class Listener:
     def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, *, language: str,
                  on_speech_started: Callable[[SpeechStarted], Awaitable[None]],
+                 on_speech_ended: Callable[[SpeechEnded], Awaitable[None]],
                  on_utterance: Callable[[Utterance], Awaitable[None]],
                  logger: logging.LoggerAdapter[logging.Logger]) -> None:
         self._engines = engines
         self.endpointer = Endpointer(settings)
         self.language = language
         self._on_speech_started = on_speech_started
+        self._on_speech_ended = on_speech_ended
         self._on_utterance = on_utterance
         self._log = logger
         longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
@@ -119,6 +121,7 @@ class Listener:
                         rec = self._recognise(event.start, event.end)
                     rec.speech_end = event.speech_end
                     await self._send.send((rec, trio.current_time()))
+                    await self._on_speech_ended(event)
 
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end)

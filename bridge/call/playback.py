@@ -46,6 +46,7 @@ class MarkRequest:
     text: str
     chunk: str
     final: bool
+    interruptible: str = "any"
 
 
 QueueItem = AudioFrame | MarkRequest
@@ -141,7 +142,8 @@ class Playback:
                 if isinstance(head, AudioFrame):
                     await self._send_frame(head)
                 else:
-                    mark = self.ledger.place(head.cycle, head.text, head.chunk, final=head.final)
+                    mark = self.ledger.place(head.cycle, head.text, head.chunk, final=head.final,
+                                             interruptible=head.interruptible)
                     await self._send(self._codec.mark(mark.name))
             self.notify()
 

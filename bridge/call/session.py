@@ -25,12 +25,13 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from bridge.call.engines import SpeechEngines
 from bridge.call.listener import Listener, Utterance
 from bridge.call.playback import Playback
+from bridge.call.settings import CallSettings, session_for_call
 from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols.marks import EchoKind, MarkLedger
 from bridge.speech.chunker import TextChunker
-from bridge.speech.endpointer import EndpointerSettings, SpeechStarted
+from bridge.speech.endpointer import SpeechEnded, SpeechStarted
 
 logger = logging.getLogger(__name__)
 
@@ -46,44 +47,6 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
         return f"[{extra.get('call_sid', '-')} {extra.get('stream_sid', '-')}] {msg}", kwargs
-
-
-INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """How a ConversationRelay session behaves (the config's ``[session]``)."""
-
-    language: str = "en-US"
-    interruptible: str = "any"  # what caller input cuts agent speech: none | dtmf | speech | any
-    dtmf_detection: bool = True
-
-    def __post_init__(self) -> None:
-        if self.interruptible not in INTERRUPTIBLE_VALUES:
-            raise ValueError(f"interruptible must be one of {', '.join(INTERRUPTIBLE_VALUES)}, "
-                             f"got {self.interruptible!r}")
-
-
-@dataclass(frozen=True)
-class PlaybackSettings:
-    """Outbound audio (the config's ``[playback]``)."""
-
-    lead_ms: int = 300
-    max_synthesized_ahead_ms: int = 3000
-
-    def __post_init__(self) -> None:
-        if self.lead_ms < 20:
-            raise ValueError(f"lead_ms must be at least 20, got {self.lead_ms}")
-        if self.max_synthesized_ahead_ms < 100:
-            raise ValueError(f"max_synthesized_ahead_ms must be at least 100, got {self.max_synthesized_ahead_ms}")
-
-
-@dataclass(frozen=True)
-class CallSettings:
-    session: SessionSettings = field(default_factory=SessionSettings)
-    playback: PlaybackSettings = field(default_factory=PlaybackSettings)
-    endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
 
 
 @dataclass
@@ -117,18 +80,20 @@ class Call:
         self.codec = codec
         self.stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
         self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
+        self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters)
         self.relay = relay.RelayBridge()
         self.ledger = MarkLedger()
         self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.playback.lead_ms)
         self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
                                logger=self.log)
-        self.listener = Listener(engines, settings.endpointer, language=settings.session.language,
-                                 on_speech_started=self._on_speech_started, on_utterance=self._on_utterance,
-                                 logger=self.log)
+        self.listener = Listener(engines, settings.endpointer, language=self.session.language,
+                                 on_speech_started=self._on_speech_started, on_speech_ended=self._on_speech_ended,
+                                 on_utterance=self._on_utterance, logger=self.log)
         self.chunker = TextChunker()
         self.cycle = 1
         self._cycle_open = False  # text of the current cycle has arrived without its last: true
         self._cycle_first_token: dict[int, float] = {}
+        self._agent_speaking = False
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
         self.playback.on_first_audio = self._on_first_audio
@@ -167,12 +132,18 @@ class Call:
                 self.stats.session_id = setup.session_id
                 await self.send_app(setup)
                 self.log.info("call started; session %s", setup.session_id)
+                for problem in self._refused_parameters:
+                    self.log.warning("session parameter refused: %s", problem)
+                    await self.send_app(relay.Error(f"Invalid session parameter: {problem}"))
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.listener.run)
                     nursery.start_soon(self.speaker.run)
                     nursery.start_soon(self.playback.run)
                     nursery.start_soon(self._read_provider)
                     nursery.start_soon(self._read_app)
+                    if self.session.welcome_greeting:
+                        await self._speak(self.session.welcome_greeting, last=True,
+                                          interruptible=self.session.welcome_greeting_interruptible)
         finally:
             self.stats.frames_sent = self.playback.frames_sent
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
@@ -209,7 +180,7 @@ class Call:
                 case ms.Dtmf():
                     await self._on_dtmf(event.digit)
                 case ms.Mark():
-                    self._on_mark_echo(event.name)
+                    await self._on_mark_echo(event.name)
                 case ms.Stop():
                     self.end("provider sent stop")
                     return
@@ -260,28 +231,36 @@ class Call:
     # -- app text to speech -------------------------------------------------------------------
 
     async def _on_text(self, msg: relay.Text) -> None:
+        interruptible = self.session.interruptible
+        if msg.interruptible is not None:
+            interruptible = "any" if msg.interruptible else "none"
+        await self._speak(msg.token, last=msg.last, interruptible=interruptible)
+
+    async def _speak(self, token: str, *, last: bool, interruptible: str) -> None:
         cycle = self.cycle
         if cycle not in self._cycle_first_token:
             self._cycle_first_token[cycle] = trio.current_time()
             self.stats.record("first_token", cycle=cycle)
-        chunks = self.chunker.feed(msg.token)
-        self._cycle_open = not msg.last
-        if msg.last:
+        chunks = self.chunker.feed(token)
+        self._cycle_open = not last
+        if last:
             chunks += self.chunker.flush()
             self.cycle += 1
-        if msg.last and not chunks:
+        if last and not chunks:
             chunks = [""]  # still close the cycle with its final mark
         for i, text in enumerate(chunks):
             # A barge-in during one of these awaits moves the speaker past this cycle: the rest is dropped.
-            await self.speaker.submit(SpeechChunk(cycle, text, final=msg.last and i == len(chunks) - 1))
+            await self.speaker.submit(SpeechChunk(cycle, text, final=last and i == len(chunks) - 1,
+                                                  interruptible=interruptible))
 
     async def _on_send_digits(self, digits: str) -> None:
         """Queue DTMF tones behind whatever the app has said so far, as a talk cycle of their own."""
         if self._cycle_open:
-            await self._on_text(relay.Text(token="", last=True))  # what came before plays first
+            await self._speak("", last=True, interruptible=self.session.interruptible)  # what came before first
         self.stats.record("send_digits", digits=digits)
         self.log.info("sendDigits %r queued", digits)
-        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, digits=digits))
+        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, digits=digits,
+                                              interruptible=self.session.interruptible))
         self.cycle += 1
 
     def _on_first_audio(self, cycle: int, at: float) -> None:
@@ -291,13 +270,31 @@ class Call:
                           (at - first_token) * 1000)
         self.stats.record("first_audio", cycle=cycle)
 
-    def _on_mark_echo(self, name: str) -> None:
+    async def _on_mark_echo(self, name: str) -> None:
         echo = self.ledger.echo(name, trio.current_time())
+        self.playback.notify()
         if echo.kind is EchoKind.UNKNOWN:
             self.log.warning("echo of unknown mark %r ignored", name)
-        elif echo.kind is EchoKind.PLAYED and echo.mark is not None and echo.mark.chunk:
-            self.stats.record("played", cycle=echo.mark.cycle, text=echo.mark.chunk)
-        self.playback.notify()
+        mark = echo.mark
+        if echo.kind is not EchoKind.PLAYED or mark is None:
+            return
+        if mark.chunk:
+            self.stats.record("played", cycle=mark.cycle, text=mark.chunk)
+            await self._info("tokens-played", "tokensPlayed", mark.chunk)
+        if mark.final:
+            if not self.agent_active:
+                await self._set_agent_speaking(False)
+        elif not mark.chunk:  # a cycle's start mark: the caller starts hearing the cycle now
+            await self._set_agent_speaking(True)
+
+    async def _info(self, event: str, name: str, value: str) -> None:
+        if self.session.subscribed(event):
+            await self.send_app(relay.Info(name, value))
+
+    async def _set_agent_speaking(self, on: bool) -> None:
+        if on != self._agent_speaking:
+            self._agent_speaking = on
+            await self._info("speaker-events", "agentSpeaking", "on" if on else "off")
 
     # -- caller input -------------------------------------------------------------------------
 
@@ -306,18 +303,31 @@ class Call:
         return self.speaker.active or self.playback.active
 
     def _interruptible_by(self, kind: str) -> bool:
-        return self.settings.session.interruptible in (kind, "any")
+        """Whether ``kind`` of caller input may cut what the caller hears now (or is about to hear)."""
+        mark = self.ledger.first_pending()
+        current = self.speaker.current
+        if mark is not None:
+            setting = mark.interruptible
+        elif current is not None:
+            setting = current.interruptible
+        else:
+            setting = self.session.interruptible
+        return setting in (kind, "any")
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         self.stats.record("speech_started", start=event.start)
+        await self._info("speaker-events", "clientSpeaking", "on")
         if self.agent_active and self._interruptible_by("speech"):
             await self.barge_in("speech")
+
+    async def _on_speech_ended(self, event: SpeechEnded) -> None:
+        await self._info("speaker-events", "clientSpeaking", "off")
 
     async def _on_dtmf(self, digit: str) -> None:
         self.stats.record("dtmf", digit=digit)
         if self.agent_active and self._interruptible_by("dtmf"):
             await self.barge_in("dtmf")
-        if self.settings.session.dtmf_detection:
+        if self.session.dtmf_detection:
             await self.send_app(relay.DtmfDigit(digit))
 
     async def barge_in(self, cause: str) -> None:
@@ -332,13 +342,14 @@ class Call:
         self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, heard.text,
                       heard.duration_ms, dropped)
         await self.send_app(relay.Interrupt(heard.text, heard.duration_ms))
+        await self._set_agent_speaking(False)
 
     async def _on_utterance(self, utt: Utterance) -> None:
         self.stats.prompts += 1
         self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
         self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
                       max(0.0, utt.recognised_at - utt.ended_at) * 1000)
-        await self.send_app(relay.Prompt(utt.text, self.settings.session.language, last=True))
+        await self.send_app(relay.Prompt(utt.text, self.session.language, last=True))
 
 
 async def open_call(provider_ws: WebSocketConnection) -> tuple[ms.MediaStreamsBridge, ms.Start | None]:

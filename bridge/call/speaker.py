@@ -35,6 +35,7 @@ class SpeechChunk:
     text: str
     final: bool  # the last chunk of the talk cycle
     digits: str = ""  # sendDigits: play these as DTMF tones instead of speaking ``text``
+    interruptible: str = "any"  # what caller input may cut it: none | dtmf | speech | any
 
 
 class Speaker:
@@ -48,6 +49,7 @@ class Speaker:
         self._scope: trio.CancelScope | None = None
         self._cycle_text: dict[int, str] = {}
         self._keep_from_cycle = 0
+        self.current: SpeechChunk | None = None  # the chunk being synthesised
 
     async def submit(self, chunk: SpeechChunk) -> None:
         await self._send.send(chunk)
@@ -78,12 +80,12 @@ class Speaker:
             if chunk.cycle < self._keep_from_cycle:
                 continue  # submitted after (or handed over during) a barge-in that cut its cycle
             with trio.CancelScope() as scope:
-                self._scope = scope
+                self._scope, self.current = scope, chunk
                 try:
                     await self._speak(chunk)
                 except Exception:
                     self._log.exception("speech synthesis failed; the chunk %r is skipped", chunk.text)
-            self._scope = None
+            self._scope, self.current = None, None
 
     async def _speak(self, chunk: SpeechChunk) -> None:
         audio = b""
@@ -95,20 +97,20 @@ class Speaker:
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
             # resumed; never queue audio behind a clear.
             await trio.lowlevel.checkpoint_if_cancelled()
-        elif not chunk.final:
-            return
-        self._start_cycle(chunk.cycle)
+        elif not (chunk.final and chunk.cycle in self._cycle_text):
+            return  # nothing to say, and no started cycle to close
+        self._start_cycle(chunk)
         if audio:
             self._playback.enqueue_audio(chunk.cycle, audio)
         text = self._cycle_text[chunk.cycle] + chunk.text
         self._cycle_text[chunk.cycle] = text
         self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.digits or chunk.text.strip(),
-                                                chunk.final))
+                                                chunk.final, chunk.interruptible))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
 
-    def _start_cycle(self, cycle: int) -> None:
+    def _start_cycle(self, chunk: SpeechChunk) -> None:
         """Open a talk cycle with a mark right before its first audio: its echo dates the playback start."""
-        if cycle not in self._cycle_text:
-            self._cycle_text[cycle] = ""
-            self._playback.enqueue_mark(MarkRequest(cycle, "", "", final=False))
+        if chunk.cycle not in self._cycle_text:
+            self._cycle_text[chunk.cycle] = ""
+            self._playback.enqueue_mark(MarkRequest(chunk.cycle, "", "", False, chunk.interruptible))

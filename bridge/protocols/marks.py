@@ -39,6 +39,7 @@ class MarkInfo:
     chunk: str  # the text of the chunk this mark closes ("" for a cycle-start mark)
     position: int  # samples of the cycle's audio before this mark
     final: bool  # this mark closes the cycle
+    interruptible: str = "any"  # what caller input may cut the chunk this mark closes
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,12 @@ class MarkLedger:
     def cycle_sent(self, cycle: int) -> int:
         return self._cycle_sent.get(cycle, 0)
 
-    def place(self, cycle: int, text: str, chunk: str, *, final: bool = False) -> MarkInfo:
+    def place(self, cycle: int, text: str, chunk: str, *, final: bool = False,
+              interruptible: str = "any") -> MarkInfo:
         """Record a mark about to be sent after the audio sent so far."""
         self._serial += 1
         mark = MarkInfo(name=f"c{cycle}-{self._serial}", cycle=cycle, text=text, chunk=chunk,
-                        position=self.cycle_sent(cycle), final=final)
+                        position=self.cycle_sent(cycle), final=final, interruptible=interruptible)
         self._pending[mark.name] = mark
         return mark
 
@@ -92,6 +94,10 @@ class MarkLedger:
         self._last_played = mark
         self._last_played_at = now
         return Echo(EchoKind.PLAYED, mark)
+
+    def first_pending(self) -> MarkInfo | None:
+        """The next mark to come back: it closes the audio the caller is hearing now."""
+        return next(iter(self._pending.values()), None)
 
     @property
     def pending(self) -> bool:

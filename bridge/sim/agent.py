@@ -45,6 +45,8 @@ class AgentSession:
     interrupts: list[relay.Interrupt] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    infos: list[relay.Info] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)  # message types in arrival order
     replies_started: list[float] = field(default_factory=list)  # clock time of each reply's first token
     closed: trio.Event = field(default_factory=trio.Event)
 
@@ -96,6 +98,8 @@ class ScriptedAgent:
                 except FrameError as exc:
                     self.timeline.add("app", "bad frame", str(exc))
                     continue
+                session.received.append(type(msg).__name__ if not isinstance(msg, relay.Info)
+                                        else f"{msg.name}={msg.value}")
                 match msg:
                     case relay.Setup():
                         session.setup = msg
@@ -123,6 +127,7 @@ class ScriptedAgent:
                         session.errors.append(msg.description)
                         self.timeline.add("app", "<- error", msg.description)
                     case relay.Info():
+                        session.infos.append(msg)
                         self.timeline.add("app", "<- info", f"{msg.name}={msg.value}")
 
     async def _stream_reply(self, ws: WebSocketConnection, session: AgentSession, text: str, end_after: bool,
