@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -411,6 +412,19 @@ async def test_invalid_send_digits_gets_an_error_frame(autojump_clock: object) -
 EVENTS = {"events": "speaker-events tokens-played"}
 
 
+def talk_over_the_agent(clip: Clip) -> Callable[[SimulatedCaller], Awaitable[None]]:
+    """A caller who speaks half a second into the agent's speech, then waits for it to finish."""
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_audio()
+        await caller.pause(0.5)
+        await caller.say(clip)
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    return script
+
+
 async def test_welcome_greeting_from_a_custom_parameter_is_spoken_first(autojump_clock: object) -> None:
     app = agent(greeting="")  # the app itself says nothing
 
@@ -432,12 +446,7 @@ async def test_a_greeting_that_is_not_interruptible_is_not_cut_by_speech(autojum
                                                                          clips: dict[str, Clip]) -> None:
     app = agent(greeting="")
 
-    async def script(caller: SimulatedCaller) -> None:
-        await caller.wait_agent_audio()
-        await caller.pause(0.5)
-        await caller.say(clips["hello-world"])
-        await caller.wait_agent_done()
-        await caller.hang_up()
+    script = talk_over_the_agent(clips["hello-world"])
 
     params = {"welcomeGreeting": LONG_REPLY, "welcomeGreetingInterruptible": "dtmf"}
     result = await run_memory_call(fake_engines(("hi",)), settings(), app.handle, script, custom_parameters=params)
@@ -469,12 +478,7 @@ async def test_a_text_marked_not_interruptible_is_not_cut(autojump_clock: object
     record: list[str] = []
     app = raw_app([relay.text(LONG_REPLY, last=True, interruptible=False)], record)
 
-    async def script(caller: SimulatedCaller) -> None:
-        await caller.wait_agent_audio()
-        await caller.pause(0.5)
-        await caller.say(clips["hello-world"])
-        await caller.wait_agent_done()
-        await caller.hang_up()
+    script = talk_over_the_agent(clips["hello-world"])
 
     result = await run_memory_call(fake_engines(("hi",)), settings(), app, script)
     assert result.caller.ear.clears == []
