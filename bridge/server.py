@@ -196,7 +196,7 @@ class MediaStreamsServer:
                 call.log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
             self._calls.discard(call)
-            call.log.info("call ended: %s", call.stats.end_reason or "unknown")
+            call.log.info("call ended: %s; %s", call.stats.end_reason or "unknown", call.stats.summary())
             if self.keep_stats:
                 self.finished.append(call.stats)
 

@@ -67,7 +67,4 @@ def test_imports_point_downward(name: str, path: Path) -> None:
                 f"{name} ({own}) imports {imported}"
         if own == "pure":
             root = imported.split(".")[0]
-            # The fake recogniser may sleep to model cost; nothing else in the pure layer reads clocks.
-            if root == "time" and name == "bridge.engines.fake":
-                continue
             assert root not in IO_MODULES, f"pure module {name} imports {imported}"

@@ -50,23 +50,15 @@ class Recognition:
     speech_end: int = 0
     text: str = ""
     done: trio.Event = field(default_factory=trio.Event)
-    finished_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Utterance:
-    text: str
-    start: int
-    speech_end: int
-    ended_at: float  # clock time the endpointer declared the end
-    recognised_at: float
+    ended_at: float = 0.0  # clock time the endpointer declared the end
+    finished_at: float = 0.0  # clock time recognition finished
 
 
 class Listener:
     def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, *, language: str,
                  on_speech_started: Callable[[SpeechStarted], Awaitable[None]],
                  on_speech_ended: Callable[[SpeechEnded], Awaitable[None]],
-                 on_utterance: Callable[[Utterance], Awaitable[None]],
+                 on_utterance: Callable[[Recognition], Awaitable[None]],
                  logger: logging.LoggerAdapter[logging.Logger]) -> None:
         self._engines = engines
         self.endpointer = Endpointer(settings)
@@ -78,7 +70,7 @@ class Listener:
         longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
         self._ring = SampleRing(SAMPLE_RATE * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
         self._speculation: Recognition | None = None
-        self._send, self._receive = trio.open_memory_channel[tuple[Recognition, float]](32)
+        self._send, self._receive = trio.open_memory_channel[Recognition](32)
         self._nursery: trio.Nursery | None = None
         self.speculations_used = 0
         self.speculations_wasted = 0
@@ -88,11 +80,10 @@ class Listener:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            async for rec, ended_at in self._receive:
+            async for rec in self._receive:
                 await rec.done.wait()
                 if rec.text:
-                    await self._on_utterance(Utterance(rec.text, rec.start, rec.speech_end, ended_at,
-                                                       rec.finished_at))
+                    await self._on_utterance(rec)
                 else:
                     self._log.info("utterance of %.2f s had no words; no prompt",
                                    (rec.end - rec.start) / SAMPLE_RATE)
@@ -119,8 +110,8 @@ class Listener:
                         self.speculations_used += 1
                     else:
                         rec = self._recognise(event.start, event.end)
-                    rec.speech_end = event.speech_end
-                    await self._send.send((rec, trio.current_time()))
+                    rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
+                    await self._send.send(rec)
                     await self._on_speech_ended(event)
 
     def _recognise(self, start: int, end: int) -> Recognition:

@@ -23,7 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.listener import Listener, Utterance
+from bridge.call.listener import Listener, Recognition
 from bridge.call.playback import Playback
 from bridge.call.settings import CallSettings, session_for_call
 from bridge.call.speaker import Speaker, SpeechChunk
@@ -43,6 +43,11 @@ SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "call
                     "callType": "call_type", "callStatus": "call_status"}
 
 
+def closed(side: str, exc: ConnectionClosed) -> str:
+    """The end reason for a call whose ``side`` socket closed."""
+    return f"{side} socket closed ({exc.reason.code if exc.reason else '?'})"
+
+
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
@@ -57,8 +62,6 @@ class CallStats:
     stream_sid: str = ""
     session_id: str = ""
     end_reason: str = ""
-    prompts: int = 0
-    interrupts: int = 0
     invalid_provider_frames: int = 0
     invalid_app_frames: int = 0
     frames_sent: int = 0
@@ -69,6 +72,15 @@ class CallStats:
 
     def record(self, name: str, **data: Any) -> None:
         self.events.append((trio.current_time(), name, data))
+
+    def count(self, name: str) -> int:
+        return sum(1 for _, n, _ in self.events if n == name)
+
+    def summary(self) -> str:
+        return (f"{self.count('prompt')} prompt(s), {self.count('interrupt')} interrupt(s), "
+                f"{self.frames_sent} frames sent (lead up to {self.max_lead_ms:.0f} ms), speculative "
+                f"recognitions {self.speculations_used} used / {self.speculations_wasted} discarded, "
+                f"{self.invalid_provider_frames + self.invalid_app_frames} invalid frame(s)")
 
 
 class Call:
@@ -112,14 +124,14 @@ class Call:
         try:
             await self.provider_ws.send_message(frame)
         except ConnectionClosed as exc:
-            self.end(f"provider socket closed ({exc.reason.code if exc.reason else '?'})")
+            self.end(closed("provider", exc))
 
     async def send_app(self, msg: relay.RelayMessage | str) -> None:
         assert self.app_ws is not None
         try:
             await self.app_ws.send_message(msg if isinstance(msg, str) else relay.serialize_relay_message(msg))
         except ConnectionClosed as exc:
-            self.end(f"app socket closed ({exc.reason.code if exc.reason else '?'})")
+            self.end(closed("app", exc))
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -165,7 +177,7 @@ class Call:
                 with trio.fail_after(PROVIDER_IDLE_TIMEOUT_S):
                     raw = await self.provider_ws.get_message()
             except ConnectionClosed as exc:
-                self.end(f"provider socket closed ({exc.reason.code if exc.reason else '?'})")
+                self.end(closed("provider", exc))
                 return
             except trio.TooSlowError:
                 self.log.warning("no frame from the provider for %.0f s; ending the call", PROVIDER_IDLE_TIMEOUT_S)
@@ -197,7 +209,7 @@ class Call:
                 raw = await self.app_ws.get_message()
             except ConnectionClosed as exc:
                 self.log.warning("the app closed its socket; ending the call")
-                self.end(f"app socket closed ({exc.reason.code if exc.reason else '?'})")
+                self.end(closed("app", exc))
                 return
             msg = self.relay.receive(raw)
             match msg:
@@ -337,18 +349,16 @@ class Call:
         self.chunker.reset()
         dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()
-        self.stats.interrupts += 1
         self.stats.record("interrupt", cause=cause, heard=heard.text, duration_ms=heard.duration_ms)
         self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, heard.text,
                       heard.duration_ms, dropped)
         await self.send_app(relay.Interrupt(heard.text, heard.duration_ms))
         await self._set_agent_speaking(False)
 
-    async def _on_utterance(self, utt: Utterance) -> None:
-        self.stats.prompts += 1
+    async def _on_utterance(self, utt: Recognition) -> None:
         self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
         self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
-                      max(0.0, utt.recognised_at - utt.ended_at) * 1000)
+                      max(0.0, utt.finished_at - utt.ended_at) * 1000)
         await self.send_app(relay.Prompt(utt.text, self.session.language, last=True))
 
 

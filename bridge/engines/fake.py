@@ -18,15 +18,10 @@ from numpy.typing import NDArray
 @dataclass
 class FakeTranscriber:
     script: Sequence[str] = ()
-    delay_s: float = 0.0
     sample_rate: int = 16000
     calls: list[int] = field(default_factory=list)  # lengths of the audio it was asked about
 
     def transcribe(self, audio: NDArray[np.float32], language: str) -> str:
-        if self.delay_s:
-            import time
-
-            time.sleep(self.delay_s)  # models a recogniser's cost, off the event loop
         self.calls.append(len(audio))
         if self.script:
             return self.script[min(len(self.calls), len(self.script)) - 1]
