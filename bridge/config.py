@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.call.settings import CallSettings, PlaybackSettings, SessionSettings
+from bridge.call.settings import CallSettings, PlaybackSettings, SessionSettings, require_at_least
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 
@@ -37,9 +37,7 @@ class AsrConfig:
     hints: str = ""
 
     def __post_init__(self) -> None:
-        for name, low in (("beam_size", 1), ("cpu_threads", 0), ("concurrency", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        require_at_least(self, beam_size=1, cpu_threads=0, concurrency=1)
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,7 @@ class TtsConfig:
     allow_download: bool = False
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        require_at_least(self, concurrency=1)
 
 
 @dataclass(frozen=True)

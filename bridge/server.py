@@ -29,7 +29,7 @@ from trio_websocket import (
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallStats, open_call
-from bridge.call.settings import CallSettings
+from bridge.call.settings import CallSettings, require_at_least
 from bridge.protocols.signature import signature_valid
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class ServerSettings:
             check_ws_url(self.app_url, "app_url")
         for i, url in enumerate(self.relay_url_allowlist):
             check_ws_url(url, f"relay_url_allowlist[{i}]")
-        for name, value, low in (("app_connect_timeout_ms", self.app_connect_timeout_ms, 1),
-                                 ("shutdown_grace_s", self.shutdown_grace_s, 0), ("max_calls", self.max_calls, 1)):
-            if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
+        require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1)
 
 
 class MediaStreamsServer:

@@ -20,6 +20,14 @@ EVENT_NAMES = ("speaker-events", "tokens-played")
 DEBUG_NAMES = ("debugging", *EVENT_NAMES)
 
 
+def require_at_least(settings: object, **minimums: float) -> None:
+    """Raise ``ValueError`` naming the first field of ``settings`` below its minimum."""
+    for name, low in minimums.items():
+        value = getattr(settings, name)
+        if value < low:
+            raise ValueError(f"{name} must be at least {low:g}, got {value}")
+
+
 def _check_interruptible(name: str, value: str) -> None:
     if value not in INTERRUPTIBLE_VALUES:
         raise ValueError(f"{name} must be one of {', '.join(INTERRUPTIBLE_VALUES)}, got {value!r}")
@@ -106,10 +114,7 @@ class PlaybackSettings:
     max_synthesized_ahead_ms: int = 3000
 
     def __post_init__(self) -> None:
-        if self.lead_ms < 20:
-            raise ValueError(f"lead_ms must be at least 20, got {self.lead_ms}")
-        if self.max_synthesized_ahead_ms < 100:
-            raise ValueError(f"max_synthesized_ahead_ms must be at least 100, got {self.max_synthesized_ahead_ms}")
+        require_at_least(self, lead_ms=20, max_synthesized_ahead_ms=100)
 
 
 @dataclass(frozen=True)
