@@ -142,10 +142,8 @@ async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Cl
     call = await run_loopback_call(engines, cfg, script, agent_script=talker)
     ear = call.caller.ear
     session = call.agent.sessions[0]
-    token_to_audio = [(a - t) * 1000 for t in session.replies_started
-                      if (a := first_after(ear.media_arrivals, t)) is not None and a - t < 5]
-    onset_to_clear = [(c - o) * 1000 for o in onsets
-                      if (c := first_after(ear.clears, o)) is not None and c - o < 2]
+    token_to_audio = call.token_to_audio_ms()
+    onset_to_clear = call.onset_to_clear_ms(onsets)
     intervals = []
     arrivals = ear.media_arrivals
     for prev, cur in itertools.pairwise(arrivals):

@@ -68,15 +68,10 @@ def latency_report(call: LoopbackCall, spoken: list[Spoken]) -> list[str]:
         p = first_after(prompts, s.end)
         if p is not None:
             lines.append(f"end of caller speech -> prompt at app: {(p - s.end) * 1000:6.0f} ms  ({s.clip.text!r})")
-    arrivals = call.caller.ear.media_arrivals
-    for t in call.agent.sessions[0].replies_started if call.agent.sessions else []:
-        a = first_after(arrivals, t)
-        if a is not None:
-            lines.append(f"app's first text token -> first audio at caller: {(a - t) * 1000:6.0f} ms")
-    for s in spoken:
-        c = first_after(call.caller.ear.clears, s.onset)
-        if c is not None and c - s.onset < 2.0:
-            lines.append(f"caller speech onset -> clear (barge-in): {(c - s.onset) * 1000:6.0f} ms")
+    for ms in call.token_to_audio_ms():
+        lines.append(f"app's first text token -> first audio at caller: {ms:6.0f} ms")
+    for ms in call.onset_to_clear_ms([s.onset for s in spoken]):
+        lines.append(f"caller speech onset -> clear (barge-in): {ms:6.0f} ms")
     leads = call.caller.ear.leads_ms
     if leads:
         lines.append(f"outbound lead over real time: median {statistics.median(leads):.0f} ms, max {max(leads):.0f} ms")

@@ -22,6 +22,8 @@ from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
 
 CALL_END_TIMEOUT_S = 5.0
+REPLY_WINDOW_S = 5.0  # audio later than this after a reply's first token is not that reply's
+BARGE_IN_WINDOW_S = 2.0  # a clear later than this after an onset was not caused by it
 
 
 @dataclass
@@ -34,6 +36,17 @@ class LoopbackCall:
     @property
     def stats(self) -> CallStats:
         return self.server.finished[0]
+
+    def token_to_audio_ms(self) -> list[float]:
+        """For each app reply: its first text token to the first agent audio at the caller."""
+        starts = [t for session in self.agent.sessions for t in session.replies_started]
+        return [(a - t) * 1000 for t in starts
+                if (a := first_after(self.caller.ear.media_arrivals, t)) is not None and a - t < REPLY_WINDOW_S]
+
+    def onset_to_clear_ms(self, onsets: list[float]) -> list[float]:
+        """For each onset of caller speech over the agent: the time until the caller got ``clear``."""
+        return [(c - o) * 1000 for o in onsets
+                if (c := first_after(self.caller.ear.clears, o)) is not None and c - o < BARGE_IN_WINDOW_S]
 
 
 async def run_loopback_call(engines: SpeechEngines, cfg: Config,
