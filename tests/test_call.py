@@ -170,8 +170,9 @@ async def test_marks_echoed_by_a_clear_are_not_counted_as_played(autojump_clock:
 
 
 async def test_no_barge_in_when_not_interruptible(autojump_clock: object, clips: dict[str, Clip]) -> None:
-    app, result, _ = await barge_in_call(clips, interruptible="dtmf")
+    app, result, _ = await barge_in_call(clips, interruptible="dtmf", params={"reportInputDuringAgentSpeech": "speech"})
     assert app.sessions[0].interrupts == []
+    assert [p.voice_prompt for p in app.sessions[0].prompts] == ["sorry"]  # reported, as asked
     assert result.caller.ear.clears == []
     played = [d["text"] for _, n, d in result.stats.events if n == "played" and d["cycle"] == 1]
     assert played == spoken_chunks(LONG_REPLY)
@@ -474,16 +475,21 @@ async def test_no_info_messages_unless_subscribed(autojump_clock: object, clips:
     assert app.sessions[0].infos == []
 
 
-async def test_a_text_marked_not_interruptible_is_not_cut(autojump_clock: object, clips: dict[str, Clip]) -> None:
+@pytest.mark.parametrize(("report", "reported"), [(None, False), ("none", False), ("dtmf", False),
+                                                 ("speech", True), ("any", True), ("true", True)])
+async def test_a_text_marked_not_interruptible_is_not_cut(autojump_clock: object, clips: dict[str, Clip],
+                                                          report: str | None, reported: bool) -> None:
+    """Whether speech over agent speech that does not cut it is reported is reportInputDuringAgentSpeech's
+    call (default none, as on Twilio since May 2025), separate from whether playback stops."""
     record: list[str] = []
     app = raw_app([relay.text(LONG_REPLY, last=True, interruptible=False)], record)
 
     script = talk_over_the_agent(clips["hello-world"])
-
-    result = await run_memory_call(fake_engines(("hi",)), settings(), app, script)
+    params = {} if report is None else {"reportInputDuringAgentSpeech": report}
+    result = await run_memory_call(fake_engines(("hi",)), settings(), app, script, custom_parameters=params)
     assert result.caller.ear.clears == []
     assert not any(r.startswith('{"type":"interrupt"') for r in record)
-    assert any(r.startswith('{"type":"prompt"') for r in record)  # the caller was still heard
+    assert any(r.startswith('{"type":"prompt"') for r in record) == reported
 
 
 async def test_invalid_session_parameters_are_reported_to_the_app(autojump_clock: object) -> None:

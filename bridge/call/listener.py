@@ -14,6 +14,17 @@ that result becomes the prompt, and if speech resumes it is discarded. The promp
 soon after the end-of-speech wait instead of a full recognition later.
 
 Prompts leave in utterance order through one sender task, whatever order recognitions finish in.
+
+Partial prompts (``partialPrompts``) re-recognise the utterance so far while the caller speaks. A
+decode of a few seconds of speech costs about as much as the interval Twilio sends partials at
+(200-300 ms), so a call runs at most one partial at a time, starts the next only once
+``PARTIAL_INTERVAL_MS`` of new audio has arrived, and never while a speculative final recognition
+runs: partials take what CPU is left and the final prompt keeps priority. A partial that finishes
+after its utterance ended is dropped, so it can never follow the final prompt.
+
+Barge-in sensitivity: ``on_speech_sustained`` fires once per utterance when ``sustain_ms`` of voiced
+audio have been heard (0: together with ``on_speech_started``). Whether an utterance is reported at all
+(``report``) is decided by the runtime while it lasts: input over agent speech may be withheld.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from bridge.audio.ring import SampleRing
 from bridge.call.engines import SpeechEngines
 from bridge.engines.base import asr_language
 from bridge.speech.endpointer import (
+    FRAME_MS,
     SAMPLE_RATE,
     Endpointer,
     EndpointerSettings,
@@ -41,6 +53,7 @@ from bridge.speech.endpointer import (
 )
 
 RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
+PARTIAL_INTERVAL_MS = 300  # new audio needed before the next partial recognition
 
 
 @dataclass
@@ -52,6 +65,7 @@ class Recognition:
     done: trio.Event = field(default_factory=trio.Event)
     ended_at: float = 0.0  # clock time the endpointer declared the end
     finished_at: float = 0.0  # clock time recognition finished
+    report: bool = True  # send it to the app (input over agent speech may be withheld)
 
 
 class Listener:
@@ -59,14 +73,26 @@ class Listener:
                  on_speech_started: Callable[[SpeechStarted], Awaitable[None]],
                  on_speech_ended: Callable[[SpeechEnded], Awaitable[None]],
                  on_utterance: Callable[[Recognition], Awaitable[None]],
-                 logger: logging.LoggerAdapter[logging.Logger]) -> None:
+                 logger: logging.LoggerAdapter[logging.Logger],
+                 on_speech_sustained: Callable[[], Awaitable[None]] | None = None, sustain_ms: int = 0,
+                 on_partial: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._engines = engines
         self.endpointer = Endpointer(settings)
         self.language = language
         self._on_speech_started = on_speech_started
         self._on_speech_ended = on_speech_ended
         self._on_utterance = on_utterance
+        self._on_speech_sustained = on_speech_sustained
+        self._sustain_frames = max(0, sustain_ms) // FRAME_MS
+        self._on_partial = on_partial
         self._log = logger
+        self.report = True  # whether the utterance in progress goes to the app
+        self._sustained = False
+        self._turn = 0  # utterances started so far; tags partial recognitions
+        self._partial_busy = False
+        self._partial_from = 0  # audio position the last partial covered
+        self._last_partial = ""
+        self.partials_sent = 0
         longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
         self._ring = SampleRing(SAMPLE_RATE * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
         self._speculation: Recognition | None = None
@@ -82,7 +108,9 @@ class Listener:
             task_status.started()
             async for rec in self._receive:
                 await rec.done.wait()
-                if rec.text:
+                if rec.text and not rec.report:
+                    self._log.info("input over agent speech not reported: %r", rec.text)
+                elif rec.text:
                     await self._on_utterance(rec)
                 else:
                     self._log.info("utterance of %.2f s had no words; no prompt",
@@ -95,6 +123,9 @@ class Listener:
             match event:
                 case SpeechStarted():
                     self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE)
+                    self._turn += 1
+                    self.report, self._sustained, self._last_partial = True, False, ""
+                    self._partial_from = event.detected_at
                     await self._on_speech_started(event)
                 case SpeechPaused():
                     self._speculation = self._recognise(event.start, event.end)
@@ -110,9 +141,41 @@ class Listener:
                         self.speculations_used += 1
                     else:
                         rec = self._recognise(event.start, event.end)
-                    rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
+                    rec.speech_end, rec.ended_at, rec.report = event.speech_end, trio.current_time(), self.report
                     await self._send.send(rec)
                     await self._on_speech_ended(event)
+        await self._after_feed()
+
+    async def _after_feed(self) -> None:
+        if not self.endpointer.in_speech:
+            return
+        if (not self._sustained and self._on_speech_sustained is not None
+                and self.endpointer.turn_voiced_frames >= self._sustain_frames):
+            self._sustained = True
+            await self._on_speech_sustained()
+        bounds = self.endpointer.open_utterance()
+        if (self._on_partial is not None and bounds is not None and not self._partial_busy
+                and self._speculation is None
+                and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE // 1000):
+            start, end = bounds
+            self._partial_busy, self._partial_from = True, end
+            assert self._nursery is not None, "Listener.run must be started first"
+            self._nursery.start_soon(self._partial, self._turn, self._ring.read(start, end).astype(np.int16))
+
+    async def _partial(self, turn: int, audio: NDArray[np.int16]) -> None:
+        try:
+            text = await self._engines.transcribe(audio, SAMPLE_RATE, asr_language(self.language))
+        except Exception:
+            self._log.exception("partial recognition failed")
+            text = ""
+        finally:
+            self._partial_busy = False
+        # Only while the same utterance is still going on: a late partial must not follow its final prompt.
+        if (text and text != self._last_partial and turn == self._turn and self.endpointer.in_speech
+                and self.report and self._on_partial is not None):
+            self._last_partial = text
+            self.partials_sent += 1
+            await self._on_partial(text)
 
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end)

@@ -10,10 +10,20 @@ Barge-in is cancellation (architecture principle 8): caller speech (or a key, un
 while agent audio is queued or unheard cancels synthesis, drops queued audio, sends ``clear``, and
 sends ``interrupt`` with what the mark ledger says was heard. Tokens that arrive after the interrupt
 start a new talk cycle, as on Twilio, where the app is expected to stop its own stream.
+``interruptSensitivity`` sets how much voiced speech it takes: ``high`` cuts at speech start.
+
+Preemption (protocols.md 1.4) is the app's own cut: a new talk cycle (``text`` or ``play``) arriving
+while everything still ahead of it is ``preemptible`` cuts that output the same way, reports the
+fragment heard as ``tokensPlayed``, and sends no ``interrupt``. If anything ahead is not preemptible
+the new cycle simply queues.
+
+Input over agent speech that does not cut it is reported only as ``reportInputDuringAgentSpeech``
+allows (Twilio's default since May 2025 is ``none``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +48,8 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 TEARDOWN_TIMEOUT_S = 2.0
 PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
+# interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
+SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
 SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
                     "forwardedFrom": "forwarded_from", "parentCallSid": "parent_call_sid",
                     "callType": "call_type", "callStatus": "call_status"}
@@ -98,14 +110,21 @@ class Call:
         self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.playback.lead_ms)
         self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
                                logger=self.log)
-        self.listener = Listener(engines, settings.endpointer, language=self.session.language,
+        endpointer = settings.endpointer
+        if self.session.speech_timeout_ms is not None:
+            endpointer = dataclasses.replace(endpointer, end_of_speech_silence_ms=self.session.speech_timeout_ms)
+        self.listener = Listener(engines, endpointer, language=self.session.language,
                                  on_speech_started=self._on_speech_started, on_speech_ended=self._on_speech_ended,
-                                 on_utterance=self._on_utterance, logger=self.log)
+                                 on_utterance=self._on_utterance, logger=self.log,
+                                 on_speech_sustained=self._on_speech_sustained,
+                                 sustain_ms=SENSITIVITY_SUSTAIN_MS[self.session.interrupt_sensitivity],
+                                 on_partial=self._on_partial if self.session.partial_prompts else None)
         self.chunker = TextChunker()
         self.cycle = 1
         self._cycle_open = False  # text of the current cycle has arrived without its last: true
         self._cycle_first_token: dict[int, float] = {}
         self._agent_speaking = False
+        self._preemptible: dict[int, bool] = {}  # talk cycles with output ahead -> may a new one cut them
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
         self.playback.on_first_audio = self._on_first_audio
@@ -246,10 +265,14 @@ class Call:
         interruptible = self.session.interruptible
         if msg.interruptible is not None:
             interruptible = "any" if msg.interruptible else "none"
-        await self._speak(msg.token, last=msg.last, interruptible=interruptible)
+        await self._speak(msg.token, last=msg.last, interruptible=interruptible, preemptible=msg.preemptible)
 
-    async def _speak(self, token: str, *, last: bool, interruptible: str) -> None:
+    async def _speak(self, token: str, *, last: bool, interruptible: str, preemptible: bool | None = None) -> None:
         cycle = self.cycle
+        if not self._cycle_open:
+            await self._preempt(cycle)
+        if token.strip() and (preemptible is not None or cycle not in self._preemptible):
+            self._preemptible[cycle] = self.session.preemptible if preemptible is None else preemptible
         if cycle not in self._cycle_first_token:
             self._cycle_first_token[cycle] = trio.current_time()
             self.stats.record("first_token", cycle=cycle)
@@ -271,9 +294,30 @@ class Call:
             await self._speak("", last=True, interruptible=self.session.interruptible)  # what came before first
         self.stats.record("send_digits", digits=digits)
         self.log.info("sendDigits %r queued", digits)
+        self._preemptible[self.cycle] = False  # only text and play may be preempted
         await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, digits=digits,
                                               interruptible=self.session.interruptible))
         self.cycle += 1
+
+    async def _preempt(self, cycle: int) -> None:
+        """A new talk cycle is starting: cut what is ahead of it if all of that is preemptible."""
+        if not self.agent_active:
+            self._preemptible.clear()
+            return
+        ahead = [flag for c, flag in self._preemptible.items() if c < cycle]
+        if not ahead or not all(ahead):
+            return
+        now = trio.current_time()
+        heard, playing = self.ledger.heard(now), self.ledger.first_pending()
+        fragment = playing.chunk if playing is not None and heard.cycle == playing.cycle else ""
+        self._preemptible.clear()
+        dropped = self.speaker.cancel(keep_from_cycle=cycle)
+        await self.playback.clear()
+        self.stats.record("preempted", heard=heard.text, fragment=fragment)
+        self.log.info("preempted by a new message: heard %r; %d chunk(s) dropped", heard.text, dropped)
+        if fragment:
+            await self._info("tokens-played", "tokensPlayed", fragment)
+        await self._set_agent_speaking(False)
 
     def _on_first_audio(self, cycle: int, at: float) -> None:
         first_token = self._cycle_first_token.pop(cycle, None)
@@ -290,6 +334,8 @@ class Call:
         mark = echo.mark
         if echo.kind is not EchoKind.PLAYED or mark is None:
             return
+        for cycle in [c for c in self._preemptible if c < mark.cycle or (c == mark.cycle and mark.final)]:
+            del self._preemptible[cycle]  # heard in full
         if mark.chunk:
             self.stats.record("played", cycle=mark.cycle, text=mark.chunk)
             await self._info("tokens-played", "tokensPlayed", mark.chunk)
@@ -329,7 +375,12 @@ class Call:
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         self.stats.record("speech_started", start=event.start)
         await self._info("speaker-events", "clientSpeaking", "on")
+        if self.agent_active:
+            self.listener.report = self.session.reports("speech")  # unless it turns into a barge-in
+
+    async def _on_speech_sustained(self) -> None:
         if self.agent_active and self._interruptible_by("speech"):
+            self.listener.report = True
             await self.barge_in("speech")
 
     async def _on_speech_ended(self, event: SpeechEnded) -> None:
@@ -337,15 +388,20 @@ class Call:
 
     async def _on_dtmf(self, digit: str) -> None:
         self.stats.record("dtmf", digit=digit)
+        report = self.session.dtmf_detection
         if self.agent_active and self._interruptible_by("dtmf"):
             await self.barge_in("dtmf")
-        if self.session.dtmf_detection:
+        elif self.agent_active and not self.session.reports("dtmf"):
+            report = False
+            self.log.info("key %s over agent speech not reported", digit)
+        if report:
             await self.send_app(relay.DtmfDigit(digit))
 
     async def barge_in(self, cause: str) -> None:
         heard = self.ledger.heard(trio.current_time())
         self.cycle += 1
         self._cycle_open = False
+        self._preemptible.clear()
         self.chunker.reset()
         dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()
@@ -360,6 +416,11 @@ class Call:
         self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
                       max(0.0, utt.finished_at - utt.ended_at) * 1000)
         await self.send_app(relay.Prompt(utt.text, self.session.language, last=True))
+
+    async def _on_partial(self, text: str) -> None:
+        self.stats.record("partial", text=text)
+        self.log.debug("partial prompt %r", text)
+        await self.send_app(relay.Prompt(text, self.session.language, last=False))
 
 
 async def open_call(provider_ws: WebSocketConnection) -> tuple[ms.MediaStreamsBridge, ms.Start | None]:

@@ -16,6 +16,8 @@ from typing import Any
 from bridge.speech.endpointer import EndpointerSettings
 
 INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
+SENSITIVITY_VALUES = ("low", "medium", "high")
+SPEECH_TIMEOUT_RANGE_MS = (600, 5000)
 EVENT_NAMES = ("speaker-events", "tokens-played")
 DEBUG_NAMES = ("debugging", *EVENT_NAMES)
 
@@ -31,6 +33,15 @@ def require_at_least(settings: object, **minimums: float) -> None:
 def _check_interruptible(name: str, value: str) -> None:
     if value not in INTERRUPTIBLE_VALUES:
         raise ValueError(f"{name} must be one of {', '.join(INTERRUPTIBLE_VALUES)}, got {value!r}")
+
+
+def _speech_timeout_ms(value: str) -> int | None:
+    if value == "auto":
+        return None
+    low, high = SPEECH_TIMEOUT_RANGE_MS
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ValueError(f"speech_timeout must be \"auto\" or milliseconds from {low} to {high}, got {value!r}")
+    return int(value)
 
 
 def _check_names(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -50,14 +61,34 @@ class SessionSettings:
     welcome_greeting_interruptible: str = "any"
     debug: str = ""  # space-separated: debugging, speaker-events, tokens-played
     events: str = ""  # space-separated: speaker-events, tokens-played
+    preemptible: bool = False  # a later text/play from the app cuts this session's speech
+    partial_prompts: bool = False
+    report_input_during_agent_speech: str = "none"  # none | dtmf | speech | any
+    interrupt_sensitivity: str = "high"  # low | medium | high
+    speech_timeout: str = "auto"  # "auto" or milliseconds of silence, 600..5000
+    hints: str = ""  # comma-separated phrases that bias recognition
 
     def __post_init__(self) -> None:
         if not self.language:
             raise ValueError("language must not be empty")
         _check_interruptible("interruptible", self.interruptible)
         _check_interruptible("welcome_greeting_interruptible", self.welcome_greeting_interruptible)
+        _check_interruptible("report_input_during_agent_speech", self.report_input_during_agent_speech)
+        if self.interrupt_sensitivity not in SENSITIVITY_VALUES:
+            raise ValueError(f"interrupt_sensitivity must be one of {', '.join(SENSITIVITY_VALUES)}, "
+                             f"got {self.interrupt_sensitivity!r}")
+        _speech_timeout_ms(self.speech_timeout)
         _check_names("debug", self.debug, DEBUG_NAMES)
         _check_names("events", self.events, EVENT_NAMES)
+
+    @property
+    def speech_timeout_ms(self) -> int | None:
+        """The end-of-speech silence for this session, or None for the configured default ("auto")."""
+        return _speech_timeout_ms(self.speech_timeout)
+
+    def reports(self, kind: str) -> bool:
+        """Whether caller input of ``kind`` (speech, dtmf) that does not cut agent speech is reported."""
+        return self.report_input_during_agent_speech in (kind, "any")
 
     def subscribed(self, event: str) -> bool:
         """Whether ``info`` messages of ``event`` (speaker-events, tokens-played) go to the app."""
@@ -73,7 +104,15 @@ TWIML_ATTRIBUTES = {
     "welcomeGreetingInterruptible": "welcome_greeting_interruptible",
     "debug": "debug",
     "events": "events",
+    "preemptible": "preemptible",
+    "partialPrompts": "partial_prompts",
+    "reportInputDuringAgentSpeech": "report_input_during_agent_speech",
+    "interruptSensitivity": "interrupt_sensitivity",
+    "speechTimeout": "speech_timeout",
+    "hints": "hints",
 }
+_BOOLEAN_FIELDS = ("dtmf_detection", "preemptible", "partial_prompts")
+_INTERRUPTIBLE_FIELDS = ("interruptible", "welcome_greeting_interruptible", "report_input_during_agent_speech")
 _BOOLEANS = {"true": True, "false": False}
 _INTERRUPTIBLE_BOOLEANS = {"true": "any", "false": "none"}
 
@@ -90,13 +129,15 @@ def session_for_call(defaults: SessionSettings, parameters: dict[str, str]) -> t
             continue
         raw = parameters[name]
         value: Any = raw.strip()
-        if attr == "dtmf_detection":
+        if attr in _BOOLEAN_FIELDS:
             if raw.strip().lower() not in _BOOLEANS:
-                problems.append(f"{name} must be true or false, got {raw!r}; using {defaults.dtmf_detection}")
+                problems.append(f"{name} must be true or false, got {raw!r}; using {getattr(defaults, attr)}")
                 continue
             value = _BOOLEANS[raw.strip().lower()]
-        elif attr in ("interruptible", "welcome_greeting_interruptible"):
+        elif attr in _INTERRUPTIBLE_FIELDS:
             value = _INTERRUPTIBLE_BOOLEANS.get(raw.strip().lower(), raw.strip().lower())
+        elif attr in ("interrupt_sensitivity", "speech_timeout"):
+            value = raw.strip().lower()
         elif attr == "welcome_greeting":
             value = raw
         try:

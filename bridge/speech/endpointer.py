@@ -122,10 +122,17 @@ class Endpointer:
         self._voiced = 0
         self._gap = 0
         self._paused = False
+        self.turn_voiced_frames = 0  # voiced frames since the turn's first one (for barge-in sensitivity)
 
     @property
     def in_speech(self) -> bool:
         return self.state in (State.SPEAKING, State.STOPPING)
+
+    def open_utterance(self) -> tuple[int, int] | None:
+        """Bounds of the utterance in progress (pre-roll included, up to the audio consumed), if any."""
+        if not self.in_speech:
+            return None
+        return self._utterance_bounds()[0], self.position
 
     def feed(self, samples: NDArray[np.int16]) -> list[EndpointerEvent]:
         """Consume samples; return the events they complete, in order."""
@@ -136,6 +143,8 @@ class Endpointer:
             frame = data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
             voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
             self._step(voiced, events)
+            if voiced and self.state is not State.QUIET:
+                self.turn_voiced_frames += 1
             self.position += FRAME_SAMPLES
         self._pending = data[n_frames * FRAME_SAMPLES :].copy()
         return events
