@@ -165,9 +165,9 @@ class MediaStreamsServer:
             return 503, "too many calls\n"
         return None
 
-    def app_url_for(self, params: dict[str, str]) -> str:
+    def app_url_for(self, params: dict[str, Any]) -> str:
         wanted = params.get("relayUrl", "")
-        if wanted:
+        if wanted and isinstance(wanted, str):
             if wanted in self.settings.relay_url_allowlist:
                 return wanted
             logger.warning("relayUrl %r is not in server.relay_url_allowlist; using the configured app", wanted)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 import trio.testing
@@ -142,7 +143,8 @@ class CallResult:
 
 async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler | None,
                           script: Callable[[SimulatedCaller], Awaitable[None]], *,
-                          custom_parameters: dict[str, str] | None = None) -> CallResult:
+                          custom_parameters: dict[str, Any] | None = None, **caller_options: Any) -> CallResult:
+    """One whole call; ``caller_options`` go to ``SimulatedCaller`` (e.g. ``provider="telnyx"``)."""
     timeline = Timeline()
     async with trio.open_nursery() as nursery:
         net = MemoryNetwork(nursery)
@@ -150,7 +152,8 @@ async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler |
             net.apps[cfg.server.app_url] = app
         server = bridge_server(cfg, engines, net.connect_app)
         server.keep_stats = True
-        caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters)
+        caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters,
+                                 **caller_options)
         await caller.run(script, connect=lambda: net.connect_bridge(server))
         with trio.fail_after(10):
             await server.wait_idle()

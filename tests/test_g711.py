@@ -1,4 +1,4 @@
-"""G.711 mu-law tables against the stdlib ``audioop`` reference, bit for bit."""
+"""G.711 mu-law and A-law tables against the stdlib ``audioop`` reference, bit for bit."""
 
 from __future__ import annotations
 
@@ -6,10 +6,24 @@ import itertools
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.audio.g711 import PCM16_TO_ULAW, SILENCE_BYTE, ULAW_TO_PCM16, ulaw_decode, ulaw_encode
+from bridge.audio.g711 import (
+    ALAW_SILENCE_BYTE,
+    ALAW_TO_PCM16,
+    PCM16_TO_ALAW,
+    PCM16_TO_ULAW,
+    SILENCE_BYTE,
+    ULAW_TO_PCM16,
+    alaw_decode,
+    alaw_encode,
+    l16_decode,
+    l16_encode,
+    ulaw_decode,
+    ulaw_encode,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -97,3 +111,60 @@ def test_chunked_decode_equals_whole(data: bytes, cuts: list[int]) -> None:
     ).astype(np.int16)
     np.testing.assert_array_equal(pieces, ulaw_decode(data))
     np.testing.assert_array_equal(pieces, np.frombuffer(audioop.ulaw2lin(data, 2), dtype="<i2"))
+
+
+# --- A-law and big-endian L16 -----------------------------------------------------------------
+
+
+def test_alaw_table_shapes_and_dtypes() -> None:
+    assert ALAW_TO_PCM16.shape == (256,) and ALAW_TO_PCM16.dtype == np.int16
+    assert PCM16_TO_ALAW.shape == (65536,) and PCM16_TO_ALAW.dtype == np.uint8
+
+
+def test_alaw_decode_all_codes_matches_audioop() -> None:
+    expected = np.frombuffer(audioop.alaw2lin(ALL_CODES, 2), dtype="<i2")
+    np.testing.assert_array_equal(alaw_decode(ALL_CODES), expected)
+
+
+def test_alaw_encode_all_int16_values_matches_audioop() -> None:
+    expected = audioop.lin2alaw(ALL_PCM.astype("<i2").tobytes(), 2)
+    got = alaw_encode(ALL_PCM)
+    if got != expected:
+        diff = np.flatnonzero(np.frombuffer(got, np.uint8) != np.frombuffer(expected, np.uint8))
+        raise AssertionError(f"{len(diff)} mismatches, first at pcm={int(ALL_PCM[diff[0]])}")
+
+
+def test_alaw_known_codes() -> None:
+    assert alaw_encode(np.zeros(2, dtype=np.int16)) == bytes([ALAW_SILENCE_BYTE]) * 2
+    assert alaw_decode(b"\xaa\x2a").tolist() == [32256, -32256]  # the loudest codes
+    assert alaw_encode(np.array([32767, -32768], dtype=np.int16)) == b"\xaa\x2a"
+
+
+def test_alaw_decode_encode_is_identity_on_codes() -> None:
+    # Unlike mu-law, A-law has no negative zero: every code survives a decode/encode round trip.
+    assert alaw_encode(alaw_decode(ALL_CODES)) == ALL_CODES
+
+
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(data=st.lists(st.integers(-32768, 32767), max_size=400), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_alaw_chunked_encode_equals_whole(data: list[int], cuts: list[int]) -> None:
+    samples = np.array(data, dtype=np.int16)
+    bounds = [0, *sorted(c for c in cuts if c <= len(samples)), len(samples)]
+    pieces = b"".join(alaw_encode(samples[a:b]) for a, b in itertools.pairwise(bounds))
+    assert pieces == alaw_encode(samples) == audioop.lin2alaw(samples.astype("<i2").tobytes(), 2)
+
+
+def test_l16_is_big_endian() -> None:
+    assert l16_encode(np.array([1, -2, 0x1234], dtype=np.int16)) == b"\x00\x01\xff\xfe\x12\x34"
+    assert l16_decode(b"\x00\x01\xff\xfe\x12\x34").tolist() == [1, -2, 0x1234]
+    assert l16_decode(b"\x12\x34").dtype == np.int16
+
+
+def test_l16_round_trips_every_value() -> None:
+    np.testing.assert_array_equal(l16_decode(l16_encode(ALL_PCM)), ALL_PCM)
+    assert l16_encode(ALL_PCM) == audioop.byteswap(ALL_PCM.astype("<i2").tobytes(), 2)
+
+
+def test_l16_refuses_half_samples() -> None:
+    with pytest.raises(ValueError, match="even number of bytes"):
+        l16_decode(b"\x00\x01\x02")

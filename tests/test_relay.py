@@ -350,3 +350,43 @@ def test_deeply_nested_json_is_invalid_not_an_exception() -> None:
     for raw in ("[" * 100_000, '{"a":' * 100_000):
         result = RelayBridge().receive(raw)
         assert isinstance(result, InvalidAppFrame)
+
+
+# --- Telnyx setup fields ----------------------------------------------------------------------------
+
+
+TELNYX_SETUP = Setup(session_id="7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2", call_sid="v2:T02", account_sid="1f1a8b6f",
+                     from_="+13122010094", to="+13122123456", call_status="active",
+                     custom_parameters={"customer_id": "customer_123", "n": 3, "flag": True},
+                     call_control_id="v2:T02", call_session_id="ff55a038", call_leg_id="428c31b6")
+
+
+def test_telnyx_setup_fields_are_emitted_when_present() -> None:
+    obj = json.loads(serialize_relay_message(TELNYX_SETUP))
+    assert (obj["callControlId"], obj["callSessionId"], obj["callLegId"]) == ("v2:T02", "ff55a038", "428c31b6")
+    assert obj["callSid"] == obj["callControlId"] and obj["callStatus"] == "active"
+    assert obj["customParameters"] == {"customer_id": "customer_123", "n": 3, "flag": True}
+    assert list(obj)[:8] == ["type", "sessionId", "accountSid", "parentCallSid", "callSid", "callControlId",
+                             "callSessionId", "callLegId"]
+
+
+def test_telnyx_setup_round_trips() -> None:
+    assert parse_relay_message(serialize_relay_message(TELNYX_SETUP)) == TELNYX_SETUP
+
+
+def test_telnyx_setup_as_telnyx_documents_it_parses() -> None:
+    # Telnyx's example has no parentCallSid, forwardedFrom or callType.
+    raw = json.dumps({"type": "setup", "sessionId": "7a7e", "accountSid": "1f1a", "callSid": "v2:T",
+                      "callControlId": "v2:T", "callSessionId": "ff55", "callLegId": "428c", "from": "+1",
+                      "to": "+2", "direction": "inbound", "callerName": "", "callStatus": "active",
+                      "customParameters": {"customer_id": "customer_123"}})
+    msg = parse_relay_message(raw)
+    assert isinstance(msg, Setup)
+    assert (msg.call_control_id, msg.call_leg_id, msg.parent_call_sid, msg.call_type) == ("v2:T", "428c", "", "PSTN")
+
+
+def test_twilio_setup_still_needs_its_fields() -> None:
+    obj = json.loads(serialize_relay_message(SETUP))
+    del obj["parentCallSid"]
+    with pytest.raises(FrameError, match="parentCallSid"):
+        parse_relay_message(json.dumps(obj))

@@ -27,7 +27,7 @@ import trio
 
 from bridge.audio.g711 import SILENCE_BYTE
 from bridge.protocols.marks import MarkLedger
-from bridge.protocols.media_streams import MediaStreamsBridge
+from bridge.protocols.provider import OutboundCodec
 
 FRAME_MS = 20
 FRAME_BYTES = 160
@@ -53,7 +53,7 @@ QueueItem = AudioFrame | MarkRequest
 
 
 class Playback:
-    def __init__(self, send: Callable[[str], Awaitable[None]], codec: MediaStreamsBridge, ledger: MarkLedger,
+    def __init__(self, send: Callable[[str], Awaitable[None]], codec: OutboundCodec, ledger: MarkLedger,
                  *, lead_ms: int) -> None:
         self._send = send
         self._codec = codec

@@ -39,7 +39,9 @@ from bridge.call.settings import CallSettings, session_for_call
 from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
+from bridge.protocols import telnyx_media as tx
 from bridge.protocols.marks import EchoKind, MarkLedger
+from bridge.protocols.provider import ProviderCodec, ProviderSniffer, StartEvent
 from bridge.speech.chunker import TextChunker
 from bridge.speech.endpointer import SpeechEnded, SpeechStarted
 
@@ -97,7 +99,7 @@ class CallStats:
 
 class Call:
     def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
-                 start: ms.Start, codec: ms.MediaStreamsBridge) -> None:
+                 start: StartEvent, codec: ProviderCodec) -> None:
         self.provider_ws = provider_ws
         self.settings = settings
         self.start = start
@@ -185,6 +187,8 @@ class Call:
                 await app_ws.aclose(*relay.CLOSE_NORMAL)
 
     def _setup_message(self) -> relay.Setup:
+        if isinstance(self.start, tx.TelnyxStart):
+            return tx.telnyx_setup(self.start, session_id=str(uuid.uuid4()))  # Telnyx session ids are UUIDs
         params = self.start.custom_parameters
         known = {attr: params[name] for name, attr in SETUP_PARAMETERS.items() if name in params}
         return relay.Setup(session_id="VX" + uuid.uuid4().hex, call_sid=self.start.call_sid,
@@ -202,24 +206,26 @@ class Call:
                 self.log.warning("no frame from the provider for %.0f s; ending the call", PROVIDER_IDLE_TIMEOUT_S)
                 self.end("provider went silent")
                 return
-            event = self.codec.receive(raw)
-            match event:
-                case ms.Media(track="inbound"):
-                    await self.listener.feed(event.payload)
-                case ms.Media():
-                    pass
-                case ms.Dtmf():
-                    await self._on_dtmf(event.digit)
-                case ms.Mark():
-                    await self._on_mark_echo(event.name)
-                case ms.Stop():
-                    self.end("provider sent stop")
-                    return
-                case ms.InvalidFrame():
-                    self.stats.invalid_provider_frames += 1
-                    self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
-                case _:
-                    self.log.warning("unexpected Media Streams event %s", type(event).__name__)
+            for event in self.codec.feed(raw):
+                match event:
+                    case ms.Media(track="inbound"):
+                        await self.listener.feed(event.payload)
+                    case ms.Media():
+                        pass
+                    case ms.Dtmf():
+                        await self._on_dtmf(event.digit)
+                    case ms.Mark():
+                        await self._on_mark_echo(event.name)
+                    case ms.Stop():
+                        self.end("provider sent stop")
+                        return
+                    case tx.ProviderError():
+                        self.log.warning("provider error frame: %s %s: %s", event.code, event.title, event.detail)
+                    case ms.InvalidFrame():
+                        self.stats.invalid_provider_frames += 1
+                        self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
+                    case _:
+                        self.log.warning("unexpected Media Streams event %s", type(event).__name__)
 
     async def _read_app(self) -> None:
         assert self.app_ws is not None
@@ -423,21 +429,23 @@ class Call:
         await self.send_app(relay.Prompt(text, self.session.language, last=False))
 
 
-async def open_call(provider_ws: WebSocketConnection) -> tuple[ms.MediaStreamsBridge, ms.Start | None]:
-    """Read the stream's opening frames; return the codec and the ``start`` (None if it never came)."""
-    codec = ms.MediaStreamsBridge()
+async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, StartEvent | None]:
+    """Read the stream's opening frames; return the provider's codec and the ``start`` (None if it never came)."""
+    sniffer = ProviderSniffer()
     with trio.move_on_after(START_TIMEOUT_S):
         while True:
             try:
                 raw = await provider_ws.get_message()
             except ConnectionClosed:
-                return codec, None
-            event = codec.receive(raw)
-            if isinstance(event, ms.Start):
-                return codec, event
-            if isinstance(event, ms.InvalidFrame):
-                logger.warning("dropped an invalid frame before 'start': %s", event.reason)
-            elif not isinstance(event, ms.Connected):
-                logger.warning("unexpected %s before 'start'", type(event).__name__)
+                return sniffer.codec or ms.MediaStreamsBridge(), None
+            for event in sniffer.feed(raw):
+                if isinstance(event, ms.Start | tx.TelnyxStart):
+                    assert sniffer.codec is not None
+                    logger.info("%s stream %s started", sniffer.provider, event.stream_sid)
+                    return sniffer.codec, event
+                if isinstance(event, ms.InvalidFrame):
+                    logger.warning("dropped an invalid frame before 'start': %s", event.reason)
+                elif not isinstance(event, ms.Connected):
+                    logger.warning("unexpected %s before 'start'", type(event).__name__)
     logger.warning("no 'start' within %.0f s; closing the stream", START_TIMEOUT_S)
-    return codec, None
+    return sniffer.codec or ms.MediaStreamsBridge(), None

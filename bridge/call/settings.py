@@ -10,6 +10,7 @@ TwiML accepts them). An invalid value is reported and the default kept.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,7 @@ _BOOLEANS = {"true": True, "false": False}
 _INTERRUPTIBLE_BOOLEANS = {"true": "any", "false": "none"}
 
 
-def session_for_call(defaults: SessionSettings, parameters: dict[str, str]) -> tuple[SessionSettings, list[str]]:
+def session_for_call(defaults: SessionSettings, parameters: dict[str, Any]) -> tuple[SessionSettings, list[str]]:
     """The call's session settings: ``defaults`` overridden by TwiML-named custom parameters.
 
     Returns the settings and one message per parameter that was refused (the default is kept).
@@ -128,6 +129,8 @@ def session_for_call(defaults: SessionSettings, parameters: dict[str, str]) -> t
         if name not in parameters:
             continue
         raw = parameters[name]
+        if not isinstance(raw, str):  # Telnyx custom parameters may be any JSON value: true, 5, ...
+            raw = json.dumps(raw)
         value: Any = raw.strip()
         if attr in _BOOLEAN_FIELDS:
             if raw.strip().lower() not in _BOOLEANS:

@@ -169,6 +169,10 @@ class MediaStreamsBridge:
             text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
             return InvalidFrame(reason=str(exc), raw=text[:200])
 
+    def feed(self, raw: str | bytes) -> list[ProviderEvent | InvalidFrame]:
+        """``receive`` as a list: the shape shared with codecs that may release several events per frame."""
+        return [self.receive(raw)]
+
     def _receive(self, raw: str | bytes) -> ProviderEvent:
         obj = parse_object(raw)
         event = get(obj, "event", str)

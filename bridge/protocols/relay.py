@@ -95,6 +95,10 @@ class Setup:
     call_type: str = "PSTN"
     call_status: str = "RINGING"
     custom_parameters: dict[str, Any] = field(default_factory=dict)
+    # Telnyx only (protocols.md 3.1); None leaves the field out, so Twilio's setup is unchanged.
+    call_control_id: str | None = None
+    call_session_id: str | None = None
+    call_leg_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,13 +177,19 @@ def parse_app_message(obj: dict[str, Any]) -> AppMessage:
 def serialize_relay_message(msg: RelayMessage) -> str:
     match msg:
         case Setup():
-            return dumps({
+            obj: dict[str, Any] = {
                 "type": "setup", "sessionId": msg.session_id, "accountSid": msg.account_sid,
-                "parentCallSid": msg.parent_call_sid, "callSid": msg.call_sid, "from": msg.from_,
-                "to": msg.to, "forwardedFrom": msg.forwarded_from, "callerName": msg.caller_name,
+                "parentCallSid": msg.parent_call_sid, "callSid": msg.call_sid}
+            for key, value in (("callControlId", msg.call_control_id), ("callSessionId", msg.call_session_id),
+                               ("callLegId", msg.call_leg_id)):
+                if value is not None:
+                    obj[key] = value
+            obj.update({
+                "from": msg.from_, "to": msg.to, "forwardedFrom": msg.forwarded_from, "callerName": msg.caller_name,
                 "direction": msg.direction, "callType": msg.call_type, "callStatus": msg.call_status,
                 "customParameters": msg.custom_parameters,
             })
+            return dumps(obj)
         case Prompt():
             return dumps({"type": "prompt", "voicePrompt": msg.voice_prompt, "lang": msg.lang, "last": msg.last})
         case DtmfDigit():
@@ -225,13 +235,20 @@ def parse_relay_message(raw: str | bytes) -> RelayMessage:
     kind = get(obj, "type", str)
     match kind:
         case "setup":
+            telnyx = "callControlId" in obj
             return Setup(
                 session_id=get(obj, "sessionId", str), call_sid=get(obj, "callSid", str),
                 account_sid=get(obj, "accountSid", str), from_=get(obj, "from", str), to=get(obj, "to", str),
                 direction=get(obj, "direction", str), caller_name=get(obj, "callerName", str),
-                forwarded_from=get(obj, "forwardedFrom", str), parent_call_sid=get(obj, "parentCallSid", str),
-                call_type=get(obj, "callType", str), call_status=get(obj, "callStatus", str),
+                # Telnyx's example setup leaves these three out; Twilio always sends them.
+                forwarded_from=get(obj, "forwardedFrom", str, required=not telnyx, default=""),
+                parent_call_sid=get(obj, "parentCallSid", str, required=not telnyx, default=""),
+                call_type=get(obj, "callType", str, required=not telnyx, default="PSTN"),
+                call_status=get(obj, "callStatus", str),
                 custom_parameters=get(obj, "customParameters", dict),
+                call_control_id=get(obj, "callControlId", str, required=False),
+                call_session_id=get(obj, "callSessionId", str, required=False),
+                call_leg_id=get(obj, "callLegId", str, required=False),
             )
         case "prompt":
             return Prompt(voice_prompt=get(obj, "voicePrompt", str), lang=get(obj, "lang", str),

@@ -1,20 +1,27 @@
-"""A simulated Twilio caller: a Media Streams client with a mouth, an ear and a recorder.
+"""A simulated caller: a Twilio Media Streams or Telnyx media streaming client with a mouth, an ear and a recorder.
 
 Every 20 ms tick it sends one inbound frame (the clip being spoken, or line silence) and plays one
 frame of agent audio from its playout buffer, exactly as Twilio's media server does: audio is
 played in arrival order, a ``mark`` is echoed when the audio before it has played (at once if
 nothing is buffered), and ``clear`` drops the buffer and echoes every pending mark. Both
 directions are recorded tick by tick, so the stereo WAV is time-aligned by construction.
+
+As a Telnyx caller (``provider="telnyx"``) it streams in the chosen ``encoding`` and ``sample_rate``
+and expects the agent's audio back in the same format; mouth, ear and recordings stay 8 kHz mu-law,
+converted at the socket. With ``reorder_seed`` its media frames go out of order the way Telnyx's may:
+each block of ``REORDER_BLOCK`` consecutive frames is sent in a seeded random order, one per tick.
 """
 
 from __future__ import annotations
 
+import random
 import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import trio
@@ -23,11 +30,19 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from bridge.audio.dtmf import detect_dtmf
 from bridge.audio.g711 import SILENCE_BYTE, ulaw_decode, ulaw_encode
+from bridge.audio.transcode import EdgeTranscoder
 from bridge.protocols import media_streams as ms
+from bridge.protocols import telnyx_media as tx
 from bridge.sim.clips import FRAME, Clip
 from bridge.sim.timeline import Timeline
 
 TICK_S = 0.02
+REORDER_BLOCK = 3  # within the bridge's hold-back, so reordering alone never loses a frame
+TELNYX_STREAM_ID = "32de0dea-53cb-4b21-89a4-9e1819c043bc"
+TELNYX_CALL_CONTROL_ID = "v3:" + "T" * 40
+TELNYX_CALL_SESSION_ID = "ff55a038-6f5d-11ef-9692-02420aeffb1f"
+TELNYX_CALL_LEG_ID = "428c31b6-7af4-4b6f-92e7-7a7e6a4f1d44"
+TELNYX_USER_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
 SILENT_FRAME = bytes([SILENCE_BYTE]) * FRAME
 
 
@@ -46,16 +61,35 @@ class EarStats:
     marks_echoed: int = 0
     frames_played: int = 0
     last_agent_frame_at: float = 0.0
+    wire_payload_bytes: list[int] = field(default_factory=list)  # size of each media payload as received
 
 
 class SimulatedCaller:
     def __init__(self, url: str, timeline: Timeline, *, call_sid: str = "CA" + "0" * 32,
                  stream_sid: str = "MZ" + "0" * 32, account_sid: str = "AC" + "0" * 32,
-                 custom_parameters: dict[str, str] | None = None) -> None:
+                 custom_parameters: dict[str, Any] | None = None, provider: Literal["twilio", "telnyx"] = "twilio",
+                 encoding: str = "PCMU", sample_rate: int = 8000, reorder_seed: int | None = None,
+                 from_: str = "", to: str = "") -> None:
         self.url = url
         self.timeline = timeline
-        self.codec = ms.MediaStreamsProvider(stream_sid=stream_sid, account_sid=account_sid, call_sid=call_sid)
+        self.codec: ms.MediaStreamsProvider | tx.TelnyxMediaProvider
+        self._edge: EdgeTranscoder | None = None
+        if provider == "telnyx":
+            self.codec = tx.TelnyxMediaProvider(
+                stream_id=TELNYX_STREAM_ID, call_control_id=TELNYX_CALL_CONTROL_ID,
+                call_session_id=TELNYX_CALL_SESSION_ID, user_id=TELNYX_USER_ID, call_leg_id=TELNYX_CALL_LEG_ID,
+                encoding=encoding, sample_rate=sample_rate, from_=from_, to=to)
+            self._edge = EdgeTranscoder(encoding, sample_rate)
+        elif (encoding, sample_rate) != ("PCMU", 8000) or reorder_seed is not None:
+            raise ValueError("a Twilio caller streams 8 kHz PCMU, in order")
+        else:
+            self.codec = ms.MediaStreamsProvider(stream_sid=stream_sid, account_sid=account_sid, call_sid=call_sid)
+        self.provider = provider
         self.custom_parameters = custom_parameters or {}
+        self._reorder = random.Random(reorder_seed) if reorder_seed is not None else None
+        self._block: list[str] = []  # media frames waiting to be shuffled
+        self._outbox: deque[str] = deque()  # shuffled media frames, one sent per tick
+        self.media_out_of_order = 0  # media frames sent before one created earlier
         self.ear = EarStats()
         self.left: list[bytes] = []  # mu-law the caller sent, per tick
         self.right: list[bytes] = []  # mu-law the caller heard, per tick
@@ -77,7 +111,8 @@ class SimulatedCaller:
             self._ws = ws
             await ws.send_message(self.codec.connected())
             await ws.send_message(self.codec.start(self.custom_parameters))
-            self.timeline.add("caller", "call connected", f"stream {self.codec.stream_sid[:10]}…")
+            stream = self.codec.stream_id if isinstance(self.codec, tx.TelnyxMediaProvider) else self.codec.stream_sid
+            self.timeline.add("caller", "call connected", f"{self.provider} stream {stream[:10]}…")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, nursery.cancel_scope)
                 nursery.start_soon(self._tick)
@@ -104,11 +139,34 @@ class SimulatedCaller:
             await trio.sleep_until(self._t_start + self._ticks * TICK_S)
             mouth = self._mouth.popleft() if self._mouth else SILENT_FRAME
             if not self._closed.is_set():
-                await self._send(self.codec.media(mouth, timestamp_ms=self._ticks * 20))
+                wire = mouth if self._edge is None else self._edge.from_ulaw(mouth)
+                await self._send_media(self.codec.media(wire, timestamp_ms=self._ticks * 20))
             self.left.append(mouth)
             self.right.append(await self._play_one())
             self._tick_event.set()
             self._tick_event = trio.Event()
+
+    async def _send_media(self, frame: str) -> None:
+        if self._reorder is None:
+            await self._send(frame)
+            return
+        self._block.append(frame)
+        if len(self._block) == REORDER_BLOCK:
+            order = list(range(REORDER_BLOCK))
+            self._reorder.shuffle(order)
+            self.media_out_of_order += sum(1 for i, j in enumerate(order) if any(k < j for k in order[i + 1 :]))
+            self._outbox.extend(self._block[j] for j in order)
+            self._block = []
+        if self._outbox:
+            await self._send(self._outbox.popleft())
+
+    async def _flush_media(self) -> None:
+        """Send every media frame still held for reordering (in order), as the line closes."""
+        while self._outbox:
+            await self._send(self._outbox.popleft())
+        for frame in self._block:
+            await self._send(frame)
+        self._block = []
 
     async def _play_one(self) -> bytes:
         frame = SILENT_FRAME
@@ -135,6 +193,10 @@ class SimulatedCaller:
                 now = trio.current_time()
                 match event:
                     case ms.Media():
+                        self.ear.wire_payload_bytes.append(len(event.payload))
+                        if self._edge is not None:
+                            event = ms.Media(event.track, event.chunk, event.timestamp_ms,
+                                             self._edge.to_ulaw(event.payload))
                         buffered = sum(1 for x in self._playout if isinstance(x, bytes))
                         if not buffered and now - self.ear.last_agent_frame_at > 0.1:
                             self.timeline.add("caller", "hears agent")
@@ -216,6 +278,7 @@ class SimulatedCaller:
     async def hang_up(self) -> None:
         self.timeline.add("caller", "hangs up")
         if not self._closed.is_set():
+            await self._flush_media()
             await self._send(self.codec.stop())
         if self._ws is not None:
             await self._ws.aclose()

@@ -1,0 +1,99 @@
+"""What the call runtime needs from a provider codec, and telling providers apart from the first frames.
+
+Twilio Media Streams and Telnyx media streaming both open the socket with ``connected`` and
+``start`` (protocols.md 4.2 and 5.2), but in different dialects: Twilio's ``connected`` carries
+``protocol: "Call"`` and its ``start`` a ``streamSid``; Telnyx's ``connected`` has only ``version``
+and its ``start`` a ``stream_id``. ``ProviderSniffer`` reads frames until one of them decides, then
+builds that provider's codec, feeds it every frame seen so far, and from then on passes frames
+straight through. A bare ``{"event":"connected"}`` decides nothing; it is kept and replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from bridge.protocols import media_streams as ms
+from bridge.protocols import telnyx_media as tx
+from bridge.protocols.fields import FrameError, parse_object
+
+Provider = Literal["twilio", "telnyx"]
+ProviderEvent = ms.ProviderEvent | tx.TelnyxEvent | ms.InvalidFrame
+StartEvent = ms.Start | tx.TelnyxStart
+MAX_UNDECIDED_FRAMES = 2
+
+
+class OutboundCodec(Protocol):
+    """Frames the bridge sends: ``payload`` is always 8 kHz mu-law, the codec encodes it for the wire."""
+
+    def media(self, payload: bytes) -> str: ...
+
+    def mark(self, name: str) -> str: ...
+
+    def clear(self) -> str: ...
+
+
+class ProviderCodec(OutboundCodec, Protocol):
+    """The bridge's end of a provider's media socket."""
+
+    invalid_frames: int
+
+    def feed(self, raw: str | bytes) -> Sequence[ProviderEvent]: ...
+
+
+def sniff_provider(obj: dict[str, Any]) -> Provider | None:
+    """Which provider sent this opening frame; None if it does not say."""
+    event = obj.get("event")
+    if event == "connected":
+        if "protocol" in obj:
+            return "twilio"
+        return "telnyx" if "version" in obj else None
+    if event == "start":
+        start = obj.get("start")
+        if "streamSid" in obj or (isinstance(start, dict) and "streamSid" in start):
+            return "twilio"
+        if "stream_id" in obj:
+            return "telnyx"
+    return None
+
+
+def new_codec(provider: Provider) -> ProviderCodec:
+    return ms.MediaStreamsBridge() if provider == "twilio" else tx.TelnyxMediaBridge()
+
+
+@dataclass
+class ProviderSniffer:
+    """Feeds frames to the right provider codec once the opening frames say which provider it is."""
+
+    provider: Provider | None = None
+    codec: ProviderCodec | None = None
+    invalid_frames: int = 0  # frames refused before a codec existed
+    _pending: list[str] = field(default_factory=list)
+
+    def feed(self, raw: str | bytes) -> list[ProviderEvent]:
+        if self.codec is not None:
+            return list(self.codec.feed(raw))
+        try:
+            obj = parse_object(raw)
+            provider = sniff_provider(obj)
+            if provider is None:
+                event = obj.get("event")
+                if event == "start":
+                    raise FrameError("missing field 'streamSid' (Twilio) or 'stream_id' (Telnyx)")
+                if event != "connected":
+                    raise FrameError(f"{event!r} before 'start'" if isinstance(event, str) else "missing field 'event'")
+                if len(self._pending) >= MAX_UNDECIDED_FRAMES:
+                    raise FrameError("'connected' sent twice")
+        except FrameError as exc:
+            self.invalid_frames += 1
+            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
+            return [ms.InvalidFrame(reason=str(exc), raw=text[:200])]
+        assert isinstance(raw, str)  # parse_object refuses binary frames
+        if provider is None:
+            self._pending.append(raw)
+            return []
+        self.provider = provider
+        self.codec = new_codec(provider)
+        frames, self._pending = [*self._pending, raw], []
+        return [event for frame in frames for event in self.codec.feed(frame)]
