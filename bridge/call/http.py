@@ -213,7 +213,10 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(RECEIVE_BYTES)))
+                received = bytes(await stream.receive_some(RECEIVE_BYTES))
+                if not received and response is None:
+                    raise HttpError("the server closed the connection without a response")
+                conn.receive_data(received)
             elif isinstance(event, h11.Response):
                 response = event
                 length = _content_length(event)
@@ -233,8 +236,7 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
         raise HttpError(f"connection failed: {exc.__cause__ or exc}") from None
     except h11.ProtocolError as exc:
         raise HttpError(f"invalid HTTP response: {exc}") from None
-    if response is None:
-        raise HttpError("the server closed the connection without a response")
+    assert response is not None  # h11 ends a message only after its response
     return response, b"".join(chunks)
 
 
