@@ -38,6 +38,16 @@ class TestServer:
     port: int
     requests: list[Received] = field(default_factory=list)
     server_names: list[str | None] = field(default_factory=list)  # SNI seen in TLS handshakes
+    _arrived: trio.Event = field(default_factory=trio.Event)
+
+    def record(self, request: Received) -> None:
+        self.requests.append(request)
+        self._arrived.set()
+        self._arrived = trio.Event()
+
+    async def wait_for_requests(self, count: int) -> None:
+        while len(self.requests) < count:
+            await self._arrived.wait()
 
     def url(self, path: str, host: str = "127.0.0.1", scheme: str = "http") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
@@ -99,7 +109,7 @@ async def open_http_server(handler: Handler, *, tls: ssl.SSLContext | None = Non
         try:
             received = await _read_request(stream)
             if received is not None:
-                server.requests.append(received)
+                server.record(received)
                 await handler(received, stream)
         except (trio.BrokenResourceError, h11.ProtocolError):
             pass  # the client gave up (a refused TLS handshake, a size limit hit mid-body)

@@ -59,7 +59,7 @@ def test_stereo_is_mixed_down() -> None:
 def test_duration_cap() -> None:
     data = encode_audio(tone(440, 2.0, 8000), 8000, "wav")
     assert decode_audio(data, max_duration_s=2.0).size == 16000
-    with pytest.raises(DecodeError, match="longer than the limit of 1.5 s"):
+    with pytest.raises(DecodeError, match=r"longer than the limit of 1\.5 s"):
         decode_audio(data, max_duration_s=1.5)
 
 

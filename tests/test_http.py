@@ -92,14 +92,14 @@ async def test_a_redirect_to_a_private_address_is_refused(location: str) -> None
                                                             "inner.example.com": ["10.1.2.3"]}))
     async with open_http_server(answer(response(302, headers=[("Location", location)]))) as srv:
         trio.socket.set_custom_socket_factory(RoutedSocketFactory({"93.184.216.34": srv.port}))
-        with trio.fail_after(10), pytest.raises(HttpError, match="refused: .* address"):
+        with trio.fail_after(10), pytest.raises(HttpError, match=r"refused: .* address"):
             await http_get("http://cdn.example.com/a.wav", PUBLIC)
     assert len(srv.requests) == 1
 
 
 async def test_error_status_is_an_error() -> None:
     async with open_http_server(answer(response(404, b"nope", reason="Not Found"))) as srv:
-        with trio.fail_after(10), pytest.raises(HttpError, match="HTTP 404 Not Found from http://127.0.0.1"):
+        with trio.fail_after(10), pytest.raises(HttpError, match=r"HTTP 404 Not Found from http://127\.0\.0\.1"):
             await http_get(srv.url("/missing.wav"), LOCAL)
 
 
@@ -166,8 +166,22 @@ async def test_only_http_and_https(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["http:///path", "http://example.com:99999/", "http://example.com:port/"])
 async def test_malformed_urls(url: str) -> None:
-    with pytest.raises(HttpError, match="invalid URL|no host"):
+    with pytest.raises(HttpError, match=r"invalid URL|no host"):
         await http_get(url, PUBLIC)
+
+
+async def test_paths_are_percent_encoded_so_nothing_can_be_injected() -> None:
+    async with open_http_server(answer(response(200, b"ok"))) as srv:
+        with trio.fail_after(10):
+            await http_get(srv.url("/hold music/ä.wav?q=a b\r\nX-Injected: 1&r=%41"), LOCAL)
+    [req] = srv.requests
+    assert req.target == "/hold%20music/%C3%A4.wav?q=a%20bX-Injected:%201&r=%41"  # urlsplit drops CR, LF
+    assert "x-injected" not in req.headers
+
+
+async def test_bad_header_values_are_an_error_not_a_crash() -> None:
+    with pytest.raises(HttpError, match="cannot send the request"):
+        await http_post_form("http://127.0.0.1:9/cb", {}, timeout_s=5, headers={"X-Bad": "a\r\nb"})
 
 
 async def test_credentials_in_a_play_url_are_refused() -> None:
@@ -220,7 +234,7 @@ async def test_a_name_with_any_private_address_is_refused() -> None:
 
 async def test_unresolvable_name() -> None:
     trio.socket.set_custom_hostname_resolver(StaticResolver({}))
-    with pytest.raises(HttpError, match="cannot resolve nowhere.example.com"):
+    with pytest.raises(HttpError, match=r"cannot resolve nowhere\.example\.com"):
         await http_get("http://nowhere.example.com/a.wav", PUBLIC)
 
 
@@ -248,7 +262,7 @@ async def test_allowlist_refuses_other_hosts_before_any_lookup() -> None:
     resolver = StaticResolver({"other.example.org": ["93.184.216.34"]})
     trio.socket.set_custom_hostname_resolver(resolver)
     policy = FetchPolicy(max_bytes=1000, timeout_s=10, allowed_hosts=("*.example.com",))
-    with pytest.raises(HttpError, match="refused: host other.example.org is not in the allowed hosts"):
+    with pytest.raises(HttpError, match=r"refused: host other\.example\.org is not in the allowed hosts"):
         await http_get("https://other.example.org/a.wav", policy)
     assert resolver.lookups == []
 
@@ -256,7 +270,7 @@ async def test_allowlist_refuses_other_hosts_before_any_lookup() -> None:
 async def test_allowlisted_host_is_still_subject_to_the_address_rule() -> None:
     trio.socket.set_custom_hostname_resolver(StaticResolver({"media.example.com": ["127.0.0.1"]}))
     policy = FetchPolicy(max_bytes=1000, timeout_s=10, allowed_hosts=("media.example.com",))
-    with pytest.raises(HttpError, match="127.0.0.1 is a loopback address"):
+    with pytest.raises(HttpError, match=r"127\.0\.0\.1 is a loopback address"):
         await http_get("http://media.example.com/a.wav", policy)
 
 
@@ -294,7 +308,7 @@ async def test_https_refuses_a_certificate_for_another_name(ca: trustme.CA) -> N
     trio.socket.set_custom_hostname_resolver(StaticResolver({"media.example.com": ["127.0.0.1"]}))
     policy = FetchPolicy(max_bytes=1000, timeout_s=10, allow_private=True, ssl_context=client_tls(ca))
     async with open_http_server(answer(response(200, b"x")), tls=server_tls(ca, "other.example.com")) as srv:
-        with trio.fail_after(10), pytest.raises(HttpError, match="TLS with media.example.com failed: .*certificate"):
+        with trio.fail_after(10), pytest.raises(HttpError, match=r"TLS with media\.example\.com failed: .*certificate"):
             await http_get(srv.url("/a.wav", host="media.example.com", scheme="https"), policy)
     assert srv.requests == []
 

@@ -23,7 +23,7 @@ import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import h11
 import trio
@@ -36,6 +36,7 @@ RECEIVE_BYTES = 65536
 MAX_POST_RESPONSE_BYTES = 64 * 1024  # callbacks' answers are only logged
 USER_AGENT = "relay-bridge/0.1"
 DEFAULT_PORTS = {"http": 80, "https": 443}
+TARGET_SAFE = "/?&=:;@!$'()*+,~%[]"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 _ssl_context: ssl.SSLContext | None = None
@@ -127,6 +128,9 @@ def _parse(url: str) -> _Target:
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
+    # As browsers do: spaces, non-ASCII and control characters are percent-encoded, so an app-supplied
+    # URL cannot inject headers (urlsplit already dropped tab, CR and LF); %XX escapes stay as they are.
+    target = quote(target, safe=TARGET_SAFE)
     auth = None
     if parts.username is not None:
         auth = (unquote(parts.username), unquote(parts.password or ""))
@@ -201,10 +205,13 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
     With ``truncate`` a longer body is cut short instead of being an error.
     """
     conn = h11.Connection(our_role=h11.CLIENT)
-    data = conn.send(request) or b""
-    if body:
-        data += conn.send(h11.Data(data=body)) or b""
-    data += conn.send(h11.EndOfMessage()) or b""
+    try:
+        data = conn.send(request) or b""
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError as exc:
+        raise HttpError(f"cannot send the request: {exc}") from None
     try:
         await stream.send_all(data)
         response: h11.Response | None = None
@@ -252,7 +259,10 @@ def _request(method: str, target: _Target, headers: list[tuple[str, str]]) -> h1
             ("Connection", "close")]
     if target.auth is not None:
         base.append(("Authorization", basic_auth(*target.auth)))
-    return h11.Request(method=method, target=target.target, headers=base + headers)
+    try:
+        return h11.Request(method=method, target=target.target, headers=base + headers)
+    except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+        raise HttpError(f"cannot send the request: {exc}") from None
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -274,10 +284,10 @@ async def http_get(url: str, policy: FetchPolicy) -> HttpResponse:
                 raise HttpError(f"URLs with credentials are not allowed: {without_credentials(url)!r}")
             if policy.allowed_hosts and not host_allowed(target.host, policy.allowed_hosts):
                 raise HttpError(f"refused: host {target.host} is not in the allowed hosts")
+            request = _request("GET", target, [("Accept", "*/*")])
             addresses = await _resolve(target, check=not policy.allow_private)
             stream = await _connect(target, addresses, policy.ssl_context)
             try:
-                request = _request("GET", target, [("Accept", "*/*")])
                 raw, body = await _exchange(stream, request, b"", max_bytes=policy.max_bytes, truncate=False)
             finally:
                 await trio.aclose_forcefully(stream)
@@ -307,14 +317,14 @@ async def http_post_form(url: str, fields: Mapping[str, str], *, timeout_s: floa
         target = _parse(url)
         if auth is not None:
             target = _Target(target.scheme, target.host, target.port, target.target, target.host_header, auth)
-        addresses = await _resolve(target, check=False)
-        stream = await _connect(target, addresses, ssl_context)
         body = urlencode(list(fields.items())).encode("ascii")
         extra = [("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", str(len(body))),
                  ("Accept", "*/*"), *(headers or {}).items()]
+        request = _request("POST", target, extra)
+        addresses = await _resolve(target, check=False)
+        stream = await _connect(target, addresses, ssl_context)
         try:
-            raw, answer = await _exchange(stream, _request("POST", target, extra), body,
-                                          max_bytes=MAX_POST_RESPONSE_BYTES, truncate=True)
+            raw, answer = await _exchange(stream, request, body, max_bytes=MAX_POST_RESPONSE_BYTES, truncate=True)
         finally:
             await trio.aclose_forcefully(stream)
         return _response(raw, answer, url)
