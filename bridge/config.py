@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.call.settings import CallSettings, PlaybackSettings, SessionSettings, require_at_least
+from bridge.call.settings import (
+    CallSettings,
+    HandoffSettings,
+    PlaybackSettings,
+    PlaySettings,
+    SessionSettings,
+    require_at_least,
+)
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 
@@ -65,6 +72,8 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
+    play: PlaySettings = field(default_factory=PlaySettings)
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
     vad: EndpointerSettings = field(default_factory=EndpointerSettings)
     asr: AsrConfig = field(default_factory=AsrConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
@@ -72,7 +81,8 @@ class Config:
 
     @property
     def call(self) -> CallSettings:
-        return CallSettings(session=self.session, playback=self.playback, endpointer=self.vad)
+        return CallSettings(session=self.session, playback=self.playback, endpointer=self.vad, play=self.play,
+                            handoff=self.handoff)
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:

@@ -274,3 +274,52 @@ def test_shipped_config_documents_every_key() -> None:
     for section in dataclasses.fields(cfg):
         keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
         assert set(data.get(section.name, {})) == keys, section.name
+
+
+def test_play_and_handoff_sections(tmp_path: Path) -> None:
+    text = """
+[play]
+max_bytes = 1000000
+timeout_ms = 2500
+max_duration_s = 30
+allowed_hosts = ["media.example.com", "*.cdn.example.net"]
+allow_private = true
+cache_bytes = 0
+
+[handoff]
+callback_url = "https://app.example.com/action"
+callback_auth_token = "tok"
+redirect_url = "https://app.example.com/next"
+twilio_account_sid = "AC0123456789abcdef0123456789abcdef"
+twilio_auth_token = "rest"
+timeout_ms = 3000
+"""
+    cfg = load(write(tmp_path, text))
+    assert cfg.play.allowed_hosts == ("media.example.com", "*.cdn.example.net")
+    assert cfg.play.max_duration_s == 30.0 and cfg.play.cache_bytes == 0 and cfg.play.allow_private
+    assert cfg.handoff.redirects and cfg.handoff.twilio_api_base == "https://api.twilio.com"
+    assert cfg.call.play == cfg.play and cfg.call.handoff == cfg.handoff
+    assert load(write(tmp_path, to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"play__max_bytes": 0}, "play.max_bytes must be at least 1"),
+        ({"play__timeout_ms": 0}, "play.timeout_ms must be at least 1"),
+        ({"play__max_duration_s": 0}, "play.max_duration_s must be at least 0.02"),
+        ({"play__cache_bytes": -1}, "play.cache_bytes must be at least 0"),
+        ({"play__allowed_hosts": ["ok.example.com", "https://x.example.com"]}, "play.allowed_hosts[1]"),
+        ({"play__allowed_hosts": ["*"]}, "play.allowed_hosts[0]"),
+        ({"play__allowed_hosts": ["Media.Example.com"]}, "play.allowed_hosts[0]"),
+        ({"play__allowed_hosts": ["x.example.com:443"]}, "play.allowed_hosts[0]"),
+        ({"play__allowed_hosts": "x.example.com"}, "play.allowed_hosts: expected a list of strings"),
+        ({"handoff__callback_url": "ws://app.example/x"}, "handoff.callback_url must be an http:// or https:// URL"),
+        ({"handoff__redirect_url": "https://app.example/x"}, "handoff.twilio_account_sid must be set"),
+        ({"handoff__timeout_ms": 0}, "handoff.timeout_ms must be at least 1"),
+    ],
+)
+def test_play_and_handoff_checks(override: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(**override)
+    assert needle in str(exc.value)

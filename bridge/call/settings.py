@@ -1,4 +1,5 @@
-"""Settings of a call: session behaviour (per call, the ConversationRelay way), playback, endpointing.
+"""Settings of a call: session behaviour (per call, the ConversationRelay way), playback, endpointing,
+media for ``play`` and where the end of a session is reported.
 
 ``SessionSettings`` holds the ``<ConversationRelay>`` attributes that make sense for a local bridge.
 Their defaults come from the config's ``[session]`` (snake_case keys); each call may override
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.speech.endpointer import EndpointerSettings
 
@@ -161,8 +164,101 @@ class PlaybackSettings:
         require_at_least(self, lead_ms=20, max_synthesized_ahead_ms=100)
 
 
+# A DNS name or an IP literal, as it may appear in allowed_hosts (optionally behind "*.").
+_HOST_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[?[0-9a-f:.]+\]?")
+
+
+def normalize_host(host: str) -> str:
+    """Hosts compare case-insensitively and without a trailing dot."""
+    return host.strip().lower().rstrip(".")
+
+
+def check_host_pattern(name: str, pattern: str) -> None:
+    """An allowlist entry: an exact host (``media.example.com``) or a suffix (``*.example.com``)."""
+    host = pattern.removeprefix("*.")
+    if pattern != normalize_host(pattern) or not host or not _HOST_RE.fullmatch(host):
+        raise ValueError(f"{name} must be a lowercase host name or *.domain, got {pattern!r}")
+
+
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``host`` matches an entry; ``*.example.com`` matches subdomains, not example.com itself."""
+    host = normalize_host(host)
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def check_http_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018 -- parsing the port is the check
+    except ValueError:
+        raise ValueError(f"{name} has an invalid port: {url!r}") from None
+
+
+@dataclass(frozen=True)
+class PlaySettings:
+    """Media fetched for the app's ``play`` messages (the config's ``[play]``)."""
+
+    max_bytes: int = 16 * 1024 * 1024  # of the encoded file, as downloaded
+    timeout_ms: int = 10_000  # for the whole download, redirects included
+    max_duration_s: float = 600.0  # of the decoded audio
+    allowed_hosts: tuple[str, ...] = ()  # empty: any host (the address rule still applies)
+    allow_private: bool = False
+    cache_bytes: int = 64 * 1024 * 1024  # of decoded 8 kHz audio, shared by all calls
+
+    def __post_init__(self) -> None:
+        require_at_least(self, max_bytes=1, timeout_ms=1, max_duration_s=0.02, cache_bytes=0)
+        for i, pattern in enumerate(self.allowed_hosts):
+            check_host_pattern(f"allowed_hosts[{i}]", pattern)
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    """Where the end of a session is reported (the config's ``[handoff]``).
+
+    ``callback_url`` receives what Twilio posts to a ``<Connect action>`` URL (SessionStatus,
+    HandoffData, ...). With all three ``twilio_*``/``redirect_url`` keys set, a call whose app sent
+    ``end`` is also redirected to ``redirect_url`` through Twilio's REST API.
+    """
+
+    callback_url: str = ""
+    callback_auth_token: str = ""  # signs the callback with X-Twilio-Signature
+    redirect_url: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    timeout_ms: int = 5000  # per request
+
+    def __post_init__(self) -> None:
+        for name in ("callback_url", "redirect_url", "twilio_api_base"):
+            if getattr(self, name) or name == "twilio_api_base":
+                check_http_url(name, getattr(self, name))
+        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
+            raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
+        redirect = ("redirect_url", "twilio_account_sid", "twilio_auth_token")
+        missing = [name for name in redirect if not getattr(self, name)]
+        if 0 < len(missing) < len(redirect):
+            given = [name for name in redirect if name not in missing]
+            raise ValueError(f"{missing[0]} must be set when {given[0]} is (the redirect needs all of "
+                             f"{', '.join(redirect)})")
+        require_at_least(self, timeout_ms=1)
+
+    @property
+    def redirects(self) -> bool:
+        return bool(self.redirect_url)
+
+
 @dataclass(frozen=True)
 class CallSettings:
     session: SessionSettings = field(default_factory=SessionSettings)
     playback: PlaybackSettings = field(default_factory=PlaybackSettings)
     endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
+    play: PlaySettings = field(default_factory=PlaySettings)
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
