@@ -5,14 +5,20 @@ Their defaults come from the config's ``[session]`` (snake_case keys); each call
 them with Media Streams custom parameters named exactly like the TwiML attributes
 (``<Parameter name="welcomeGreeting" value="Hi!"/>``), with the same values (booleans accepted where
 TwiML accepts them). An invalid value is reported and the default kept.
+
+Languages follow ConversationRelay's precedence (§2.5 of the protocol notes): ``language`` sets
+both directions, ``tts_language`` / ``transcription_language`` override it when set. A call may only
+use languages the config declares (``[[languages]]``); ``session_for_call`` refuses others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.engines.base import match_language
 from bridge.speech.endpointer import EndpointerSettings
 
 INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
@@ -44,6 +50,9 @@ class SessionSettings:
     """How a ConversationRelay session behaves (the config's ``[session]``)."""
 
     language: str = "en-US"
+    tts_language: str = ""  # "": language
+    transcription_language: str = ""  # "": language
+    hints: str = ""  # comma-separated phrases that bias recognition
     interruptible: str = "any"  # what caller input cuts agent speech: none | dtmf | speech | any
     dtmf_detection: bool = True
     welcome_greeting: str = ""
@@ -63,10 +72,23 @@ class SessionSettings:
         """Whether ``info`` messages of ``event`` (speaker-events, tokens-played) go to the app."""
         return event in self.events.split() or event in self.debug.split()
 
+    @property
+    def speech_language(self) -> str:
+        """The language agent text is spoken in unless a token says otherwise."""
+        return self.tts_language or self.language
+
+    @property
+    def recognition_language(self) -> str:
+        """The language caller speech is recognised in ("multi": detected)."""
+        return self.transcription_language or self.language
+
 
 # TwiML attribute name -> SessionSettings field
 TWIML_ATTRIBUTES = {
     "language": "language",
+    "ttsLanguage": "tts_language",
+    "transcriptionLanguage": "transcription_language",
+    "hints": "hints",
     "interruptible": "interruptible",
     "dtmfDetection": "dtmf_detection",
     "welcomeGreeting": "welcome_greeting",
@@ -78,11 +100,17 @@ _BOOLEANS = {"true": True, "false": False}
 _INTERRUPTIBLE_BOOLEANS = {"true": "any", "false": "none"}
 
 
-def session_for_call(defaults: SessionSettings, parameters: dict[str, str]) -> tuple[SessionSettings, list[str]]:
+LANGUAGE_ATTRIBUTES = ("language", "tts_language", "transcription_language")
+
+
+def session_for_call(defaults: SessionSettings, parameters: dict[str, str],
+                     declared: Sequence[str] = ()) -> tuple[SessionSettings, list[str]]:
     """The call's session settings: ``defaults`` overridden by TwiML-named custom parameters.
 
     Returns the settings and one message per parameter that was refused (the default is kept).
-    Parameters that name no session setting are the app's own and are left alone.
+    Parameters that name no session setting are the app's own and are left alone. With
+    ``declared`` (the process's languages), a language parameter must name one of them; it is
+    stored as declared ("es" or "es-es" becomes "es-ES").
     """
     settings, problems = defaults, []
     for name, attr in TWIML_ATTRIBUTES.items():
@@ -90,6 +118,13 @@ def session_for_call(defaults: SessionSettings, parameters: dict[str, str]) -> t
             continue
         raw = parameters[name]
         value: Any = raw.strip()
+        if attr in LANGUAGE_ATTRIBUTES and declared and value:
+            found = match_language(value, declared)
+            if found is None:
+                problems.append(f"{name} {value!r} is not a declared language ({', '.join(declared)}); "
+                                f"using {getattr(defaults, attr)!r}")
+                continue
+            value = found
         if attr == "dtmf_detection":
             if raw.strip().lower() not in _BOOLEANS:
                 problems.append(f"{name} must be true or false, got {raw!r}; using {defaults.dtmf_detection}")

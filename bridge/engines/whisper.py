@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.engines.base import Transcript
+
 # Whisper's usual guard against hallucinated text on silence or noise (faster-whisper #826).
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
@@ -19,7 +21,17 @@ class WhisperSettings:
     compute_type: str = "int8"
     device: str = "cpu"
     cpu_threads: int = 2
-    hints: str = ""
+    hints: str = ""  # for every utterance; a call's own hints are added to these
+
+
+def join_hints(*hints: str) -> str:
+    """Comma-separated phrases, blanks and repeats dropped, order kept."""
+    phrases: list[str] = []
+    for h in hints:
+        for phrase in (p.strip() for p in h.split(",")):
+            if phrase and phrase not in phrases:
+                phrases.append(phrase)
+    return ", ".join(phrases)
 
 
 class WhisperTranscriber:
@@ -33,18 +45,21 @@ class WhisperTranscriber:
                                   cpu_threads=s.cpu_threads)
         self.multilingual = bool(self.model.model.is_multilingual)
 
-    def transcribe(self, audio: NDArray[np.float32], language: str) -> str:
-        if len(audio) == 0:
-            return ""
+    def transcribe(self, audio: NDArray[np.float32], language: str, *, hints: str = "") -> Transcript:
+        # An English-only model can only be asked for English; "" lets a multilingual one detect.
         lang = language if self.multilingual else "en"
-        segments, _info = self.model.transcribe(
+        if len(audio) == 0:
+            return Transcript("", lang)
+        # Hints go in as Whisper's hotwords: prompt text the decoder continues from, which costs a
+        # few tokens of decoder context and no extra pass (benchmarks/bench_languages.py measures it).
+        segments, info = self.model.transcribe(
             audio, language=lang or None, beam_size=self.settings.beam_size, without_timestamps=True,
             condition_on_previous_text=False, vad_filter=False, temperature=0.0,
-            initial_prompt=self.settings.hints or None,
+            hotwords=join_hints(self.settings.hints, hints) or None,
         )
         parts = [seg.text for seg in segments
                  if not (seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < LOW_LOGPROB)]
-        return "".join(parts).strip()
+        return Transcript("".join(parts).strip(), lang or str(info.language))
 
     def warm_up(self) -> None:
         """One decode so the first call does not pay for lazy initialisation."""
