@@ -34,6 +34,20 @@ def join_hints(*hints: str) -> str:
     return ", ".join(phrases)
 
 
+def hint_prompt(*hints: str) -> str:
+    """Whisper's initial prompt for ``hints``: the phrases as one finished sentence ("" for none).
+
+    Whisper reads the prompt as what was said just before the utterance. Left open ("asterisco,
+    obtener"), the model takes the utterance as its continuation and drops the hinted words that
+    open it; closed with a full stop, the utterance starts afresh. On 20 Spanish telephone prompts
+    with the multilingual base (benchmarks/bench_languages.py) WER went 16% -> 29% with the open
+    prompt and 16% -> 12% with the closed one; on 20 English ones tiny.en went 0.7% -> 1.4% open
+    and stayed at 0.7% closed. Decode time did not change measurably.
+    """
+    joined = join_hints(*hints)
+    return f"{joined}." if joined and joined[-1] not in ".!?" else joined
+
+
 class WhisperTranscriber:
     sample_rate = 16000
 
@@ -50,12 +64,11 @@ class WhisperTranscriber:
         lang = language if self.multilingual else "en"
         if len(audio) == 0:
             return Transcript("", lang)
-        # Hints go in as Whisper's hotwords: prompt text the decoder continues from, which costs a
-        # few tokens of decoder context and no extra pass (benchmarks/bench_languages.py measures it).
+        # Hints cost a few tokens of decoder context and no extra pass (see hint_prompt).
         segments, info = self.model.transcribe(
             audio, language=lang or None, beam_size=self.settings.beam_size, without_timestamps=True,
             condition_on_previous_text=False, vad_filter=False, temperature=0.0,
-            hotwords=join_hints(self.settings.hints, hints) or None,
+            initial_prompt=hint_prompt(self.settings.hints, hints) or None,
         )
         parts = [seg.text for seg in segments
                  if not (seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < LOW_LOGPROB)]
