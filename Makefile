@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast bench lint speech-data clean
+.PHONY: demo test test-fast bench bench-languages lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -31,6 +31,16 @@ $(SPEECH_DIR)/.done:
 	cd $(SPEECH_DIR)/debs && apt-get download asterisk-core-sounds-en-wav asterisk-core-sounds-en
 	for deb in $(SPEECH_DIR)/debs/*.deb; do dpkg-deb -x $$deb $(SPEECH_DIR)/root; done
 	@touch $@
+
+# The Spanish prompts (es_MX) and their transcripts, for the language benchmark.
+$(SPEECH_DIR)/.done-es:
+	mkdir -p $(SPEECH_DIR)/debs-es
+	cd $(SPEECH_DIR)/debs-es && apt-get download asterisk-core-sounds-es-wav asterisk-core-sounds-es
+	for deb in $(SPEECH_DIR)/debs-es/*.deb; do dpkg-deb -x $$deb $(SPEECH_DIR)/root; done
+	@touch $@
+
+bench-languages: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
+	$(PY) benchmarks/bench_languages.py --speech-dir $(SPEECH_DIR)/root --out out/bench-languages.json
 
 bench: $(STAMP) speech-data
 	$(PY) benchmarks/bench_calls.py --speech-dir $(SPEECH_DIR)/root --out out/bench.json

@@ -4,11 +4,16 @@ Every key has a default (see ``config/relay-bridge.toml`` for the documented ref
 in key names. Unknown keys and wrong types are rejected with the dotted path of the key, so a
 misspelt setting is an error at start-up, not a silent default. The sections that configure the
 runtime are the runtime's own settings classes, each validating its values.
+
+``[[languages]]`` declares the languages a call may use, as ``<Language>`` elements do in TwiML:
+each names its code, voice and speech model, inheriting ``[tts]`` and ``[asr]`` when left empty
+(except that a non-English language defaults to the multilingual model, ``MULTILINGUAL_MODEL``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +34,42 @@ from bridge.speech.endpointer import EndpointerSettings
 
 class ConfigError(ValueError):
     pass
+
+
+MULTILINGUAL_MODEL = "base"  # the manifest's multilingual Whisper, for languages other than English
+# BCP-47 as ConversationRelay uses it: a primary language subtag and optional subtags ("es-419",
+# "zh-Hant-TW"), or "multi" (detect the language).
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*|multi")
+
+
+def is_path(value: str) -> bool:
+    """Whether a model or voice setting is a path: it starts with "/", "./", "../" or "~"."""
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def is_english(code: str) -> bool:
+    return code.split("-")[0].lower() == "en"
+
+
+@dataclass(frozen=True)
+class LanguageConfig:
+    """One ``[[languages]]`` entry."""
+
+    code: str = ""
+    voice: str = ""  # a voice name or a path to an .onnx; "": [tts]
+    speech_model: str = ""  # a model name or a model folder; "": [asr] for English, else MULTILINGUAL_MODEL
+
+    def __post_init__(self) -> None:
+        if not LANGUAGE_CODE.fullmatch(self.code):
+            raise ValueError(f"code must be a BCP-47 language tag such as en-US or es-ES, or multi; got {self.code!r}")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model as the config chose it: a name to resolve, or a path to use as is."""
+
+    name: str  # for the logs and the manifest
+    path: str = ""  # explicit file or folder; "" to resolve ``name``
 
 
 @dataclass(frozen=True)
@@ -78,15 +119,61 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    languages: tuple[LanguageConfig, ...] = (LanguageConfig(code="en-US"),)
+
+    def __post_init__(self) -> None:
+        if not self.languages:
+            raise ValueError("languages must declare at least one language")
+        seen: set[str] = set()
+        for i, lang in enumerate(self.languages):
+            if lang.code.lower() in seen:
+                raise ValueError(f"languages[{i}].code {lang.code!r} is declared twice")
+            seen.add(lang.code.lower())
+            model = self.speech_model(lang)
+            if not is_english(lang.code) and not model.path and model.name.endswith(".en"):
+                raise ValueError(f"languages[{i}].speech_model: {model.name!r} recognises only English; "
+                                 f"{lang.code} needs a multilingual model such as {MULTILINGUAL_MODEL!r}")
+        for key in ("language", "tts_language", "transcription_language"):
+            code = getattr(self.session, key)
+            if (code or key == "language") and code.lower() not in seen:
+                raise ValueError(f"session.{key} {code!r} is not one of the declared languages "
+                                 f"({', '.join(x.code for x in self.languages)}); add it to [[languages]]")
 
     @property
     def call(self) -> CallSettings:
         return CallSettings(session=self.session, playback=self.playback, endpointer=self.vad, play=self.play,
                             handoff=self.handoff)
 
+    def speech_model(self, lang: LanguageConfig) -> ModelChoice:
+        """The ASR model of ``lang``: its own, else [asr]'s for English, else the multilingual one."""
+        if lang.speech_model:
+            return ModelChoice(lang.speech_model, lang.speech_model if is_path(lang.speech_model) else "")
+        if is_english(lang.code):
+            return ModelChoice(self.asr.model, self.asr.model_dir)
+        return ModelChoice(MULTILINGUAL_MODEL)
+
+    def voice(self, lang: LanguageConfig) -> ModelChoice:
+        """The voice of ``lang``: its own, else [tts]'s."""
+        if lang.voice:
+            return ModelChoice(lang.voice, lang.voice if is_path(lang.voice) else "")
+        return ModelChoice(self.tts.voice, self.tts.model_path)
+
+    def language(self, code: str) -> LanguageConfig:
+        """The declared language ``code`` (case-insensitive); ``KeyError`` when not declared."""
+        for lang in self.languages:
+            if lang.code.lower() == code.lower():
+                return lang
+        raise KeyError(code)
+
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        # An array of tables: [[languages]]
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{path}: expected an array of tables ([[{path}]])")
+        item = typing.cast(type, typing.get_args(hint)[0])
+        return tuple(_build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: expected a list of strings")
@@ -127,7 +214,7 @@ def _build(cls: type[Any], data: dict[str, Any], path: str) -> Any:
 
 
 def load(path: Path | None = None, **overrides: Any) -> Config:
-    """Read ``path`` (or the defaults) and apply ``section__key=value`` overrides."""
+    """Read ``path`` (or the defaults) and apply ``section__key=value`` (or ``languages=``) overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -140,22 +227,31 @@ def load(path: Path | None = None, **overrides: Any) -> Config:
     for key, value in overrides.items():
         if value is None:
             continue
-        section, _, name = key.partition("__")
-        data.setdefault(section, {})[name] = value
+        section, sep, name = key.partition("__")
+        if sep:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[key] = value  # a whole top-level value: languages=[{"code": "en-US"}]
     cfg: Config = _build(Config, data, "")
     return cfg
 
 
 def replace(cfg: Config, **changes: Any) -> Config:
-    """A copy with ``section__key=value`` changes applied (for tests and tools)."""
+    """A copy with ``section__key=value`` changes (or ``languages=(...)``) applied (for tests and tools)."""
     sections: dict[str, Any] = {}
-    for key, value in changes.items():
-        section, _, name = key.partition("__")
-        sections.setdefault(section, {})[name] = value
     new = {}
+    for key, value in changes.items():
+        section, sep, name = key.partition("__")
+        if sep:
+            sections.setdefault(section, {})[name] = value
+        else:
+            new[key] = value
     for section, values in sections.items():
         try:
             new[section] = dataclasses.replace(getattr(cfg, section), **values)
         except ValueError as exc:
             raise ConfigError(f"{section}.{exc}") from None
-    return dataclasses.replace(cfg, **new)
+    try:
+        return dataclasses.replace(cfg, **new)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import trio
 
-from bridge.call.engines import SpeechEngines
-from bridge.config import Config
-from bridge.engines.models import resolve
+from bridge.call.engines import LanguageEngines, SpeechEngines
+from bridge.config import Config, ModelChoice
+from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
 from bridge.engines.whisper import WhisperSettings, WhisperTranscriber
 from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
@@ -21,24 +21,56 @@ from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
 logger = logging.getLogger(__name__)
 
 
+def model_cache_dir() -> Path:
+    """Where assembled and downloaded models go: systemd's CacheDirectory= when set, else ~/.cache."""
+    systemd_cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(systemd_cache) / "models" if systemd_cache else DEFAULT_CACHE
+
+
 def load_engines(cfg: Config) -> SpeechEngines:
-    """Resolve, verify, load and warm up the ASR and TTS models (once per process)."""
-    t0 = time.perf_counter()
-    asr = resolve(cfg.asr.model, "asr", explicit=cfg.asr.model_dir, allow_download=cfg.asr.allow_download)
-    transcriber = WhisperTranscriber(asr.path, WhisperSettings(
-        beam_size=cfg.asr.beam_size, compute_type=cfg.asr.compute_type, device=cfg.asr.device,
-        cpu_threads=cfg.asr.cpu_threads, hints=cfg.asr.hints))
-    transcriber.warm_up()
-    t1 = time.perf_counter()
-    logger.info("ASR %s from %s (%s) ready in %.2f s", cfg.asr.model, asr.path, asr.source, t1 - t0)
-    tts = resolve(cfg.tts.voice, "tts", explicit=cfg.tts.model_path, allow_download=cfg.tts.allow_download)
-    model_path = tts.path / f"{cfg.tts.voice}.onnx" if tts.path.is_dir() else tts.path
-    synthesizer = PiperSynthesizer(model_path)
-    synthesizer.warm_up()
-    logger.info("TTS %s from %s (%s) ready in %.2f s", cfg.tts.voice, model_path, tts.source,
-                time.perf_counter() - t1)
-    return SpeechEngines(transcriber, synthesizer, asr_concurrency=cfg.asr.concurrency,
-                         tts_concurrency=cfg.tts.concurrency)
+    """Resolve, verify, load and warm up the models of every declared language (once per process).
+
+    Languages that name the same model or voice share one loaded instance.
+    """
+    cache = model_cache_dir()
+    transcribers: dict[Path, WhisperTranscriber] = {}
+    synthesizers: dict[Path, PiperSynthesizer] = {}
+    settings = WhisperSettings(beam_size=cfg.asr.beam_size, compute_type=cfg.asr.compute_type, device=cfg.asr.device,
+                               cpu_threads=cfg.asr.cpu_threads, hints=cfg.asr.hints)
+
+    def transcriber(choice: ModelChoice) -> WhisperTranscriber:
+        asr = resolve(choice.name, "asr", explicit=choice.path, allow_download=cfg.asr.allow_download,
+                      cache_dir=cache)
+        if asr.path not in transcribers:
+            t0 = time.perf_counter()
+            transcribers[asr.path] = t = WhisperTranscriber(asr.path, settings)
+            t.warm_up()
+            logger.info("ASR %s from %s (%s) ready in %.2f s", choice.name, asr.path, asr.source,
+                        time.perf_counter() - t0)
+        return transcribers[asr.path]
+
+    def synthesizer(choice: ModelChoice) -> PiperSynthesizer:
+        tts = resolve(choice.name, "tts", explicit=choice.path, allow_download=cfg.tts.allow_download,
+                      cache_dir=cache)
+        model_path = tts.path / f"{choice.name}.onnx" if tts.path.is_dir() else tts.path
+        if model_path not in synthesizers:
+            t0 = time.perf_counter()
+            synthesizers[model_path] = s = PiperSynthesizer(model_path)
+            s.warm_up()
+            logger.info("TTS %s from %s (%s) ready in %.2f s", choice.name, model_path, tts.source,
+                        time.perf_counter() - t0)
+        return synthesizers[model_path]
+
+    declared = []
+    for lang in cfg.languages:
+        engines = LanguageEngines(lang.code, transcriber(cfg.speech_model(lang)), synthesizer(cfg.voice(lang)))
+        logger.info("language %s: speech model %s, voice %s", lang.code, cfg.speech_model(lang).name,
+                    cfg.voice(lang).name)
+        declared.append(engines)
+    default = next(x for x in declared if x.code.lower() == cfg.session.language.lower())
+    return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.concurrency,
+                         tts_concurrency=cfg.tts.concurrency, language=default.code,
+                         more_languages=tuple(x for x in declared if x is not default))
 
 
 def sd_notify(state: str) -> None:

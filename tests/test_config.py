@@ -16,6 +16,7 @@ from bridge.config import (
     AsrConfig,
     Config,
     ConfigError,
+    LanguageConfig,
     load,
     replace,
 )
@@ -48,11 +49,13 @@ def to_toml(cfg: Config) -> str:
 
     lines: list[str] = []
     for section in dataclasses.fields(cfg):
-        lines.append(f"[{section.name}]")
         sub = getattr(cfg, section.name)
-        for f in dataclasses.fields(sub):
-            lines.append(f"{f.name} = {value(getattr(sub, f.name))}")
-        lines.append("")
+        tables = sub if isinstance(sub, tuple) else (sub,)
+        for table in tables:
+            lines.append(f"[[{section.name}]]" if isinstance(sub, tuple) else f"[{section.name}]")
+            for f in dataclasses.fields(table):
+                lines.append(f"{f.name} = {value(getattr(table, f.name))}")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -208,6 +211,7 @@ def test_toml_round_trip(tmp_path: Path) -> None:
         playback__lead_ms=200, vad__aggressiveness=3, vad__end_of_speech_silence_ms=800,
         asr__model="base.en", asr__allow_download=True, asr__hints="Zoë, relay",
         tts__voice="en_GB-alan-low", logging__level="DEBUG",
+        languages=(LanguageConfig("en-US"), LanguageConfig("fr-FR", voice="/v/fr.onnx", speech_model="small")),
     )
     assert cfg != load()
     path = write(tmp_path, to_toml(cfg))
@@ -219,7 +223,8 @@ def test_default_round_trip(tmp_path: Path) -> None:
 
 
 def test_partial_file_keeps_other_defaults(tmp_path: Path) -> None:
-    cfg = load(write(tmp_path, '[vad]\nhangover_ms = 120\n\n[session]\nlanguage = "de-DE"\n'))
+    cfg = load(write(tmp_path, '[vad]\nhangover_ms = 120\n\n[session]\nlanguage = "de-DE"\n\n'
+                               '[[languages]]\ncode = "de-DE"\n'))
     assert cfg.vad == EndpointerSettings(hangover_ms=120)
     assert cfg.session == SessionSettings(language="de-DE")
     assert cfg.server == ServerSettings()
@@ -272,8 +277,13 @@ def test_shipped_config_documents_every_key() -> None:
     data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     cfg = load()
     for section in dataclasses.fields(cfg):
-        keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
-        assert set(data.get(section.name, {})) == keys, section.name
+        value = getattr(cfg, section.name)
+        if isinstance(value, tuple):  # an array of tables: every entry shows every key
+            keys = {f.name for f in dataclasses.fields(value[0])}
+            assert [set(t) for t in data[section.name]] == [keys] * len(value), section.name
+        else:
+            keys = {f.name for f in dataclasses.fields(value)}
+            assert set(data.get(section.name, {})) == keys, section.name
 
 
 def test_play_and_handoff_sections(tmp_path: Path) -> None:

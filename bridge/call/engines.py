@@ -1,7 +1,18 @@
-"""The shared engines as the runtime sees them: worker threads under process-wide limiters."""
+"""The shared engines as the runtime sees them: worker threads under process-wide limiters.
+
+A process serves the languages its config declares. Each declared language has a recogniser and a
+voice; languages that share a model share one loaded instance (the daemon sees to that), so a
+switch of language mid-call never loads anything. ``language`` is the session's default language,
+served by ``transcriber`` and ``synthesizer``; ``more_languages`` are the others.
+
+Language codes are matched as ``match_language`` does: without regard to case, and a bare primary
+subtag ("es") finds the first declared language with it, so callers that already reduced a tag to
+Whisper's form still reach the right model. "" means the default language.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,17 +20,78 @@ import trio
 from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
-from bridge.engines.base import Synthesizer, Transcriber
+from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
+
+MULTI = "multi"  # the language code that asks the recogniser to detect the language
+
+
+class UnknownLanguage(ValueError):
+    """A language that the config does not declare."""
+
+    def __init__(self, code: str, declared: Sequence[str]) -> None:
+        super().__init__(f"language {code!r} is not declared (declared: {', '.join(declared)})")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class LanguageEngines:
+    """The recogniser and voice of one declared language."""
+
+    code: str  # BCP-47 ("es-ES") or "multi"
+    transcriber: Transcriber
+    synthesizer: Synthesizer
+
+
+@dataclass(frozen=True)
+class Recognised:
+    text: str  # "" when nothing was said
+    language: str  # for the prompt's "lang": the declared code, or for "multi" the detected primary tag
 
 
 @dataclass
 class SpeechEngines:
-    transcriber: Transcriber
-    synthesizer: Synthesizer
+    transcriber: Transcriber  # the default language's recogniser
+    synthesizer: Synthesizer  # the default language's voice
     asr_concurrency: int = 1
     tts_concurrency: int = 1
+    language: str = "en-US"  # the default language's code
+    more_languages: tuple[LanguageEngines, ...] = ()
     _asr_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
     _tts_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        all_codes = [self.language, *(x.code for x in self.more_languages)]
+        if len({c.lower() for c in all_codes}) != len(all_codes):
+            raise ValueError(f"a language is declared twice: {', '.join(all_codes)}")
+
+    @property
+    def declared(self) -> tuple[LanguageEngines, ...]:
+        """Every declared language, the default first."""
+        return (LanguageEngines(self.language, self.transcriber, self.synthesizer), *self.more_languages)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The declared language codes, the default first."""
+        return tuple(x.code for x in self.declared)
+
+    def find(self, code: str) -> LanguageEngines | None:
+        """The declared language ``code`` names (see the module docstring), or None."""
+        declared = self.declared
+        if not code:
+            return declared[0]
+        found = match_language(code, [x.code for x in declared])
+        return next((x for x in declared if x.code == found), None)
+
+    def declares(self, code: str) -> bool:
+        """Whether ``code`` names a declared language (what a ``language`` message may switch to)."""
+        return bool(code) and self.find(code) is not None
+
+    def engines_for(self, code: str) -> LanguageEngines:
+        """The engines of language ``code``; ``UnknownLanguage`` when it is not declared."""
+        found = self.find(code)
+        if found is None:
+            raise UnknownLanguage(code, self.languages)
+        return found
 
     def _limiters(self) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
         # Created lazily, inside the trio run that uses them.
@@ -28,24 +100,45 @@ class SpeechEngines:
             self._tts_limiter = trio.CapacityLimiter(self.tts_concurrency)
         return self._asr_limiter, self._tts_limiter
 
-    async def transcribe(self, audio: NDArray[np.int16], rate: int, language: str) -> str:
-        """Recognise one utterance of ``rate`` Hz audio (resampled to the model's rate in the worker)."""
-        limiter = self._limiters()[0]
+    async def recognise(self, audio: NDArray[np.int16], rate: int, language: str = "", *,
+                        hints: str = "") -> Recognised:
+        """Recognise one utterance of ``rate`` Hz audio with the model of ``language``.
 
-        def run() -> str:
-            x = resample_once(pcm16_to_float(audio), rate, self.transcriber.sample_rate)
-            return self.transcriber.transcribe(x, language)
+        ``language`` "multi" detects the language. ``hints`` are comma-separated phrases that bias
+        recognition. Resampling runs in the worker. Raises ``UnknownLanguage`` before any work.
+        """
+        engines = self.engines_for(language)
+        limiter = self._limiters()[0]
+        transcriber = engines.transcriber
+        # The model is asked for the language the caller named when it names one ("es" from
+        # "es-ES"); only "multi" (and a bare "" default of "multi") leaves Whisper to detect it.
+        whisper_lang = asr_language(language or engines.code)
+
+        def run() -> Recognised:
+            x = resample_once(pcm16_to_float(audio), rate, transcriber.sample_rate)
+            result = transcriber.transcribe(x, whisper_lang, hints=hints)
+            if engines.code == MULTI:
+                return Recognised(result.text, result.language or MULTI)
+            return Recognised(result.text, engines.code)
 
         return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
 
-    async def synthesize(self, text: str, rate: int) -> NDArray[np.int16]:
-        """Speech for ``text`` at ``rate`` Hz, resampled in the worker as one continuous signal."""
+    async def transcribe(self, audio: NDArray[np.int16], rate: int, language: str = "", *, hints: str = "") -> str:
+        """The text of ``recognise``."""
+        return (await self.recognise(audio, rate, language, hints=hints)).text
+
+    async def synthesize(self, text: str, rate: int, *, language: str = "") -> NDArray[np.int16]:
+        """Speech for ``text`` at ``rate`` Hz in the voice of ``language``, resampled in the worker.
+
+        Raises ``UnknownLanguage`` before any work when ``language`` is not declared.
+        """
+        synthesizer = self.engines_for(language).synthesizer
         limiter = self._limiters()[1]
 
         def run() -> NDArray[np.int16]:
-            pieces = [pcm16_to_float(p) for p in self.synthesizer.synthesize(text)]
+            pieces = [pcm16_to_float(p) for p in synthesizer.synthesize(text)]
             if not pieces:
                 return np.zeros(0, dtype=np.int16)
-            return float_to_pcm16(resample_once(np.concatenate(pieces), self.synthesizer.sample_rate, rate))
+            return float_to_pcm16(resample_once(np.concatenate(pieces), synthesizer.sample_rate, rate))
 
         return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)

@@ -6,6 +6,10 @@ Their defaults come from the config's ``[session]`` (snake_case keys); each call
 them with Media Streams custom parameters named exactly like the TwiML attributes
 (``<Parameter name="welcomeGreeting" value="Hi!"/>``), with the same values (booleans accepted where
 TwiML accepts them). An invalid value is reported and the default kept.
+
+Languages follow ConversationRelay's precedence (§2.5 of the protocol notes): ``language`` sets
+both directions, ``tts_language`` / ``transcription_language`` override it when set. A call may only
+use languages the config declares (``[[languages]]``); ``session_for_call`` refuses others.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.engines.base import match_language
 from bridge.speech.endpointer import EndpointerSettings
 
 INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
@@ -59,6 +65,9 @@ class SessionSettings:
     """How a ConversationRelay session behaves (the config's ``[session]``)."""
 
     language: str = "en-US"
+    tts_language: str = ""  # "": language
+    transcription_language: str = ""  # "": language
+    hints: str = ""  # comma-separated phrases that bias recognition
     interruptible: str = "any"  # what caller input cuts agent speech: none | dtmf | speech | any
     dtmf_detection: bool = True
     welcome_greeting: str = ""
@@ -70,7 +79,6 @@ class SessionSettings:
     report_input_during_agent_speech: str = "none"  # none | dtmf | speech | any
     interrupt_sensitivity: str = "high"  # low | medium | high
     speech_timeout: str = "auto"  # "auto" or milliseconds of silence, 600..5000
-    hints: str = ""  # comma-separated phrases that bias recognition
 
     def __post_init__(self) -> None:
         if not self.language:
@@ -98,10 +106,23 @@ class SessionSettings:
         """Whether ``info`` messages of ``event`` (speaker-events, tokens-played) go to the app."""
         return event in self.events.split() or event in self.debug.split()
 
+    @property
+    def speech_language(self) -> str:
+        """The language agent text is spoken in unless a token says otherwise."""
+        return self.tts_language or self.language
+
+    @property
+    def recognition_language(self) -> str:
+        """The language caller speech is recognised in ("multi": detected)."""
+        return self.transcription_language or self.language
+
 
 # TwiML attribute name -> SessionSettings field
 TWIML_ATTRIBUTES = {
     "language": "language",
+    "ttsLanguage": "tts_language",
+    "transcriptionLanguage": "transcription_language",
+    "hints": "hints",
     "interruptible": "interruptible",
     "dtmfDetection": "dtmf_detection",
     "welcomeGreeting": "welcome_greeting",
@@ -113,7 +134,6 @@ TWIML_ATTRIBUTES = {
     "reportInputDuringAgentSpeech": "report_input_during_agent_speech",
     "interruptSensitivity": "interrupt_sensitivity",
     "speechTimeout": "speech_timeout",
-    "hints": "hints",
 }
 _BOOLEAN_FIELDS = ("dtmf_detection", "preemptible", "partial_prompts")
 _INTERRUPTIBLE_FIELDS = ("interruptible", "welcome_greeting_interruptible", "report_input_during_agent_speech")
@@ -121,11 +141,17 @@ _BOOLEANS = {"true": True, "false": False}
 _INTERRUPTIBLE_BOOLEANS = {"true": "any", "false": "none"}
 
 
-def session_for_call(defaults: SessionSettings, parameters: dict[str, Any]) -> tuple[SessionSettings, list[str]]:
+LANGUAGE_ATTRIBUTES = ("language", "tts_language", "transcription_language")
+
+
+def session_for_call(defaults: SessionSettings, parameters: dict[str, Any],
+                     declared: Sequence[str] = ()) -> tuple[SessionSettings, list[str]]:
     """The call's session settings: ``defaults`` overridden by TwiML-named custom parameters.
 
     Returns the settings and one message per parameter that was refused (the default is kept).
-    Parameters that name no session setting are the app's own and are left alone.
+    Parameters that name no session setting are the app's own and are left alone. With
+    ``declared`` (the process's languages), a language parameter must name one of them; it is
+    stored as declared ("es" or "es-es" becomes "es-ES").
     """
     settings, problems = defaults, []
     for name, attr in TWIML_ATTRIBUTES.items():
@@ -135,6 +161,13 @@ def session_for_call(defaults: SessionSettings, parameters: dict[str, Any]) -> t
         if not isinstance(raw, str):  # Telnyx custom parameters may be any JSON value: true, 5, ...
             raw = json.dumps(raw)
         value: Any = raw.strip()
+        if attr in LANGUAGE_ATTRIBUTES and declared and value:
+            found = match_language(value, declared)
+            if found is None:
+                problems.append(f"{name} {value!r} is not a declared language ({', '.join(declared)}); "
+                                f"using {getattr(defaults, attr)!r}")
+                continue
+            value = found
         if attr in _BOOLEAN_FIELDS:
             if raw.strip().lower() not in _BOOLEANS:
                 problems.append(f"{name} must be true or false, got {raw!r}; using {getattr(defaults, attr)}")

@@ -1,15 +1,23 @@
-"""Finding model files: a configured path, an installed package that ships them, or a hub download.
+"""Finding model files: a configured path, installed packages that ship them, or a hub download.
 
 Resolution order for a model name: an explicit directory or file from the config wins; otherwise
-the manifest says which installed package ships the model and the files are checked (size and
+the manifest says which installed package(s) ship the model and the files are checked (size and
 sha256) before use; otherwise, only when downloads are allowed, the hub name is fetched into the
 cache directory. Anything else is a ``ModelError`` that says what to configure.
+
+Some models are too big for one PyPI package and are shipped split across several: a manifest
+file with ``parts`` is the concatenation of those part files, found in any of the entry's
+packages. Such a model is assembled once into the cache directory (each file written to a
+temporary name, checked against the manifest, then renamed, so a crash or a concurrent start
+never leaves a half-written file under the real name) and reused, after verification, from then on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +36,33 @@ class ManifestFile:
     path: str
     sha256: str
     size: int
+    parts: tuple[str, ...] = ()  # when set, the file is these files of the packages, concatenated
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    package: str  # the PyPI name, for messages
+    module: str  # the importable module that holds the files
+    subdir: str  # the files' folder inside the module
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
     name: str
     kind: str
-    package: str
-    module: str
-    subdir: str
+    sources: tuple[ManifestSource, ...]
     hub: str
     licence: str
     files: tuple[ManifestFile, ...]
+
+    @property
+    def package(self) -> str:
+        return " + ".join(s.package for s in self.sources)
+
+    @property
+    def assembled(self) -> bool:
+        """Whether the files must be put together in the cache (split or spread over packages)."""
+        return len(self.sources) > 1 or any(f.parts for f in self.files)
 
 
 def load_manifest(path: Path = DEFAULT_MANIFEST) -> dict[str, ManifestEntry]:
@@ -49,9 +72,13 @@ def load_manifest(path: Path = DEFAULT_MANIFEST) -> dict[str, ManifestEntry]:
         data: dict[str, Any] = tomllib.load(f)
     entries = {}
     for m in data.get("model", []):
-        files = tuple(ManifestFile(path=x["path"], sha256=x["sha256"], size=int(x["size"])) for x in m["files"])
-        entries[m["name"]] = ManifestEntry(name=m["name"], kind=m["kind"], package=m["package"],
-                                           module=m["module"], subdir=m["subdir"], hub=m.get("hub", ""),
+        files = tuple(ManifestFile(path=x["path"], sha256=x["sha256"], size=int(x["size"]),
+                                   parts=tuple(x.get("parts", ()))) for x in m["files"])
+        # One package: package/module/subdir keys; several: a "sources" list of such tables.
+        raw_sources = m.get("sources", [m])
+        sources = tuple(ManifestSource(package=x["package"], module=x["module"], subdir=x["subdir"])
+                        for x in raw_sources)
+        entries[m["name"]] = ManifestEntry(name=m["name"], kind=m["kind"], sources=sources, hub=m.get("hub", ""),
                                            licence=m.get("licence", ""), files=files)
     return entries
 
@@ -64,18 +91,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_file(path: Path, mf: ManifestFile, model: str) -> None:
+    """Raise ``ModelError`` unless ``path`` has the size and sha256 the manifest gives."""
+    if not path.is_file():
+        raise ModelError(f"model {model!r}: missing file {path}")
+    size = path.stat().st_size
+    if size != mf.size:
+        raise ModelError(f"model {model!r}: {path} is {size} bytes, the manifest says {mf.size}")
+    digest = sha256_file(path)
+    if digest != mf.sha256:
+        raise ModelError(f"model {model!r}: {path} has sha256 {digest}, the manifest says {mf.sha256}")
+
+
 def verify(directory: Path, entry: ManifestEntry) -> None:
     """Check every manifest file of ``entry`` under ``directory``; raise ``ModelError`` on a mismatch."""
     for mf in entry.files:
-        p = directory / mf.path
-        if not p.is_file():
-            raise ModelError(f"model {entry.name!r}: missing file {p}")
-        size = p.stat().st_size
-        if size != mf.size:
-            raise ModelError(f"model {entry.name!r}: {p} is {size} bytes, the manifest says {mf.size}")
-        digest = sha256_file(p)
-        if digest != mf.sha256:
-            raise ModelError(f"model {entry.name!r}: {p} has sha256 {digest}, the manifest says {mf.sha256}")
+        check_file(directory / mf.path, mf, entry.name)
 
 
 @dataclass(frozen=True)
@@ -84,19 +115,90 @@ class Resolved:
     source: str  # "path", "package <name>", "hub <name>"
 
 
-def packaged_dir(entry: ManifestEntry) -> Path | None:
+def source_dir(source: ManifestSource) -> Path | None:
+    """The installed folder of ``source``'s files, or None when its package is not installed."""
     try:
-        module = importlib.import_module(entry.module)
+        module = importlib.import_module(source.module)
     except ImportError:
         return None
     if module.__file__ is None:
         return None
-    return Path(module.__file__).parent / entry.subdir
+    directory = Path(module.__file__).parent / source.subdir
+    return directory if directory.is_dir() else None
+
+
+def packaged_dir(entry: ManifestEntry) -> Path | None:
+    """The folder of a model shipped whole in one package, or None when it is not installed."""
+    return source_dir(entry.sources[0]) if len(entry.sources) == 1 else None
+
+
+def assemble(entry: ManifestEntry, source_dirs: list[Path], target: Path) -> None:
+    """Put ``entry``'s files together under ``target`` from the packages' folders, verified.
+
+    Files already there that match the manifest are kept. Each missing or wrong file is written to
+    a temporary file beside it (parts concatenated in order), checked, and renamed into place.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for mf in entry.files:
+        final = target / mf.path
+        try:
+            check_file(final, mf, entry.name)
+            continue
+        except ModelError:
+            pass  # absent or damaged: (re)build it
+        pieces = []
+        for name in mf.parts or (mf.path,):
+            found = [d / name for d in source_dirs if (d / name).is_file()]
+            if not found:
+                raise ModelError(f"model {entry.name!r}: no installed package of {entry.package} has {name}")
+            pieces.append(found[0])
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{mf.path}.", suffix=".tmp", dir=final.parent)
+        tmp = Path(tmp_name)
+        try:
+            h = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                for piece in pieces:
+                    with piece.open("rb") as f:
+                        while block := f.read(1 << 20):
+                            out.write(block)
+                            h.update(block)
+                            size += len(block)
+            if size != mf.size or h.hexdigest() != mf.sha256:
+                raise ModelError(f"model {entry.name!r}: {mf.path} assembled from {', '.join(map(str, pieces))} "
+                                 f"is {size} bytes with sha256 {h.hexdigest()}; the manifest says {mf.size} "
+                                 f"bytes with sha256 {mf.sha256}")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def resolve_packaged(entry: ManifestEntry, cache_dir: Path) -> Resolved | None:
+    """The verified folder of ``entry`` from its installed packages; None when one is missing."""
+    if not entry.assembled:
+        directory = packaged_dir(entry)
+        if directory is None:
+            return None
+        verify(directory, entry)
+        return Resolved(path=directory, source=f"package {entry.package}")
+    dirs = [source_dir(s) for s in entry.sources]
+    present = [d for d in dirs if d is not None]
+    if len(present) < len(dirs):
+        return None
+    target = cache_dir / entry.name
+    try:
+        assemble(entry, present, target)
+    except OSError as exc:
+        raise ModelError(f"model {entry.name!r}: cannot assemble it in {target}: {exc}") from exc
+    return Resolved(path=target, source=f"packages {entry.package}, assembled")
 
 
 def resolve(name: str, kind: str, *, explicit: str = "", allow_download: bool = False,
             cache_dir: Path | None = None, manifest: dict[str, ManifestEntry] | None = None) -> Resolved:
-    """Where the files of model ``name`` are. ``kind`` is "asr" or "tts"."""
+    """Where the files of model ``name`` are. ``kind`` is "asr" or "tts".
+
+    ``cache_dir`` receives assembled and downloaded models (default ``DEFAULT_CACHE``).
+    """
     if explicit:
         p = Path(explicit).expanduser()
         if not p.exists():
@@ -105,12 +207,13 @@ def resolve(name: str, kind: str, *, explicit: str = "", allow_download: bool = 
     entries = load_manifest() if manifest is None else manifest
     entry = entries.get(name)
     if entry is not None and entry.kind == kind:
-        directory = packaged_dir(entry)
-        if directory is not None and directory.is_dir():
-            verify(directory, entry)
-            return Resolved(path=directory, source=f"package {entry.package}")
+        found = resolve_packaged(entry, cache_dir or DEFAULT_CACHE)
+        if found is not None:
+            return found
     if not allow_download:
-        hint = f"install the package {entry.package!r}, " if entry else ""
+        hint = ""
+        if entry is not None:
+            hint = f"install the package{'s' if len(entry.sources) > 1 else ''} {entry.package}, "
         raise ModelError(f"{kind} model {name!r} is not installed: {hint}point the config at a local model, "
                          f"or set {kind}.allow_download = true to fetch it from the model hub")
     return _download(name, kind, entry, cache_dir or DEFAULT_CACHE)

@@ -23,6 +23,7 @@ class Clip:
     samples: NDArray[np.int16]
     speech_start: int  # first 20 ms frame with speech energy
     speech_end: int  # end of the last such frame
+    language: str = "en"  # the spoken language, as Whisper names it
 
     @property
     def seconds(self) -> float:
@@ -59,22 +60,29 @@ def speech_bounds(samples: NDArray[np.int16]) -> tuple[int, int]:
     return int(voiced[0]) * FRAME, int(voiced[-1] + 1) * FRAME
 
 
-def load_transcripts(path: Path) -> dict[str, str]:
+def load_transcripts(path: Path, language: str = "en") -> dict[str, str]:
+    """``name: text`` lines; those after a ``[xx]`` line are in language xx (before any: English)."""
     out = {}
+    current = "en"
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip() or line.startswith(";") or ":" not in line:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped[1:-1].strip()
+            continue
+        if not stripped or line.startswith(";") or ":" not in line or current != language:
             continue
         name, _, text = line.partition(":")
         out[name.strip()] = text.strip()
     return out
 
 
-def load_clip(path: Path, text: str) -> Clip:
+def load_clip(path: Path, text: str, language: str = "en") -> Clip:
     samples = read_wav(path)
     start, end = speech_bounds(samples)
-    return Clip(name=path.stem, text=text, samples=samples, speech_start=start, speech_end=end)
+    return Clip(name=path.stem, text=text, samples=samples, speech_start=start, speech_end=end, language=language)
 
 
-def bundled_clips() -> dict[str, Clip]:
-    transcripts = load_transcripts(BUNDLED / "transcripts.txt")
-    return {name: load_clip(BUNDLED / f"{name}.wav", text) for name, text in transcripts.items()}
+def bundled_clips(language: str = "en") -> dict[str, Clip]:
+    """The bundled clips spoken in ``language`` (Whisper's name: "en", "es")."""
+    transcripts = load_transcripts(BUNDLED / "transcripts.txt", language)
+    return {name: load_clip(BUNDLED / f"{name}.wav", text, language) for name, text in transcripts.items()}
