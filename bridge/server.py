@@ -28,6 +28,8 @@ from trio_websocket import (
 )
 
 from bridge.call.engines import SpeechEngines
+from bridge.call.handoff import deliver_session_end
+from bridge.call.media import MediaCache
 from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallStats, open_call
 from bridge.call.settings import CallSettings, require_at_least
 from bridge.protocols.signature import signature_valid
@@ -89,6 +91,7 @@ class MediaStreamsServer:
         self.call_settings = call
         self.engines = engines
         self.connect = connect
+        self.media_cache = MediaCache(call.play.cache_bytes)  # play sources, shared by all calls
         self.active_calls = 0
         self.calls_total = 0
         self.rejected = 0
@@ -177,7 +180,7 @@ class MediaStreamsServer:
         codec, start = await open_call(ws)
         if start is None:
             return
-        call = Call(ws, self.engines, self.call_settings, start, codec)
+        call = Call(ws, self.engines, self.call_settings, start, codec, self.media_cache)
         self._calls.add(call)
         try:
             url = self.app_url_for(start.custom_parameters)
@@ -194,6 +197,13 @@ class MediaStreamsServer:
         finally:
             self._calls.discard(call)
             call.log.info("call ended: %s; %s", call.stats.end_reason or "unknown", call.stats.summary())
+            if self.call_settings.handoff.configured:
+                # Before the provider socket closes: a REST redirect must land while the stream still holds
+                # the call, or Twilio moves on to the TwiML after <Connect>.
+                handoff = self.call_settings.handoff
+                with trio.move_on_after(2 * handoff.timeout_ms / 1000 + 1) as cleanup:  # callback + redirect
+                    cleanup.shield = True
+                    await deliver_session_end(handoff, call.session_report(), log=call.log)
             if self.keep_stats:
                 self.finished.append(call.stats)
 

@@ -317,23 +317,6 @@ async def test_app_end_closes_the_stream_and_keeps_handoff_data(autojump_clock: 
     assert [d["handoff_data"] for _, n, d in result.stats.events if n == "end"] == ['{"to":"sales"}']
 
 
-@pytest.mark.parametrize("frame", [
-    '{"type":"play","source":"https://example.com/a.mp3"}',
-    '{"type":"language","ttsLanguage":"es-ES"}',
-])
-async def test_messages_not_yet_supported_get_an_error_frame(autojump_clock: object, frame: str) -> None:
-    record: list[str] = []
-
-    async def script(caller: SimulatedCaller) -> None:
-        await caller.pause(1)
-        await caller.hang_up()
-
-    result = await run_memory_call(fake_engines(), settings(), raw_app([frame], record), script)
-    errors = [json.loads(r)["description"] for r in record if r.startswith('{"type":"error"')]
-    assert len(errors) == 1 and "not supported" in errors[0]
-    assert result.stats.invalid_app_frames == 0
-
-
 async def test_silence_only_gives_no_prompt(autojump_clock: object) -> None:
     app = agent(greeting="Hi.")
 

@@ -40,7 +40,6 @@ from numpy.typing import NDArray
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.ring import SampleRing
 from bridge.call.engines import SpeechEngines
-from bridge.engines.base import asr_language
 from bridge.speech.endpointer import (
     FRAME_MS,
     SAMPLE_RATE,
@@ -66,19 +65,21 @@ class Recognition:
     ended_at: float = 0.0  # clock time the endpointer declared the end
     finished_at: float = 0.0  # clock time recognition finished
     report: bool = True  # send it to the app (input over agent speech may be withheld)
+    language: str = ""  # for the prompt's "lang": the language recognised in (or detected)
 
 
 class Listener:
-    def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, *, language: str,
+    def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, *, language: str, hints: str = "",
                  on_speech_started: Callable[[SpeechStarted], Awaitable[None]],
                  on_speech_ended: Callable[[SpeechEnded], Awaitable[None]],
                  on_utterance: Callable[[Recognition], Awaitable[None]],
                  logger: logging.LoggerAdapter[logging.Logger],
                  on_speech_sustained: Callable[[], Awaitable[None]] | None = None, sustain_ms: int = 0,
-                 on_partial: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_partial: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self._engines = engines
         self.endpointer = Endpointer(settings)
-        self.language = language
+        self.language = language  # a declared language code, "multi" to detect; may change mid-call
+        self.hints = hints
         self._on_speech_started = on_speech_started
         self._on_speech_ended = on_speech_ended
         self._on_utterance = on_utterance
@@ -164,10 +165,11 @@ class Listener:
 
     async def _partial(self, turn: int, audio: NDArray[np.int16]) -> None:
         try:
-            text = await self._engines.transcribe(audio, SAMPLE_RATE, asr_language(self.language))
+            recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
+            text, language = recognised.text, recognised.language
         except Exception:
             self._log.exception("partial recognition failed")
-            text = ""
+            text = language = ""
         finally:
             self._partial_busy = False
         # Only while the same utterance is still going on: a late partial must not follow its final prompt.
@@ -175,7 +177,7 @@ class Listener:
                 and self.report and self._on_partial is not None):
             self._last_partial = text
             self.partials_sent += 1
-            await self._on_partial(text)
+            await self._on_partial(text, language)
 
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end)
@@ -186,7 +188,8 @@ class Listener:
 
     async def _transcribe(self, rec: Recognition, audio: NDArray[np.int16]) -> None:
         try:
-            rec.text = await self._engines.transcribe(audio, SAMPLE_RATE, asr_language(self.language))
+            recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
+            rec.text, rec.language = recognised.text, recognised.language
         except Exception:
             self._log.exception("recognition failed; the utterance is dropped")
             rec.text = ""

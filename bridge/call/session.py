@@ -29,11 +29,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
+from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bridge.call.engines import SpeechEngines
+from bridge.call.handoff import ERROR_RTP_TIMEOUT, ERROR_WEBSOCKET_ENDED, SessionReport
 from bridge.call.listener import Listener, Recognition
+from bridge.call.media import MediaCache, load_media
 from bridge.call.playback import Playback
 from bridge.call.settings import CallSettings, session_for_call
 from bridge.call.speaker import Speaker, SpeechChunk
@@ -99,23 +103,30 @@ class CallStats:
 
 class Call:
     def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
-                 start: StartEvent, codec: ProviderCodec) -> None:
+                 start: StartEvent, codec: ProviderCodec, media_cache: MediaCache | None = None) -> None:
         self.provider_ws = provider_ws
+        self.engines = engines
+        self.started_at = trio.current_time()
         self.settings = settings
         self.start = start
         self.codec = codec
         self.stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
         self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
-        self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters)
+        self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters,
+                                                                  engines.languages)
+        self.tts_language = self.session.speech_language  # switched by "language" messages
+        self.handoff_data: str | None = None
+        self._media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
         self.relay = relay.RelayBridge()
         self.ledger = MarkLedger()
         self.playback = Playback(self._send_provider, codec, self.ledger, lead_ms=settings.playback.lead_ms)
         self.speaker = Speaker(engines, self.playback, max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
-                               logger=self.log)
+                               logger=self.log, load_media=self._load_media, on_play_error=self._on_play_error)
         endpointer = settings.endpointer
         if self.session.speech_timeout_ms is not None:
             endpointer = dataclasses.replace(endpointer, end_of_speech_silence_ms=self.session.speech_timeout_ms)
-        self.listener = Listener(engines, endpointer, language=self.session.language,
+        self.listener = Listener(engines, endpointer, language=self.session.recognition_language,
+                                 hints=self.session.hints,
                                  on_speech_started=self._on_speech_started, on_speech_ended=self._on_speech_ended,
                                  on_utterance=self._on_utterance, logger=self.log,
                                  on_speech_sustained=self._on_speech_sustained,
@@ -253,17 +264,92 @@ class Call:
                     self.log.info("app ended the session (handoffData %s)",
                                   "present" if msg.handoff_data else "absent")
                     self.stats.record("end", handoff_data=msg.handoff_data)
+                    self.handoff_data = msg.handoff_data
                     self.end("app sent end")
                     return
                 case relay.SendDigits():
                     await self._on_send_digits(msg.digits)
-                case relay.Play() | relay.Language():
-                    await self._unsupported(msg)
+                case relay.Play():
+                    await self._on_play(msg)
+                case relay.Language():
+                    await self._on_language(msg)
 
-    async def _unsupported(self, msg: relay.AppMessage) -> None:
-        name = {relay.Play: "play", relay.Language: "language"}[type(msg)]
-        self.log.warning("app sent '%s', which this bridge does not support yet", name)
-        await self.send_app(relay.Error(f"'{name}' is not supported by this bridge yet; the message was ignored"))
+    def session_report(self) -> SessionReport:
+        """How the session ended, for the session-ended callback (protocols.md 2.6)."""
+        reason = self.stats.end_reason
+        error: tuple[int, str] | None = None
+        if reason == "app sent end":
+            status = "ended"
+        elif reason == "provider sent stop" or reason.startswith("provider socket closed"):
+            status = "completed"
+        else:
+            status, error = "failed", ERROR_RTP_TIMEOUT if reason == "provider went silent" else ERROR_WEBSOCKET_ENDED
+        return SessionReport(session_id=self.stats.session_id, call_sid=self.start.call_sid,
+                             account_sid=self.start.account_sid, status=status,
+                             duration_s=trio.current_time() - self.started_at, handoff_data=self.handoff_data,
+                             error_code=error[0] if error else None, error_message=error[1] if error else "")
+
+    # -- languages ----------------------------------------------------------------------------
+
+    def _declared(self, code: str) -> str | None:
+        found = self.engines.find(code)
+        return found.code if found is not None else None
+
+    async def _refuse_language(self, field_name: str, code: str) -> None:
+        problem = (f"{field_name} {code!r} is not a declared language "
+                   f"({', '.join(self.engines.languages)}); the language is unchanged")
+        self.log.warning("%s", problem)
+        await self.send_app(relay.Error(problem))
+
+    async def _on_language(self, msg: relay.Language) -> None:
+        """Switch the voice and/or the recognition language among the declared languages (2.5, rows 3)."""
+        for field_name, code in (("ttsLanguage", msg.tts_language),
+                                 ("transcriptionLanguage", msg.transcription_language)):
+            if code is None:
+                continue
+            found = self._declared(code)
+            if found is None:
+                await self._refuse_language(field_name, code)
+            elif field_name == "ttsLanguage":
+                self.tts_language = found
+            else:
+                self.listener.language = found
+        self.stats.record("language", tts=self.tts_language, transcription=self.listener.language)
+        self.log.info("language: speaking %s, recognising %s", self.tts_language, self.listener.language)
+
+    async def _token_language(self, lang: str | None) -> str:
+        """The voice for a text token: its own ``lang`` (highest precedence, 2.5 row 4) or the session's."""
+        if lang is None:
+            return self.tts_language
+        found = self._declared(lang)
+        if found is None:
+            await self._refuse_language("lang", lang)
+            return self.tts_language
+        return found
+
+    # -- play -----------------------------------------------------------------------------------
+
+    async def _load_media(self, url: str) -> NDArray[np.int16]:
+        return await load_media(url, self.settings.play, self._media_cache)
+
+    async def _on_play(self, msg: relay.Play) -> None:
+        """Queue a media URL behind what the app has said so far, as a talk cycle of its own."""
+        if self._cycle_open:
+            await self._speak("", last=True, interruptible=self.session.interruptible)  # what came before first
+        await self._preempt(self.cycle)
+        interruptible = self.session.interruptible
+        if msg.interruptible is not None:
+            interruptible = "any" if msg.interruptible else "none"
+        self._preemptible[self.cycle] = self.session.preemptible if msg.preemptible is None else msg.preemptible
+        self.stats.record("play", source=msg.source, loop=msg.loop)
+        self.log.info("play %s (x%d) queued", msg.source, msg.loop)
+        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, play=msg.source, loop=msg.loop,
+                                              interruptible=interruptible))
+        self.cycle += 1
+
+    async def _on_play_error(self, chunk: SpeechChunk, problem: str) -> None:
+        self.stats.record("play_error", source=chunk.play, problem=problem)
+        await self.send_app(relay.Error(f"Cannot play {chunk.play}: {problem}"))
 
     # -- app text to speech -------------------------------------------------------------------
 
@@ -271,9 +357,11 @@ class Call:
         interruptible = self.session.interruptible
         if msg.interruptible is not None:
             interruptible = "any" if msg.interruptible else "none"
-        await self._speak(msg.token, last=msg.last, interruptible=interruptible, preemptible=msg.preemptible)
+        await self._speak(msg.token, last=msg.last, interruptible=interruptible, preemptible=msg.preemptible,
+                          language=await self._token_language(msg.lang))
 
-    async def _speak(self, token: str, *, last: bool, interruptible: str, preemptible: bool | None = None) -> None:
+    async def _speak(self, token: str, *, last: bool, interruptible: str, preemptible: bool | None = None,
+                     language: str = "") -> None:
         cycle = self.cycle
         if not self._cycle_open:
             await self._preempt(cycle)
@@ -292,7 +380,7 @@ class Call:
         for i, text in enumerate(chunks):
             # A barge-in during one of these awaits moves the speaker past this cycle: the rest is dropped.
             await self.speaker.submit(SpeechChunk(cycle, text, final=last and i == len(chunks) - 1,
-                                                  interruptible=interruptible))
+                                                  interruptible=interruptible, language=language or self.tts_language))
 
     async def _on_send_digits(self, digits: str) -> None:
         """Queue DTMF tones behind whatever the app has said so far, as a talk cycle of their own."""
@@ -421,12 +509,12 @@ class Call:
         self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
         self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
                       max(0.0, utt.finished_at - utt.ended_at) * 1000)
-        await self.send_app(relay.Prompt(utt.text, self.session.language, last=True))
+        await self.send_app(relay.Prompt(utt.text, utt.language or self.listener.language, last=True))
 
-    async def _on_partial(self, text: str) -> None:
+    async def _on_partial(self, text: str, language: str) -> None:
         self.stats.record("partial", text=text)
         self.log.debug("partial prompt %r", text)
-        await self.send_app(relay.Prompt(text, self.session.language, last=False))
+        await self.send_app(relay.Prompt(text, language or self.listener.language, last=False))
 
 
 async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, StartEvent | None]:

@@ -287,6 +287,11 @@ class HandoffSettings:
     def redirects(self) -> bool:
         return bool(self.redirect_url)
 
+    @property
+    def configured(self) -> bool:
+        """Whether the end of a session is delivered anywhere."""
+        return bool(self.callback_url) or self.redirects
+
 
 @dataclass(frozen=True)
 class CallSettings:

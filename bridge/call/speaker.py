@@ -7,7 +7,10 @@ talk cycle opens with a start mark queued right before its first audio, so its e
 ledger when the caller started hearing the cycle.
 
 ``sendDigits`` rides the same queue as in-band DTMF tones, so digits wait behind speech and a
-barge-in cuts them like speech, as on ConversationRelay.
+barge-in cuts them like speech, as on ConversationRelay. ``play`` does too: the source is fetched
+and decoded (or found in the process's cache) when its turn comes, inside the chunk's cancel scope,
+and each loop is queued only once playback has room, so ``loop: 1000`` never holds 1,000 copies.
+A source that cannot be played is reported through ``on_play_error`` and the queue goes on.
 
 ``cancel`` (barge-in) empties the queue of chunks, cancels the one being synthesised, and drops any
 chunk of an interrupted cycle that is still on its way in.
@@ -17,13 +20,17 @@ Synthesis stays at most ``max_ahead_ms`` ahead of playback so a barge-in throws 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
 import trio
+from numpy.typing import NDArray
 
 from bridge.audio.dtmf import dtmf_tones
 from bridge.audio.g711 import ulaw_encode
 from bridge.call.engines import SpeechEngines
+from bridge.call.media import MediaError
 from bridge.call.playback import MarkRequest, Playback
 
 OUTPUT_RATE = 8000
@@ -36,12 +43,21 @@ class SpeechChunk:
     final: bool  # the last chunk of the talk cycle
     digits: str = ""  # sendDigits: play these as DTMF tones instead of speaking ``text``
     interruptible: str = "any"  # what caller input may cut it: none | dtmf | speech | any
+    language: str = ""  # the voice's language ("": the default voice)
+    play: str = ""  # play: the media URL to play instead of speaking ``text``
+    loop: int = 1
+
+
+MediaLoader = Callable[[str], Awaitable[NDArray[np.int16]]]
 
 
 class Speaker:
     def __init__(self, engines: SpeechEngines, playback: Playback, *, max_ahead_ms: int,
-                 logger: logging.LoggerAdapter[logging.Logger]) -> None:
+                 logger: logging.LoggerAdapter[logging.Logger], load_media: MediaLoader | None = None,
+                 on_play_error: Callable[[SpeechChunk, str], Awaitable[None]] | None = None) -> None:
         self._engines = engines
+        self._load_media = load_media
+        self._on_play_error = on_play_error
         self._playback = playback
         self._max_ahead_ms = max_ahead_ms
         self._log = logger
@@ -82,7 +98,14 @@ class Speaker:
             with trio.CancelScope() as scope:
                 self._scope, self.current = scope, chunk
                 try:
-                    await self._speak(chunk)
+                    if chunk.play:
+                        await self._play(chunk)
+                    else:
+                        await self._speak(chunk)
+                except MediaError as exc:
+                    self._log.warning("%s", exc)
+                    if self._on_play_error is not None:
+                        await self._on_play_error(chunk, str(exc))
                 except Exception:
                     self._log.exception("speech synthesis failed; the chunk %r is skipped", chunk.text)
             self._scope, self.current = None, None
@@ -93,7 +116,7 @@ class Speaker:
             audio = ulaw_encode(dtmf_tones(chunk.digits))
         elif chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
-            audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE))
+            audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE, language=chunk.language))
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
             # resumed; never queue audio behind a clear.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -108,6 +131,18 @@ class Speaker:
                                                 chunk.final, chunk.interruptible))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
+
+    async def _play(self, chunk: SpeechChunk) -> None:
+        if self._load_media is None:
+            raise MediaError("play is not available on this bridge")
+        audio = ulaw_encode(await self._load_media(chunk.play))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._start_cycle(chunk)
+        for _ in range(chunk.loop):
+            await self._playback.wait_queued_below(self._max_ahead_ms)
+            self._playback.enqueue_audio(chunk.cycle, audio)
+        self._playback.enqueue_mark(MarkRequest(chunk.cycle, "", "", True, chunk.interruptible))
+        self._cycle_text.pop(chunk.cycle, None)
 
     def _start_cycle(self, chunk: SpeechChunk) -> None:
         """Open a talk cycle with a mark right before its first audio: its echo dates the playback start."""
