@@ -101,6 +101,7 @@ async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> d
     silent = AgentScript(greeting="", answer=lambda heard, turn: "")
     call = await run_loopback_call(engines, cfg, script, agent_script=silent)
     prompts = call.timeline.find("app", "<- prompt")
+    partials = [t for t, _ in call.timeline.find("app", "<- partial")]
     latencies, pairs, rows = [], [], []
     for i, s in enumerate(spoken):
         until = spoken[i + 1].onset if i + 1 < len(spoken) else float("inf")
@@ -111,7 +112,9 @@ async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> d
         pairs.append((s.clip.text, heard))
         rows.append({"clip": s.clip.name, "reference": s.clip.text, "prompts": [d["prompt"] for _, d in mine],
                      "eos_to_prompt_ms": (mine[-1][0] - s.end) * 1000 if mine else None})
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(partials) if b - a < 2.0]  # within an utterance
     return {"eos_to_prompt_ms": summary(latencies), "wer": wer(pairs), "clips": rows,
+            "partials": len(partials), "partial_interval_ms": summary(gaps),
             "split_utterances": sum(1 for r in rows if len(r["prompts"]) > 1),
             "missed": sum(1 for r in rows if not r["prompts"])}
 
@@ -179,6 +182,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "no-speculation": replace(base, vad__speculate_ms=eos),
         "vad-aggressiveness-3": replace(base, vad__aggressiveness=3),
         "vad-aggressiveness-2": replace(base, vad__aggressiveness=2),
+        "partial-prompts": replace(base, session__partial_prompts=True),
     }
     variants = {name: available[name] for name in args.variants}
     results: dict[str, Any] = {"clips": len(clips), "speech_seconds": sum(c.seconds for c in clips),
@@ -202,7 +206,9 @@ def print_table(r: dict[str, Any]) -> None:
             ("end of speech -> prompt p90 (ms)", lambda v: f"{v['eos_to_prompt_ms']['p90']:.0f}"),
             ("  ... minus the silence, p50 (ms)", lambda v: f"{v['eos_to_prompt_ms']['p50'] - eos:.0f}"),
             ("word error rate", lambda v: f"{v['wer'] * 100:.1f}%"),
-            ("utterances split / missed", lambda v: f"{v['split_utterances']} / {v['missed']}")]
+            ("utterances split / missed", lambda v: f"{v['split_utterances']} / {v['missed']}"),
+            ("partial prompts / interval p50 (ms)",
+             lambda v: f"{v['partials']} / {v['partial_interval_ms']['p50']:.0f}" if v["partials"] else "0")]
     for label, fn in rows:
         print(f"{label:36}" + "".join(f"{fn(v):>18}" for v in r["variants"].values()))
     c = r["conversation"]
@@ -225,7 +231,8 @@ def main() -> int:
     parser.add_argument("--barge-ins", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--variants", nargs="+", default=["speculative", "no-speculation"],
-                        choices=["speculative", "no-speculation", "vad-aggressiveness-3", "vad-aggressiveness-2"])
+                        choices=["speculative", "no-speculation", "vad-aggressiveness-3", "vad-aggressiveness-2",
+                                 "partial-prompts"])
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
     args = parser.parse_args()
     logs.configure("WARNING")

@@ -2,7 +2,8 @@
 
 The caller speaks real recorded human speech (bundled clips), talks over the agent once (barge-in)
 and presses a key; the example app greets, answers what it heard, and reacts to the key by saying
-so and dialling digits with ``sendDigits`` (in-band DTMF, which the caller decodes). A live
+so and dialling digits with ``sendDigits`` (in-band DTMF, which the caller decodes). The call asks
+for partial prompts (``partialPrompts``), so the app sees the transcript grow while the caller speaks. A live
 timeline is printed, then the latency of each step, and the call is written as a stereo WAV
 (left: the caller, right: what the caller heard), time-aligned.
 """
@@ -57,7 +58,8 @@ async def demo_call(cfg: Config, engines_loader: object = None) -> tuple[Loopbac
     engines = load_engines(cfg)
     timeline = Timeline(out=sys.stdout)
     call = await run_loopback_call(engines, cfg, script, agent_script=demo_agent(),
-                                   timeline=timeline, custom_parameters={"from": "+15550100", "to": "+15550199"})
+                                   timeline=timeline, custom_parameters={"from": "+15550100", "to": "+15550199",
+                                                                     "partialPrompts": "true"})
     return call, spoken
 
 
@@ -90,12 +92,15 @@ def main(cfg: Config, out_dir: Path) -> int:
         for i in session.interrupts:
             print(f"  interrupt reported: heard {i.utterance_until_interrupt!r} "
                   f"({i.duration_until_interrupt_ms:.0f} ms)")
+        for p in session.partials:
+            print(f"  partial prompt: {p.voice_prompt!r}")
     heard_digits = call.caller.heard_digits()
     print(f"  DTMF the caller heard from sendDigits: {heard_digits or '(none)'}")
     wav = out_dir / "demo-call.wav"
     call.caller.write_wav(wav)
     print(f"\nCall audio (left: caller, right: what the caller heard): {wav}")
-    ok = (session is not None and len(session.prompts) >= 2 and session.interrupts and session.digits
+    ok = (session is not None and len(session.prompts) >= 2 and session.partials and session.interrupts
+          and session.digits
           and call.caller.ear.frames_played > 0 and heard_digits == "123#")
     print(f"Demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - t0:.1f} s")
     return 0 if ok else 1

@@ -20,7 +20,9 @@ decode of a few seconds of speech costs about as much as the interval Twilio sen
 (200-300 ms), so a call runs at most one partial at a time, starts the next only once
 ``PARTIAL_INTERVAL_MS`` of new audio has arrived, and never while a speculative final recognition
 runs: partials take what CPU is left and the final prompt keeps priority. A partial that finishes
-after its utterance ended is dropped, so it can never follow the final prompt.
+after its utterance ended is dropped, so it can never follow the final prompt. A partial begun once
+the caller had stopped covers the whole utterance, so it doubles as the speculative recognition
+instead of holding one up.
 
 Barge-in sensitivity: ``on_speech_sustained`` fires once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: together with ``on_speech_started``). Whether an utterance is reported at all
@@ -90,7 +92,7 @@ class Listener:
         self.report = True  # whether the utterance in progress goes to the app
         self._sustained = False
         self._turn = 0  # utterances started so far; tags partial recognitions
-        self._partial_busy = False
+        self._partial: Recognition | None = None  # the latest partial recognition of this utterance
         self._partial_from = 0  # audio position the last partial covered
         self._last_partial = ""
         self.partials_sent = 0
@@ -125,11 +127,15 @@ class Listener:
                 case SpeechStarted():
                     self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE)
                     self._turn += 1
-                    self.report, self._sustained, self._last_partial = True, False, ""
+                    self.report, self._sustained, self._last_partial, self._partial = True, False, "", None
                     self._partial_from = event.detected_at
                     await self._on_speech_started(event)
                 case SpeechPaused():
-                    self._speculation = self._recognise(event.start, event.end)
+                    partial = self._partial
+                    if partial is not None and partial.start == event.start and partial.end >= event.end:
+                        self._speculation = partial  # it heard the whole utterance (and a little silence)
+                    else:
+                        self._speculation = self._recognise(event.start, event.end)
                 case SpeechResumed():
                     if self._speculation is not None:
                         self.speculations_wasted += 1
@@ -137,7 +143,7 @@ class Listener:
                 case SpeechEnded():
                     spec = self._speculation
                     self._speculation = None
-                    if spec is not None and (spec.start, spec.end) == (event.start, event.end):
+                    if spec is not None and spec.start == event.start and spec.end >= event.end:
                         rec = spec
                         self.speculations_used += 1
                     else:
@@ -155,29 +161,22 @@ class Listener:
             self._sustained = True
             await self._on_speech_sustained()
         bounds = self.endpointer.open_utterance()
-        if (self._on_partial is not None and bounds is not None and not self._partial_busy
-                and self._speculation is None
+        busy = self._partial is not None and not self._partial.done.is_set()
+        if (self._on_partial is not None and bounds is not None and not busy and self._speculation is None
                 and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE // 1000):
-            start, end = bounds
-            self._partial_busy, self._partial_from = True, end
-            assert self._nursery is not None, "Listener.run must be started first"
-            self._nursery.start_soon(self._partial, self._turn, self._ring.read(start, end).astype(np.int16))
+            self._partial_from = bounds[1]
+            self._partial = self._recognise(*bounds)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._deliver_partial, self._turn, self._partial)
 
-    async def _partial(self, turn: int, audio: NDArray[np.int16]) -> None:
-        try:
-            recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
-            text, language = recognised.text, recognised.language
-        except Exception:
-            self._log.exception("partial recognition failed")
-            text = language = ""
-        finally:
-            self._partial_busy = False
+    async def _deliver_partial(self, turn: int, rec: Recognition) -> None:
+        await rec.done.wait()
         # Only while the same utterance is still going on: a late partial must not follow its final prompt.
-        if (text and text != self._last_partial and turn == self._turn and self.endpointer.in_speech
+        if (rec.text and rec.text != self._last_partial and turn == self._turn and self.endpointer.in_speech
                 and self.report and self._on_partial is not None):
-            self._last_partial = text
+            self._last_partial = rec.text
             self.partials_sent += 1
-            await self._on_partial(text, language)
+            await self._on_partial(rec.text, rec.language)
 
     def _recognise(self, start: int, end: int) -> Recognition:
         rec = Recognition(start=start, end=end)

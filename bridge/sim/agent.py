@@ -42,6 +42,7 @@ class AgentScript:
 class AgentSession:
     setup: relay.Setup | None = None
     prompts: list[relay.Prompt] = field(default_factory=list)
+    partials: list[relay.Prompt] = field(default_factory=list)  # prompts with last: false
     interrupts: list[relay.Interrupt] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -111,6 +112,7 @@ class ScriptedAgent:
                         self.timeline.add("app", "<- prompt", repr(msg.voice_prompt), prompt=msg.voice_prompt)
                         await speak(self.script.answer(msg.voice_prompt, len(session.prompts)))
                     case relay.Prompt():
+                        session.partials.append(msg)
                         self.timeline.add("app", "<- partial", repr(msg.voice_prompt))
                     case relay.DtmfDigit():
                         session.digits.append(msg.digit)
