@@ -32,7 +32,9 @@ from bridge.call.handoff import deliver_session_end
 from bridge.call.media import MediaCache
 from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallStats, open_call
 from bridge.call.settings import CallSettings, require_at_least
+from bridge.call.speaker import OUTPUT_RATE
 from bridge.protocols.signature import signature_valid
+from bridge.speech.chunker import chunk_text
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +178,17 @@ class MediaStreamsServer:
             logger.warning("relayUrl %r is not in server.relay_url_allowlist; using the configured app", wanted)
         return self.settings.app_url
 
+    async def prepare(self) -> None:
+        """Pre-synthesise the configured welcome greeting, so a call can start speaking it at once."""
+        session = self.call_settings.session
+        if not session.welcome_greeting:
+            return
+        try:
+            await self.engines.presynthesize(chunk_text(session.welcome_greeting), OUTPUT_RATE,
+                                             language=session.speech_language)
+        except Exception:
+            logger.exception("could not pre-synthesise the welcome greeting; calls will synthesise it")
+
     async def _serve_call(self, ws: WebSocketConnection) -> None:
         codec, start = await open_call(ws)
         if start is None:
@@ -216,6 +229,7 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
         async with trio.open_nursery() as accept:
             await accept.start(partial(trio.serve_listeners, server.handle_stream, list(listeners),
                                        handler_nursery=calls))
+            await server.prepare()
             task_status.started()
             if shutdown is None:
                 await trio.sleep_forever()

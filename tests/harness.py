@@ -5,14 +5,24 @@ Run under trio's autojumping mock clock, a call of many seconds of audio takes m
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
 import trio.testing
-from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream, wrap_server_stream
+from numpy.typing import NDArray
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_client_stream,
+    wrap_server_stream,
+)
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.session import CallStats
@@ -143,8 +153,13 @@ class CallResult:
 
 async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler | None,
                           script: Callable[[SimulatedCaller], Awaitable[None]], *,
-                          custom_parameters: dict[str, Any] | None = None, **caller_options: Any) -> CallResult:
-    """One whole call; ``caller_options`` go to ``SimulatedCaller`` (e.g. ``provider="telnyx"``)."""
+                          custom_parameters: dict[str, Any] | None = None,
+                          media: dict[str, NDArray[np.int16]] | None = None, **caller_options: Any) -> CallResult:
+    """One whole call; ``caller_options`` go to ``SimulatedCaller`` (e.g. ``provider="telnyx"``).
+
+    ``media`` pre-populates the server's play cache (URL -> 8 kHz samples), so a ``play`` of those
+    URLs succeeds without any network.
+    """
     timeline = Timeline()
     async with trio.open_nursery() as nursery:
         net = MemoryNetwork(nursery)
@@ -152,6 +167,9 @@ async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler |
             net.apps[cfg.server.app_url] = app
         server = bridge_server(cfg, engines, net.connect_app)
         server.keep_stats = True
+        await server.prepare()
+        for url, samples in (media or {}).items():
+            server.media_cache.put(url, samples)
         caller = SimulatedCaller("ws://bridge.test/media", timeline, custom_parameters=custom_parameters,
                                  **caller_options)
         await caller.run(script, connect=lambda: net.connect_bridge(server))
@@ -159,3 +177,77 @@ async def run_memory_call(engines: SpeechEngines, cfg: Config, app: AppHandler |
             await server.wait_idle()
         nursery.cancel_scope.cancel()
     return CallResult(caller, server, timeline)
+
+
+@dataclass
+class AppLog:
+    """Every frame a scripted app received, parsed, in order; and how its socket closed."""
+
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    closed: str | None = None  # "CODE reason" once the bridge closed the socket
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def add(self, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+        self._notify()
+
+    def close(self, how: str) -> None:
+        self.closed = how
+        self._notify()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    def sequence(self) -> list[str]:
+        """Frame types in order, ``info`` frames as ``name=value``."""
+        return [f"{f['name']}={f['value']}" if f["type"] == "info" else f["type"] for f in self.frames]
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first frame (already received or still to come) that ``predicate`` accepts.
+
+        Raises ``AssertionError`` if the socket closes first, so a test waiting in vain fails instead of hanging.
+        """
+        seen = 0
+        while True:
+            for frame in self.frames[seen:]:
+                if predicate(frame):
+                    return frame
+            seen = len(self.frames)
+            if self.closed is not None:
+                raise AssertionError(f"the app socket closed ({self.closed}) before the frame awaited")
+            await self._changed.wait()
+
+    async def wait_closed(self) -> None:
+        while self.closed is None:
+            await self._changed.wait()
+
+
+AppScript = Callable[[WebSocketConnection, AppLog], Awaitable[None]]
+
+
+def scripted_app(script: AppScript, log: AppLog) -> AppHandler:
+    """An app that runs ``script`` (it sends, and may wait on ``log``) while every frame it receives is
+    recorded in ``log``; it stays connected until the bridge closes the socket."""
+
+    async def handle(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+
+        async def receive() -> None:
+            try:
+                while True:
+                    log.add(json.loads(await ws.get_message()))
+            except ConnectionClosed as exc:
+                log.close(f"{exc.reason.code} {exc.reason.reason}" if exc.reason else "closed")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await log.wait_for(lambda f: f["type"] == "setup")
+            with contextlib.suppress(ConnectionClosed):  # the call may end while the script still sends
+                await script(ws, log)
+            await log.wait_closed()
+
+    return handle

@@ -9,11 +9,14 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, WebSocketRequest
 
+from bridge.call.engines import SpeechEngines
+from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.protocols.signature import twilio_signature
 from bridge.server import MediaStreamsServer, serve_media_streams
-from bridge.sim.agent import ScriptedAgent
+from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
+from bridge.speech.chunker import chunk_text
 from tests.harness import (
     APP_URL,
     MemoryListener,
@@ -201,3 +204,23 @@ async def test_no_app_url_ends_the_call(autojump_clock: object) -> None:
 
     result = await run_memory_call(fake_engines(), settings(server__app_url=""), None, script)
     assert result.stats.end_reason == "no app URL configured"
+
+
+async def test_the_configured_welcome_greeting_is_synthesised_before_any_call(autojump_clock: object) -> None:
+    synth = FakeSynthesizer()
+    engines = SpeechEngines(FakeTranscriber(), synth)
+    greeting = "Welcome to the relay bridge. How can I help you today?"
+    cfg = settings(session__welcome_greeting=greeting)
+    ready: list[str] = []
+
+    async def script(caller: SimulatedCaller) -> None:
+        ready.extend(synth.texts)  # what was synthesised before the call started
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    app = ScriptedAgent(Timeline(), AgentScript(greeting=""))
+    result = await run_memory_call(engines, cfg, app.handle, script)
+    assert ready == chunk_text(greeting) and len(ready) > 1
+    assert synth.texts == ready  # the call spoke the greeting without synthesising it again
+    played = [d["text"] for _, n, d in result.stats.events if n == "played"]
+    assert played == [c.strip() for c in chunk_text(greeting)]

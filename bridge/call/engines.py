@@ -56,6 +56,8 @@ class SpeechEngines:
     tts_concurrency: int = 1
     language: str = "en-US"  # the default language's code
     more_languages: tuple[LanguageEngines, ...] = ()
+    # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
+    _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
     _asr_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
     _tts_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
 
@@ -127,12 +129,25 @@ class SpeechEngines:
         """The text of ``recognise``."""
         return (await self.recognise(audio, rate, language, hints=hints)).text
 
+    async def presynthesize(self, texts: Sequence[str], rate: int, *, language: str = "") -> None:
+        """Render ``texts`` now, so that ``synthesize`` later returns them at once (a welcome greeting)."""
+        code = self.engines_for(language).code
+        for text in texts:
+            if text.strip() and (text, rate, code) not in self._presynthesized:
+                audio = await self.synthesize(text, rate, language=language)
+                audio.flags.writeable = False
+                self._presynthesized[(text, rate, code)] = audio
+
     async def synthesize(self, text: str, rate: int, *, language: str = "") -> NDArray[np.int16]:
         """Speech for ``text`` at ``rate`` Hz in the voice of ``language``, resampled in the worker.
 
         Raises ``UnknownLanguage`` before any work when ``language`` is not declared.
         """
-        synthesizer = self.engines_for(language).synthesizer
+        engines = self.engines_for(language)
+        ready = self._presynthesized.get((text, rate, engines.code))
+        if ready is not None:
+            return ready
+        synthesizer = engines.synthesizer
         limiter = self._limiters()[1]
 
         def run() -> NDArray[np.int16]:

@@ -136,3 +136,9 @@ class TextChunker:
             return True
         # A single initial ("J. Smith"), but not the pronoun "I" ending a sentence.
         return len(word) == 1 and word != "i" and m.group(1)[0].isupper()
+
+
+def chunk_text(text: str) -> list[str]:
+    """The chunks ``text`` is spoken in when it arrives whole, as one token with ``last: true``."""
+    chunker = TextChunker()
+    return chunker.feed(text) + chunker.flush()
