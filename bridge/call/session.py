@@ -135,6 +135,7 @@ class Call:
         self.chunker = TextChunker()
         self.cycle = 1
         self._cycle_open = False  # text of the current cycle has arrived without its last: true
+        self._held_language = self.tts_language  # the voice of the text the chunker holds
         self._cycle_first_token: dict[int, float] = {}
         self._agent_speaking = False
         self._preemptible: dict[int, bool] = {}  # talk cycles with output ahead -> may a new one cut them
@@ -363,8 +364,16 @@ class Call:
     async def _speak(self, token: str, *, last: bool, interruptible: str, preemptible: bool | None = None,
                      language: str = "") -> None:
         cycle = self.cycle
+        language = language or self.tts_language
         if not self._cycle_open:
             await self._preempt(cycle)
+        elif language != self._held_language:
+            # The voice changes mid-cycle (a "language" message, or a token's own lang): text the chunker
+            # holds back for a boundary came before the change, so it is spoken in the voice it was sent in.
+            for text in self.chunker.flush():
+                await self.speaker.submit(SpeechChunk(cycle, text, final=False, interruptible=interruptible,
+                                                      language=self._held_language))
+        self._held_language = language
         if token.strip() and (preemptible is not None or cycle not in self._preemptible):
             self._preemptible[cycle] = self.session.preemptible if preemptible is None else preemptible
         if cycle not in self._cycle_first_token:
@@ -380,7 +389,7 @@ class Call:
         for i, text in enumerate(chunks):
             # A barge-in during one of these awaits moves the speaker past this cycle: the rest is dropped.
             await self.speaker.submit(SpeechChunk(cycle, text, final=last and i == len(chunks) - 1,
-                                                  interruptible=interruptible, language=language or self.tts_language))
+                                                  interruptible=interruptible, language=language))
 
     async def _on_send_digits(self, digits: str) -> None:
         """Queue DTMF tones behind whatever the app has said so far, as a talk cycle of their own."""
