@@ -137,3 +137,5 @@ async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object)
             assert trio.current_time() - started >= PROVIDER_IDLE_TIMEOUT_S
         nursery.cancel_scope.cancel()
     assert server.finished[0].end_reason == "provider went silent"
+    # The app is told why before its socket closes (a session-level failure, 64108 RTP timeout).
+    assert app.sessions[0].errors == ["Session ended (64108): provider went silent"]

@@ -196,6 +196,10 @@ class Call:
             self.stats.speculations_wasted = self.listener.speculations_wasted
             with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
+                report = self.session_report()
+                if report.status == "failed" and not app_ws.closed:
+                    # A session-level failure is reported to the app before its socket closes.
+                    await self.send_app(relay.Error(f"Session ended ({report.error_code}): {self.stats.end_reason}"))
                 await app_ws.aclose(*relay.CLOSE_NORMAL)
 
     def _setup_message(self) -> relay.Setup:
