@@ -92,6 +92,10 @@ class Playback:
         while self.queued_ms > ms:
             await self._wait_change()
 
+    def first_queued_mark(self) -> MarkRequest | None:
+        """The first mark not yet sent: it closes the audio being sent now (or opens what comes next)."""
+        return next((item for item in self._queue if isinstance(item, MarkRequest)), None)
+
     @property
     def active(self) -> bool:
         """Agent audio is queued here or still unheard at the provider."""

@@ -469,7 +469,9 @@ class Call:
 
     def _interruptible_by(self, kind: str) -> bool:
         """Whether ``kind`` of caller input may cut what the caller hears now (or is about to hear)."""
-        mark = self.ledger.first_pending()
+        # The first mark still to come back closes the audio the caller hears now. Between marks (a
+        # chunk's audio is paced out before its closing mark is sent) that mark is still in our queue.
+        mark = self.ledger.first_pending() or self.playback.first_queued_mark()
         current = self.speaker.current
         if mark is not None:
             setting = mark.interruptible
