@@ -70,6 +70,9 @@ BEHAVIOURS = [
     Row("1.2 interrupt", "utteranceUntilInterrupt can be empty", "test_an_interrupt_before_any_chunk_was_heard"),
     Row("1.2 interrupt", "a barge-in purges everything queued, last:true included; later tokens are a new cycle",
         "test_a_barge_in_purges_the_queue_and_later_tokens_start_a_new_cycle"),
+    # Observed on Twilio: clientSpeaking on, tokensPlayed <fragment>, interrupt, prompt{last:false}, agentSpeaking
+    # off. The bridge sends no tokensPlayed fragment before an interrupt (the interrupt carries what was heard)
+    # and agentSpeaking off right after it, so a partial prompt comes after agentSpeaking off.
     Row("1.2 interrupt", "frame order: clientSpeaking on, interrupt, agentSpeaking off, clientSpeaking off, prompt",
         "tests/test_call.py::test_speaker_events_bracket_a_barge_in_in_twilio_order"),
     Row("1.2 error", "every invalid app frame is answered with an error frame (64107) and dropped",
