@@ -12,8 +12,9 @@ Whisper's form still reach the right model. "" means the default language.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import trio
@@ -46,6 +47,14 @@ class LanguageEngines:
 class Recognised:
     text: str  # "" when nothing was said
     language: str  # for the prompt's "lang": the declared code, or for "multi" the detected primary tag
+
+
+T = TypeVar("T")
+
+
+async def run_in_worker(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+    """Run engine work in a worker thread, at most ``limiter``'s worth at a time across all calls."""
+    return await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
 
 
 @dataclass
@@ -123,7 +132,7 @@ class SpeechEngines:
                 return Recognised(result.text, result.language or MULTI)
             return Recognised(result.text, engines.code)
 
-        return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
+        return await run_in_worker(run, limiter)
 
     async def transcribe(self, audio: NDArray[np.int16], rate: int, language: str = "", *, hints: str = "") -> str:
         """The text of ``recognise``."""
@@ -156,4 +165,4 @@ class SpeechEngines:
                 return np.zeros(0, dtype=np.int16)
             return float_to_pcm16(resample_once(np.concatenate(pieces), synthesizer.sample_rate, rate))
 
-        return await trio.to_thread.run_sync(run, limiter=limiter, abandon_on_cancel=True)
+        return await run_in_worker(run, limiter)
