@@ -251,3 +251,14 @@ def scripted_app(script: AppScript, log: AppLog) -> AppHandler:
             await log.wait_closed()
 
     return handle
+
+
+def heard_through(utterance: str, played: list[str], chunks: list[str]) -> bool:
+    """Whether ``utterance`` (an ``interrupt``'s) is the ``played`` chunks, then at most the first words of
+    the next chunk of ``chunks``: the fragment the caller heard of the chunk the barge-in cut off."""
+    whole = " ".join(played)
+    if not utterance.startswith(whole):
+        return False
+    rest = utterance[len(whole) :].strip()
+    following = chunks[len(played)] if len(played) < len(chunks) else ""
+    return not rest or (following + " ").startswith(rest + " ")

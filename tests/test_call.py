@@ -14,8 +14,8 @@ from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SILENT_FRAME, SimulatedCaller
 from bridge.sim.clips import Clip
 from bridge.sim.timeline import Timeline
-from bridge.speech.chunker import TextChunker
-from tests.harness import fake_engines, run_memory_call, settings
+from bridge.speech.chunker import chunk_text
+from tests.harness import fake_engines, heard_through, run_memory_call, settings
 
 LONG_REPLY = ("First sentence of a long answer. Second sentence keeps going. Third sentence is here. "
               "Fourth sentence follows. Fifth sentence ends it.")
@@ -23,8 +23,7 @@ LONG_REPLY = ("First sentence of a long answer. Second sentence keeps going. Thi
 
 def spoken_chunks(text: str) -> list[str]:
     """How the bridge splits a reply into spoken chunks (each closed by a mark)."""
-    chunker = TextChunker()
-    return [c.strip() for c in chunker.feed(text) + chunker.flush()]
+    return [c.strip() for c in chunk_text(text)]
 
 
 def agent(**script: object) -> ScriptedAgent:
@@ -148,7 +147,8 @@ async def test_barge_in_clears_playback_and_reports_what_was_heard(autojump_cloc
     assert clear_at > marks["onset"]
     # The caller heard whole sentences up to the last played mark, and the text reported is exactly those.
     heard_sentences = [d["text"] for t, n, d in result.stats.events if n == "played" and d["cycle"] == 1]
-    assert interrupt.utterance_until_interrupt == " ".join(heard_sentences)
+    # ... plus the first words of the chunk cut off, as far as its audio got.
+    assert heard_through(interrupt.utterance_until_interrupt, heard_sentences, spoken_chunks(LONG_REPLY))
     assert 1 <= len(heard_sentences) < len(spoken_chunks(LONG_REPLY))
     assert LONG_REPLY.startswith(interrupt.utterance_until_interrupt)
     # The reported duration matches the agent audio the caller actually heard before the clear.
@@ -166,7 +166,8 @@ async def test_marks_echoed_by_a_clear_are_not_counted_as_played(autojump_clock:
     # The caller echoed every mark (played ones and the ones pending at the clear) ...
     assert result.caller.ear.marks_echoed >= len(played_cycle1) + 1
     # ... but only the played ones count: the heard text stops at the interrupt.
-    assert " ".join(played_cycle1) == app.sessions[0].interrupts[0].utterance_until_interrupt
+    assert heard_through(app.sessions[0].interrupts[0].utterance_until_interrupt, played_cycle1,
+                         spoken_chunks(LONG_REPLY))
 
 
 async def test_no_barge_in_when_not_interruptible(autojump_clock: object, clips: dict[str, Clip]) -> None:
@@ -445,7 +446,8 @@ async def test_speaker_events_bracket_a_barge_in_in_twilio_order(autojump_clock:
     received = app.sessions[0].received
     cut = received.index("Interrupt")
     assert received[0:2] == ["Setup", "agentSpeaking=on"]
-    assert received[cut - 1] == "clientSpeaking=on"  # caller speech, then the interrupt it caused
+    # Caller speech, the fragment of the chunk cut off, then the interrupt it caused (Twilio's order).
+    assert received[cut - 2] == "clientSpeaking=on" and received[cut - 1].startswith("tokensPlayed=")
     assert received[cut + 1] == "agentSpeaking=off"
     assert received.index("clientSpeaking=off", cut) < received.index("Prompt")
     # What tokensPlayed reported before the cut is exactly what the interrupt says was heard.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.protocols.marks import SAMPLE_RATE, EchoKind, Heard, MarkInfo, MarkLedger
+from bridge.protocols.marks import SAMPLE_RATE, EchoKind, Heard, MarkInfo, MarkLedger, fragment
 
 
 def cycle_with_chunks(
@@ -203,3 +203,30 @@ def test_heard_after_interrupted_cycle_does_not_leak_into_next_cycle() -> None:
 
 def test_sample_rate() -> None:
     assert SAMPLE_RATE == 8000
+
+
+@pytest.mark.parametrize(("position", "expected"), [
+    (0, ""),  # nothing of the chunk yet
+    (100, ""),  # "Third" is 5 of 23 characters: its middle is at ~54 of 1000 samples
+    (120, "Third"),
+    (500, "Third sentence"),
+    (800, "Third sentence is"),
+    (1000, "Third sentence is here."),
+    (5000, "Third sentence is here."),
+])
+def test_fragment_is_the_words_whose_middle_the_audio_reached(position: float, expected: str) -> None:
+    assert fragment("Third sentence is here.", 0, 1000, position) == expected
+
+
+def test_fragment_of_a_chunk_that_starts_later_in_the_cycle() -> None:
+    ledger = MarkLedger()
+    ledger.place(1, "", "")  # the cycle's start mark
+    ledger.note_sent(1, 800)
+    first = ledger.place(1, "One two.", "One two.")
+    ledger.note_sent(1, 800)
+    second = ledger.place(1, "One two. Three four.", "Three four.")
+    assert (first.start, first.position, second.start, second.position) == (0, 800, 800, 1600)
+    assert ledger.chunk_start(1) == 1600 and ledger.chunk_start(2) == 0
+    assert fragment(second.chunk, second.start, second.position, 800 + 500) == "Three"
+    ledger.echo(first.name, now=10.0)
+    assert ledger.position(10.0 + 500 / 8000) == (1, 1300.0)

@@ -47,6 +47,7 @@ class MarkRequest:
     chunk: str
     final: bool
     interruptible: str = "any"
+    samples: int = 0  # audio of the chunk this mark closes
 
 
 QueueItem = AudioFrame | MarkRequest

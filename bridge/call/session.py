@@ -44,7 +44,7 @@ from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols import telnyx_media as tx
-from bridge.protocols.marks import EchoKind, MarkLedger
+from bridge.protocols.marks import EchoKind, MarkLedger, fragment
 from bridge.protocols.provider import ProviderCodec, ProviderSniffer, StartEvent
 from bridge.speech.chunker import TextChunker
 from bridge.speech.endpointer import SpeechEnded, SpeechStarted
@@ -415,8 +415,7 @@ class Call:
         if not ahead or not all(ahead):
             return
         now = trio.current_time()
-        heard, playing = self.ledger.heard(now), self.ledger.first_pending()
-        fragment = playing.chunk if playing is not None and heard.cycle == playing.cycle else ""
+        heard, fragment = self.ledger.heard(now), self._fragment_heard(now)
         self._preemptible.clear()
         dropped = self.speaker.cancel(keep_from_cycle=cycle)
         await self.playback.clear()
@@ -506,18 +505,36 @@ class Call:
         if report:
             await self.send_app(relay.DtmfDigit(digit))
 
+    def _fragment_heard(self, now: float) -> str:
+        """The words of the chunk being heard that got through (read before a ``clear``)."""
+        cycle, position = self.ledger.position(now)
+        if cycle is None:
+            return ""
+        mark = self.ledger.first_pending()
+        if mark is not None:
+            return fragment(mark.chunk, mark.start, mark.position, position) if mark.cycle == cycle else ""
+        queued = self.playback.first_queued_mark()  # the chunk is still being paced out
+        if queued is None or queued.cycle != cycle:
+            return ""
+        start = self.ledger.chunk_start(cycle)
+        return fragment(queued.chunk, start, start + queued.samples, position)
+
     async def barge_in(self, cause: str) -> None:
-        heard = self.ledger.heard(trio.current_time())
+        now = trio.current_time()
+        heard, cut = self.ledger.heard(now), self._fragment_heard(now)
+        utterance = " ".join(t for t in (heard.text, cut) if t)
         self.cycle += 1
         self._cycle_open = False
         self._preemptible.clear()
         self.chunker.reset()
         dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()
-        self.stats.record("interrupt", cause=cause, heard=heard.text, duration_ms=heard.duration_ms)
-        self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, heard.text,
+        self.stats.record("interrupt", cause=cause, heard=utterance, duration_ms=heard.duration_ms)
+        self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, utterance,
                       heard.duration_ms, dropped)
-        await self.send_app(relay.Interrupt(heard.text, heard.duration_ms))
+        if cut:  # the fragment of the chunk cut off, as Twilio reports it just before the interrupt
+            await self._info("tokens-played", "tokensPlayed", cut)
+        await self.send_app(relay.Interrupt(utterance, heard.duration_ms))
         await self._set_agent_speaking(False)
 
     async def _on_utterance(self, utt: Recognition) -> None:

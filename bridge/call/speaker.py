@@ -128,7 +128,7 @@ class Speaker:
         text = self._cycle_text[chunk.cycle] + chunk.text
         self._cycle_text[chunk.cycle] = text
         self._playback.enqueue_mark(MarkRequest(chunk.cycle, text.strip(), chunk.digits or chunk.text.strip(),
-                                                chunk.final, chunk.interruptible))
+                                                chunk.final, chunk.interruptible, samples=len(audio)))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
 

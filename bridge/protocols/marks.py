@@ -12,8 +12,10 @@ later echoes are reported as ``CLEARED``, never as playback.
 ``heard(now)``, read just before the ``clear`` (which forgets the playback), answers the ``interrupt``
 fields: the text of the current cycle through its last
 played mark, and the cycle's audio duration through that mark plus the time since its echo, bounded
-by the audio of the cycle actually sent. Positions are in samples at 8 kHz; ``now`` (seconds) is
-passed in by the runtime.
+by the audio of the cycle actually sent. ``fragment`` estimates how much of the chunk being heard
+got through, in whole words, from how far into that chunk's audio the caller is (speech runs at a
+roughly even rate of words, so this is an estimate at word granularity, not a timing of words).
+Positions are in samples at 8 kHz; ``now`` (seconds) is passed in by the runtime.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class MarkInfo:
     position: int  # samples of the cycle's audio before this mark
     final: bool  # this mark closes the cycle
     interruptible: str = "any"  # what caller input may cut the chunk this mark closes
+    start: int = 0  # where the chunk this mark closes begins (the previous mark of the cycle)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class MarkLedger:
     _cleared: dict[str, MarkInfo] = field(default_factory=dict)
     _last_played: MarkInfo | None = None
     _last_played_at: float = 0.0
+    _last_placed: MarkInfo | None = None
     _serial: int = 0
 
     def note_sent(self, cycle: int, samples: int) -> None:
@@ -77,9 +81,16 @@ class MarkLedger:
         """Record a mark about to be sent after the audio sent so far."""
         self._serial += 1
         mark = MarkInfo(name=f"c{cycle}-{self._serial}", cycle=cycle, text=text, chunk=chunk,
-                        position=self.cycle_sent(cycle), final=final, interruptible=interruptible)
+                        position=self.cycle_sent(cycle), start=self.chunk_start(cycle), final=final,
+                        interruptible=interruptible)
         self._pending[mark.name] = mark
+        self._last_placed = mark
         return mark
+
+    def chunk_start(self, cycle: int) -> int:
+        """Where the next chunk of ``cycle`` begins: at the cycle's last placed mark."""
+        last = self._last_placed
+        return last.position if last is not None and last.cycle == cycle else 0
 
     def echo(self, name: str, now: float) -> Echo:
         if name in self._cleared:
@@ -113,10 +124,30 @@ class MarkLedger:
         self._last_played = None  # the caller's playback is empty: nothing from before is playing
         return cleared
 
-    def heard(self, now: float) -> Heard:
+    def position(self, now: float) -> tuple[int | None, float]:
+        """The cycle being heard and how far into its audio the caller is (samples), from the last echo."""
         mark = self._last_played
         if mark is None or mark.final:
-            return Heard(cycle=None, text="", duration_ms=0.0)
+            return None, 0.0
         elapsed = max(0.0, now - self._last_played_at) * SAMPLE_RATE
-        position = min(mark.position + elapsed, float(self.cycle_sent(mark.cycle)))
-        return Heard(cycle=mark.cycle, text=mark.text, duration_ms=round(position * 1000 / SAMPLE_RATE, 1))
+        return mark.cycle, min(mark.position + elapsed, float(self.cycle_sent(mark.cycle)))
+
+    def heard(self, now: float) -> Heard:
+        cycle, position = self.position(now)
+        if cycle is None or self._last_played is None:
+            return Heard(cycle=None, text="", duration_ms=0.0)
+        return Heard(cycle=cycle, text=self._last_played.text, duration_ms=round(position * 1000 / SAMPLE_RATE, 1))
+
+
+def fragment(chunk: str, start: int, end: int, position: float) -> str:
+    """The words of ``chunk`` (audio ``start``..``end``) heard by ``position``: those whose middle, spread
+    evenly over the chunk's audio by character count, has been reached."""
+    if end <= start or position <= start:
+        return ""
+    reached = (position - start) / (end - start) * len(chunk)
+    words, offset = [], 0
+    for word in chunk.split(" "):
+        if word and offset + len(word) / 2 <= reached:
+            words.append(word)
+        offset += len(word) + 1
+    return " ".join(words)
