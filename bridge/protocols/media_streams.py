@@ -20,7 +20,7 @@ import base64
 import binascii
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from bridge.protocols.fields import FrameError, dumps, parse_object
 from bridge.protocols.fields import field as get
@@ -245,8 +245,40 @@ class MediaStreamsBridge:
         return dumps({"event": "clear", "streamSid": self._require_stream()})
 
 
+class ProviderFrames:
+    """What a provider's end of a media stream writes the same way on Twilio and Telnyx, but for the
+    names of the sequence and stream fields (camelCase on Twilio, snake_case on Telnyx)."""
+
+    SEQUENCE_FIELD: ClassVar[str] = "sequenceNumber"
+    STREAM_FIELD: ClassVar[str] = "streamSid"
+    DTMF_TRACK: ClassVar[dict[str, str]] = {"track": "inbound_track"}
+    sequence: int
+    chunk: int
+
+    @property
+    def stream(self) -> str:
+        raise NotImplementedError
+
+    def _frame(self, event: str, **body: Any) -> str:
+        self.sequence += 1
+        return dumps({"event": event, self.SEQUENCE_FIELD: str(self.sequence), self.STREAM_FIELD: self.stream,
+                      **body})
+
+    def media(self, payload: bytes, timestamp_ms: int) -> str:
+        self.chunk += 1
+        return self._frame("media", media={"track": "inbound", "chunk": str(self.chunk),
+                                           "timestamp": str(timestamp_ms),
+                                           "payload": base64.b64encode(payload).decode("ascii")})
+
+    def dtmf(self, digit: str) -> str:
+        return self._frame("dtmf", dtmf={**self.DTMF_TRACK, "digit": digit})
+
+    def mark(self, name: str) -> str:
+        return self._frame("mark", mark={"name": name})
+
+
 @dataclass
-class MediaStreamsProvider:
+class MediaStreamsProvider(ProviderFrames):
     """Twilio's end of a Media Streams WebSocket (used by the simulated caller)."""
 
     stream_sid: str
@@ -255,42 +287,22 @@ class MediaStreamsProvider:
     sequence: int = 0
     chunk: int = 0
 
-    def _next(self) -> str:
-        self.sequence += 1
-        return str(self.sequence)
+    @property
+    def stream(self) -> str:
+        return self.stream_sid
 
     def connected(self) -> str:
         return dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
     def start(self, custom_parameters: dict[str, str] | None = None) -> str:
-        return dumps({
-            "event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-            "start": {
-                "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
-                "tracks": ["inbound"], "customParameters": custom_parameters or {},
-                "mediaFormat": {"encoding": SUPPORTED_ENCODING, "sampleRate": 8000, "channels": 1},
-            },
+        return self._frame("start", start={
+            "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
+            "tracks": ["inbound"], "customParameters": custom_parameters or {},
+            "mediaFormat": {"encoding": SUPPORTED_ENCODING, "sampleRate": 8000, "channels": 1},
         })
-
-    def media(self, payload: bytes, timestamp_ms: int) -> str:
-        self.chunk += 1
-        return dumps({
-            "event": "media", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-            "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str(timestamp_ms),
-                      "payload": base64.b64encode(payload).decode("ascii")},
-        })
-
-    def dtmf(self, digit: str) -> str:
-        return dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                      "dtmf": {"track": "inbound_track", "digit": digit}})
-
-    def mark(self, name: str) -> str:
-        return dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                      "mark": {"name": name}})
 
     def stop(self) -> str:
-        return dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                      "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+        return self._frame("stop", stop={"accountSid": self.account_sid, "callSid": self.call_sid})
 
     def receive(self, raw: str | bytes) -> BridgeEvent | InvalidFrame:
         """Parse a frame from the bridge, validating it the way Twilio would."""

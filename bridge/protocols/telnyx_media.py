@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from bridge.audio.transcode import ENCODINGS, SAMPLE_RATES, EdgeTranscoder, bytes_per_ms
 from bridge.protocols import relay
@@ -49,6 +49,7 @@ from bridge.protocols.media_streams import (
     Mark,
     Media,
     MediaFormat,
+    ProviderFrames,
     Stop,
     StreamState,
 )
@@ -388,7 +389,7 @@ def telnyx_setup(start: TelnyxStart, session_id: str) -> relay.Setup:
 
 
 @dataclass
-class TelnyxMediaProvider:
+class TelnyxMediaProvider(ProviderFrames):
     """Telnyx's end of a media streaming WebSocket (used by the simulated caller).
 
     Payloads are in the stream's format both ways; the caller converts.
@@ -405,10 +406,13 @@ class TelnyxMediaProvider:
     call_leg_id: str | None = None
     sequence: int = 0
     chunk: int = 0
+    SEQUENCE_FIELD: ClassVar[str] = "sequence_number"
+    STREAM_FIELD: ClassVar[str] = "stream_id"
+    DTMF_TRACK: ClassVar[dict[str, str]] = {}
 
-    def _next(self) -> str:
-        self.sequence += 1
-        return str(self.sequence)
+    @property
+    def stream(self) -> str:
+        return self.stream_id
 
     def connected(self) -> str:
         return dumps({"event": "connected", "version": "1.0.0"})
@@ -422,28 +426,10 @@ class TelnyxMediaProvider:
         }
         if self.call_leg_id is not None:
             start["call_leg_id"] = self.call_leg_id
-        return dumps({"event": "start", "sequence_number": self._next(), "stream_id": self.stream_id,
-                      "start": start})
-
-    def media(self, payload: bytes, timestamp_ms: int) -> str:
-        self.chunk += 1
-        return dumps({
-            "event": "media", "sequence_number": self._next(), "stream_id": self.stream_id,
-            "media": {"track": "inbound", "chunk": str(self.chunk), "timestamp": str(timestamp_ms),
-                      "payload": base64.b64encode(payload).decode("ascii")},
-        })
-
-    def dtmf(self, digit: str) -> str:
-        return dumps({"event": "dtmf", "sequence_number": self._next(), "stream_id": self.stream_id,
-                      "dtmf": {"digit": digit}})
-
-    def mark(self, name: str) -> str:
-        return dumps({"event": "mark", "sequence_number": self._next(), "stream_id": self.stream_id,
-                      "mark": {"name": name}})
+        return self._frame("start", start=start)
 
     def stop(self) -> str:
-        return dumps({"event": "stop", "sequence_number": self._next(), "stream_id": self.stream_id,
-                      "stop": {"user_id": self.user_id, "call_control_id": self.call_control_id}})
+        return self._frame("stop", stop={"user_id": self.user_id, "call_control_id": self.call_control_id})
 
     def error(self, code: int, title: str, detail: str) -> str:
         return dumps({"event": "error", "stream_id": self.stream_id,
