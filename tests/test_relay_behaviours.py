@@ -464,6 +464,27 @@ async def test_language_message_switches_voice_and_recognition(autojump_clock: o
     assert len(errors) == 2 and "ttsLanguage 'fr-FR'" in errors[0] and "transcriptionLanguage 'de-DE'" in errors[1]
 
 
+@pytest.mark.parametrize(("languages", "switched", "refused"), [
+    (None, True, 0),  # every declared language
+    ("en-US es-ES", True, 0),  # the call's <Language> elements
+    ("en-US,es", True, 0),
+    ("en-US", False, 1),  # Spanish is declared but not among this call's languages
+    ("en-US de-DE", False, 2),  # de-DE is not even declared: reported as a refused parameter
+])
+async def test_a_call_may_narrow_its_languages(autojump_clock: object, languages: str | None, switched: bool,
+                                               refused: int) -> None:
+    engines, english, spanish = two_languages()
+
+    async def app(ws: WebSocketConnection, log: AppLog) -> None:
+        await ws.send_message(language(ttsLanguage=SPANISH))
+        await ws.send_message(relay.text("Hola.", last=True))
+
+    params = {} if languages is None else {"languages": languages}
+    _, log = await call(app, listen(3), engines=engines, params=params)
+    assert said(spanish if switched else english) == "Hola."
+    assert len(log.of("error")) == refused
+
+
 async def test_interruptible_true_overrides_the_session(autojump_clock: object, clips: dict[str, Clip]) -> None:
     result, log = await call(sends(relay.text(LONG_REPLY, last=True, interruptible=True)),
                              speak_after(clips["hello-world"], 1.5), params={"interruptible": "none"})

@@ -41,6 +41,7 @@ from bridge.call.media import MediaCache, load_media
 from bridge.call.playback import Playback
 from bridge.call.settings import CallSettings, session_for_call
 from bridge.call.speaker import Speaker, SpeechChunk
+from bridge.engines.base import match_language
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols import telnyx_media as tx
@@ -115,6 +116,7 @@ class Call:
         self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters,
                                                                   engines.languages)
         self.tts_language = self.session.speech_language  # switched by "language" messages
+        self.languages = self._call_languages(start.custom_parameters.get("languages"))
         self.handoff_data: str | None = None
         self._media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
         self.relay = relay.RelayBridge()
@@ -296,13 +298,29 @@ class Call:
 
     # -- languages ----------------------------------------------------------------------------
 
+    def _call_languages(self, wanted: object) -> tuple[str, ...]:
+        """The languages this call may switch to: the ``languages`` parameter (the ``<Language>`` elements
+        of the call, space- or comma-separated codes), else every language the config declares. The
+        session's own languages are always among them."""
+        declared = self.engines.languages
+        if not isinstance(wanted, str) or not wanted.strip():
+            return declared
+        chosen = [self.session.language, self.session.speech_language, self.session.recognition_language]
+        for code in wanted.replace(",", " ").split():
+            found = match_language(code, declared)
+            if found is None:
+                self._refused_parameters.append(
+                    f"languages: {code!r} is not a declared language ({', '.join(declared)}); left out")
+            else:
+                chosen.append(found)
+        return tuple(dict.fromkeys(c for c in chosen if match_language(c, declared)))
+
     def _declared(self, code: str) -> str | None:
-        found = self.engines.find(code)
-        return found.code if found is not None else None
+        return match_language(code, self.languages)
 
     async def _refuse_language(self, field_name: str, code: str) -> None:
-        problem = (f"{field_name} {code!r} is not a declared language "
-                   f"({', '.join(self.engines.languages)}); the language is unchanged")
+        problem = (f"{field_name} {code!r} is not one of this session's languages "
+                   f"({', '.join(self.languages)}); the language is unchanged")
         self.log.warning("%s", problem)
         await self.send_app(relay.Error(problem))
 
