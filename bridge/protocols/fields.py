@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -50,3 +52,25 @@ def _names(kinds: tuple[type, ...]) -> str:
 
 def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def counter(obj: dict[str, Any], name: str, path: str) -> int:
+    """A media stream counter (sequence number, chunk, timestamp): a decimal string on the wire;
+    non-negative integers are tolerated."""
+    where = f"{path}.{name}" if path else name
+    value = field(obj, name, (str, int), path=path)
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise FrameError(f"field '{where}' must be a decimal string, got {value!r}")
+        return int(value)
+    if value < 0:
+        raise FrameError(f"field '{where}' must not be negative, got {value}")
+    return int(value)
+
+
+def base64_bytes(obj: dict[str, Any], name: str, path: str) -> bytes:
+    value = field(obj, name, str, path=path)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise FrameError(f"field '{path}.{name}' is not valid base64") from None

@@ -17,12 +17,11 @@ the runtime logs and drops it (Twilio itself treats protocol errors as warnings 
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bridge.protocols.fields import FrameError, dumps, parse_object
+from bridge.protocols.fields import FrameError, base64_bytes, counter, dumps, parse_object
 from bridge.protocols.fields import field as get
 
 
@@ -96,25 +95,6 @@ BridgeEvent = Media | Mark | Clear
 
 SUPPORTED_ENCODING = "audio/x-mulaw"
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-
-
-def _int_string(obj: dict[str, Any], name: str, path: str) -> int:
-    """Media Streams sends counters as decimal strings; integers are tolerated."""
-    value = get(obj, name, (str, int), path=path)
-    if isinstance(value, str):
-        if not (value.isascii() and value.isdigit()):
-            where = f"{path}.{name}" if path else name
-            raise FrameError(f"field '{where}' must be a decimal string, got {value!r}")
-        return int(value)
-    return int(value)
-
-
-def _b64(obj: dict[str, Any], name: str, path: str) -> bytes:
-    value = get(obj, name, str, path=path)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise FrameError(f"field '{path}.{name}' is not valid base64") from None
 
 
 def _parse_start(obj: dict[str, Any]) -> Start:
@@ -203,9 +183,9 @@ class MediaStreamsBridge:
             m = get(obj, "media", dict)
             return Media(
                 track=get(m, "track", str, path="media", required=False, default="inbound"),
-                chunk=_int_string(m, "chunk", "media"),
-                timestamp_ms=_int_string(m, "timestamp", "media"),
-                payload=_b64(m, "payload", "media"),
+                chunk=counter(m, "chunk", "media"),
+                timestamp_ms=counter(m, "timestamp", "media"),
+                payload=base64_bytes(m, "payload", "media"),
             )
         if event == "dtmf":
             d = get(obj, "dtmf", dict)
@@ -224,7 +204,7 @@ class MediaStreamsBridge:
     def _sequence(self, obj: dict[str, Any]) -> None:
         if "sequenceNumber" not in obj:
             return
-        seq = _int_string(obj, "sequenceNumber", "")
+        seq = counter(obj, "sequenceNumber", "")
         if self.last_sequence and seq != self.last_sequence + 1:
             self.sequence_gaps += 1
         self.last_sequence = seq
@@ -316,7 +296,7 @@ class MediaStreamsProvider(ProviderFrames):
                 raise FrameError(f"field 'streamSid' is {sid!r}, expected {self.stream_sid!r}")
             if event == "media":
                 return Media(track="outbound", chunk=0, timestamp_ms=0,
-                             payload=_b64(get(obj, "media", dict), "payload", "media"))
+                             payload=base64_bytes(get(obj, "media", dict), "payload", "media"))
             if event == "mark":
                 return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))
             return Clear()

@@ -32,13 +32,12 @@ Bad input never raises: it becomes ``InvalidFrame`` with a reason naming the fie
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.audio.transcode import ENCODINGS, SAMPLE_RATES, EdgeTranscoder, bytes_per_ms
 from bridge.protocols import relay
-from bridge.protocols.fields import FrameError, dumps, parse_object
+from bridge.protocols.fields import FrameError, base64_bytes, counter, dumps, parse_object
 from bridge.protocols.fields import field as get
 from bridge.protocols.media_streams import (
     DTMF_DIGITS,
@@ -100,27 +99,6 @@ class ProviderError:
 
 
 TelnyxEvent = Connected | TelnyxStart | Media | Dtmf | Mark | Stop | ProviderError
-
-
-def _counter(obj: dict[str, Any], name: str, path: str) -> int:
-    """Counters are decimal strings on the wire; non-negative integers are tolerated."""
-    where = f"{path}.{name}" if path else name
-    value = get(obj, name, (str, int), path=path)
-    if isinstance(value, str):
-        if not (value.isascii() and value.isdigit()):
-            raise FrameError(f"field '{where}' must be a decimal string, got {value!r}")
-        return int(value)
-    if value < 0:
-        raise FrameError(f"field '{where}' must not be negative, got {value}")
-    return int(value)
-
-
-def _b64(obj: dict[str, Any], name: str, path: str) -> bytes:
-    value = get(obj, name, str, path=path)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise FrameError(f"field '{path}.{name}' is not valid base64") from None
 
 
 def _optional_str(obj: dict[str, Any], name: str, path: str) -> str | None:
@@ -320,13 +298,13 @@ class TelnyxMediaBridge:
     def _sequence(self, obj: dict[str, Any]) -> None:
         # Only checked for form: frames may legitimately arrive out of order, so gaps mean nothing.
         if "sequence_number" in obj:
-            _counter(obj, "sequence_number", "")
+            counter(obj, "sequence_number", "")
 
     def _media(self, m: dict[str, Any]) -> list[TelnyxEvent | InvalidFrame]:
         assert self.media_format is not None
         track = get(m, "track", str, path="media", required=False, default="inbound")
-        frame = _Held(track=track, chunk=_counter(m, "chunk", "media"), timestamp_ms=_counter(m, "timestamp", "media"),
-                      payload=_b64(m, "payload", "media"))
+        frame = _Held(track=track, chunk=counter(m, "chunk", "media"), timestamp_ms=counter(m, "timestamp", "media"),
+                      payload=base64_bytes(m, "payload", "media"))
         if self.media_format.encoding == "L16" and len(frame.payload) % 2:
             raise FrameError(f"field 'media.payload' holds {len(frame.payload)} bytes; L16 needs whole 16-bit samples")
         if track not in self._tracks:
@@ -448,7 +426,7 @@ class TelnyxMediaProvider(ProviderFrames):
             if sid is not None and sid != self.stream_id:
                 raise FrameError(f"field 'stream_id' is {sid!r}, expected {self.stream_id!r}")
             if event == "media":
-                payload = _b64(get(obj, "media", dict), "payload", "media")
+                payload = base64_bytes(get(obj, "media", dict), "payload", "media")
                 per_ms = bytes_per_ms(self.encoding, self.sample_rate)
                 if len(payload) % per_ms or not MIN_OUTBOUND_MS <= len(payload) // per_ms <= MAX_OUTBOUND_MS:
                     raise FrameError(f"field 'media.payload' holds {len(payload)} bytes; {self.encoding} at "
