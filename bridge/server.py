@@ -216,7 +216,8 @@ class MediaStreamsServer:
                 handoff = self.call_settings.handoff
                 with trio.move_on_after(2 * handoff.timeout_ms / 1000 + 1) as cleanup:  # callback + redirect
                     cleanup.shield = True
-                    await deliver_session_end(handoff, call.session_report(), log=call.log)
+                    await deliver_session_end(handoff, call.session_report(), log=call.log,
+                                              redirect=call.provider == "twilio")
             if self.keep_stats:
                 self.finished.append(call.stats)
 

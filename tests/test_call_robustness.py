@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from numpy.typing import NDArray
-from trio_websocket import WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.playback import AudioFrame, Playback
-from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, CallLogger
+from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, Call, CallLogger
 from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols.marks import Heard, MarkLedger
 from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
@@ -139,3 +144,97 @@ async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object)
     assert server.finished[0].end_reason == "provider went silent"
     # The app is told why before its socket closes (a session-level failure, 64108 RTP timeout).
     assert app.sessions[0].errors == ["Session ended (64108): provider went silent"]
+
+
+async def test_an_app_that_never_answers_the_malformed_close_does_not_hold_the_call(autojump_clock: object) -> None:
+    """After 10 bad frames the bridge closes the app socket with 1007 and ends the call at once, even if
+    the app never completes the closing handshake (the close is bounded, in teardown)."""
+    closes: list[int | None] = []
+
+    @asynccontextmanager
+    async def connect_app(url: str, timeout_s: float) -> AsyncIterator[WebSocketConnection]:
+        ours, theirs = trio.testing.memory_stream_pair()
+
+        async def silent_app() -> None:  # raw wsproto: accepts, sends garbage, ignores the close frame
+            ws = WSConnection(ConnectionType.SERVER)
+            while data := await theirs.receive_some(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        await theirs.send_all(ws.send(AcceptConnection())
+                                              + b"".join(ws.send(TextMessage("garbage")) for _ in range(10)))
+                    elif isinstance(event, CloseConnection):
+                        closes.append(event.code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(silent_app)
+            ws = await wrap_client_stream(nursery, ours, "app.test", "/relay")
+            yield ws
+            nursery.cancel_scope.cancel()
+
+    async def script(caller: SimulatedCaller) -> None:
+        with trio.fail_after(5):
+            await caller.wait_bridge_closed()
+
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        server = bridge_server(settings(), fake_engines(), connect_app)
+        server.keep_stats = True
+        caller = SimulatedCaller("ws://bridge.test/media", Timeline())
+        await caller.run(script, connect=lambda: net.connect_bridge(server))
+        with trio.fail_after(10):
+            await server.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert closes == [1007]
+    assert server.finished[0].end_reason == "app sent too many malformed messages"
+
+
+class _Sent:
+    """A socket stand-in that keeps what is sent and yields, as a real send does."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed = None
+
+    async def send_message(self, message: str) -> None:
+        self.sent.append(message)
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("kind", ["play", "digits", "text"])
+async def test_a_message_whose_handling_spans_a_barge_in_is_dropped(autojump_clock: object, kind: str) -> None:
+    """A barge-in that lands while an app message is still being handled (at one of its awaits) purges that
+    message too: it was sent before the interrupt, so nothing of it may play after the clear."""
+    start = ms.Start(stream_sid="MZ1", account_sid="AC1", call_sid="CA1", tracks=("inbound",),
+                     custom_parameters={}, media_format=ms.MediaFormat("audio/x-mulaw", 8000, 1))
+    codec = MediaStreamsBridge()
+    codec.stream_sid = "MZ1"
+    call = Call(_Sent(), fake_engines(), settings().call, start, codec)  # type: ignore[arg-type]
+    call.app_ws = _Sent()  # type: ignore[assignment]
+    await call._on_text(relay.Text(token="Hello there. How are", last=False))  # a cycle left open
+    submit, barged = call.speaker.submit, []
+
+    async def submit_then_barge_in(chunk: SpeechChunk) -> None:
+        await submit(chunk)
+        if not barged:  # the caller speaks while the message is being handled
+            barged.append(chunk)
+            await call.barge_in("speech")
+
+    call.speaker.submit = submit_then_barge_in  # type: ignore[method-assign]
+    if kind == "play":
+        await call._on_play(relay.Play(source="https://media.example/a.wav"))
+    elif kind == "digits":
+        await call._on_send_digits("123")
+    else:
+        await call._on_text(relay.Text(token=" you? Fine", last=False))
+    survivors = []
+    while True:
+        try:
+            chunk = call.speaker._receive.receive_nowait()
+        except trio.WouldBlock:
+            break
+        if chunk.cycle >= call.speaker._keep_from_cycle:
+            survivors.append(chunk)
+    assert barged and survivors == []
+    assert call._preemptible == {} and not call._cycle_open
+    assert call.chunker.flush() == []  # nothing of the interrupted text is held for the next cycle

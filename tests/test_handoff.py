@@ -122,6 +122,14 @@ async def test_no_redirect_unless_the_app_ended_the_session(rep: SessionReport) 
     assert srv.requests == []
 
 
+async def test_no_redirect_for_a_call_that_did_not_come_from_twilio() -> None:
+    async with open_http_server(answer(response(200))) as srv:
+        with trio.fail_after(10):
+            await deliver_session_end(redirecting(srv.port, callback_url=srv.url("/action")),
+                                      report("ended", handoff_data="x"), log=LOG, redirect=False)
+    assert [r.target for r in srv.requests] == ["/action"]  # the callback only
+
+
 async def test_nothing_configured_sends_nothing(caplog: pytest.LogCaptureFixture) -> None:
     await deliver_session_end(HandoffSettings(), report(), log=LOG)
     assert caplog.records == []

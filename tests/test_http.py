@@ -238,6 +238,12 @@ async def test_unresolvable_name() -> None:
         await http_get("http://nowhere.example.com/a.wav", PUBLIC)
 
 
+async def test_a_host_name_that_cannot_be_encoded_is_an_http_error() -> None:
+    trio.socket.set_custom_hostname_resolver(StaticResolver({}))
+    with pytest.raises(HttpError, match="not a valid host name"):  # a DNS label is at most 63 characters
+        await http_get(f"http://{'a' * 64}.example.com/a.wav", PUBLIC)
+
+
 async def test_connects_to_the_checked_address_without_a_second_lookup() -> None:
     resolver = StaticResolver({"media.example.com": ["127.0.0.1"]})
     trio.socket.set_custom_hostname_resolver(resolver)

@@ -99,12 +99,15 @@ async def redirect_call(settings: HandoffSettings, call_sid: str) -> HttpRespons
                                 auth=(settings.twilio_account_sid, settings.twilio_auth_token))
 
 
-async def deliver_session_end(settings: HandoffSettings, report: SessionReport, *, log: Log) -> None:
-    """Post the callback and, after an app ``end``, redirect the call, as configured. Never raises."""
+async def deliver_session_end(settings: HandoffSettings, report: SessionReport, *, log: Log,
+                              redirect: bool = True) -> None:
+    """Post the callback and, after an app ``end``, redirect the call, as configured. Never raises.
+
+    ``redirect`` False skips the redirect (a call that did not come from Twilio)."""
     if settings.callback_url:
         await _attempt(log, "session callback to " + without_credentials(settings.callback_url),
                        post_callback(settings, report))
-    if settings.redirects and report.status == "ended":
+    if settings.redirects and redirect and report.status == "ended":
         if not report.call_sid:
             log.warning("cannot redirect the call: no CallSid")
             return

@@ -151,6 +151,8 @@ async def _resolve(target: _Target, *, check: bool) -> list[tuple[int, str]]:
         infos = await trio.socket.getaddrinfo(target.host, target.port, type=trio.socket.SOCK_STREAM)
     except OSError as exc:
         raise HttpError(f"cannot resolve {target.host}: {exc.strerror or exc}") from None
+    except UnicodeError:  # the name cannot be IDNA-encoded (e.g. a label over 63 characters)
+        raise HttpError(f"cannot resolve {target.host}: not a valid host name") from None
     addresses: list[tuple[int, str]] = []
     for family, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])

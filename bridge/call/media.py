@@ -140,7 +140,7 @@ async def load_media(url: str, settings: PlaySettings, cache: MediaCache, *,
         try:
             return await trio.to_thread.run_sync(
                 lambda: decode_audio(response.body, max_duration_s=settings.max_duration_s),
-                limiter=cache.decode_limiter)
+                limiter=cache.decode_limiter, abandon_on_cancel=True)  # a barge-in need not wait for it
         except DecodeError as exc:
             raise MediaError(f"play source {url}: {exc}") from None
 

@@ -141,6 +141,11 @@ class Call:
         self._cycle_first_token: dict[int, float] = {}
         self._agent_speaking = False
         self._preemptible: dict[int, bool] = {}  # talk cycles with output ahead -> may a new one cut them
+        # Barge-ins so far. An app message whose handling spans a barge-in arrived before the interrupt,
+        # so it is dropped with everything else that was queued.
+        self._cuts = 0
+        self._app_close = relay.CLOSE_NORMAL
+        self._refused_token_languages: set[str] = set()
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
         self.playback.on_first_audio = self._on_first_audio
@@ -199,10 +204,10 @@ class Call:
             with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
                 report = self.session_report()
-                if report.status == "failed" and not app_ws.closed:
+                if report.status == "failed" and not app_ws.closed and self._app_close == relay.CLOSE_NORMAL:
                     # A session-level failure is reported to the app before its socket closes.
                     await self.send_app(relay.Error(f"Session ended ({report.error_code}): {self.stats.end_reason}"))
-                await app_ws.aclose(*relay.CLOSE_NORMAL)
+                await app_ws.aclose(*self._app_close)
 
     def _setup_message(self) -> relay.Setup:
         if isinstance(self.start, tx.TelnyxStart):
@@ -262,7 +267,7 @@ class Call:
                     await self.send_app(msg.reply)
                     if msg.close is not None:
                         self.log.warning("closing the app socket: %s", msg.close[1])
-                        await self.app_ws.aclose(*msg.close)  # before end(): a cancelled close aborts
+                        self._app_close = msg.close  # teardown closes it, shielded and time-bounded
                         self.end("app sent too many malformed messages")
                         return
                 case relay.Text():
@@ -280,6 +285,10 @@ class Call:
                     await self._on_play(msg)
                 case relay.Language():
                     await self._on_language(msg)
+
+    @property
+    def provider(self) -> str:
+        return "telnyx" if isinstance(self.start, tx.TelnyxStart) else "twilio"
 
     def session_report(self) -> SessionReport:
         """How the session ended, for the session-ended callback (protocols.md 2.6)."""
@@ -346,7 +355,9 @@ class Call:
             return self.tts_language
         found = self._declared(lang)
         if found is None:
-            await self._refuse_language("lang", lang)
+            if lang not in self._refused_token_languages:  # once per code: not once per token of a stream
+                self._refused_token_languages.add(lang)
+                await self._refuse_language("lang", lang)
             return self.tts_language
         return found
 
@@ -357,18 +368,12 @@ class Call:
 
     async def _on_play(self, msg: relay.Play) -> None:
         """Queue a media URL behind what the app has said so far, as a talk cycle of its own."""
-        if self._cycle_open:
-            await self._speak("", last=True, interruptible=self.session.interruptible)  # what came before first
-        await self._preempt(self.cycle)
-        interruptible = self.session.interruptible
-        if msg.interruptible is not None:
-            interruptible = "any" if msg.interruptible else "none"
-        self._preemptible[self.cycle] = self.session.preemptible if msg.preemptible is None else msg.preemptible
         self.stats.record("play", source=msg.source, loop=msg.loop)
         self.log.info("play %s (x%d) queued", msg.source, msg.loop)
-        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, play=msg.source, loop=msg.loop,
-                                              interruptible=interruptible))
-        self.cycle += 1
+        chunk = SpeechChunk(0, "", final=True, play=msg.source, loop=msg.loop,
+                            interruptible=self._interruptible(msg.interruptible))
+        await self._queue_cycle(chunk, preemptible=self.session.preemptible if msg.preemptible is None
+                                else msg.preemptible, preempts=True)
 
     async def _on_play_error(self, chunk: SpeechChunk, problem: str) -> None:
         self.stats.record("play_error", source=chunk.play, problem=problem)
@@ -376,15 +381,21 @@ class Call:
 
     # -- app text to speech -------------------------------------------------------------------
 
+    def _interruptible(self, flag: bool | None) -> str:
+        """A message's own ``interruptible`` (true: any input, false: none), else the session's."""
+        if flag is None:
+            return self.session.interruptible
+        return "any" if flag else "none"
+
     async def _on_text(self, msg: relay.Text) -> None:
-        interruptible = self.session.interruptible
-        if msg.interruptible is not None:
-            interruptible = "any" if msg.interruptible else "none"
-        await self._speak(msg.token, last=msg.last, interruptible=interruptible, preemptible=msg.preemptible,
-                          language=await self._token_language(msg.lang))
+        cuts = self._cuts
+        language = await self._token_language(msg.lang)
+        await self._speak(msg.token, last=msg.last, interruptible=self._interruptible(msg.interruptible),
+                          preemptible=msg.preemptible, language=language, cuts=cuts)
 
     async def _speak(self, token: str, *, last: bool, interruptible: str, preemptible: bool | None = None,
-                     language: str = "") -> None:
+                     language: str = "", cuts: int | None = None) -> None:
+        cuts = self._cuts if cuts is None else cuts
         cycle = self.cycle
         language = language or self.tts_language
         if not self._cycle_open:
@@ -395,6 +406,8 @@ class Call:
             for text in self.chunker.flush():
                 await self.speaker.submit(SpeechChunk(cycle, text, final=False, interruptible=interruptible,
                                                       language=self._held_language))
+        if self._cuts != cuts:
+            return  # a barge-in came while this token was being handled: it was queued before the interrupt
         self._held_language = language
         if token.strip() and (preemptible is not None or cycle not in self._preemptible):
             self._preemptible[cycle] = self.session.preemptible if preemptible is None else preemptible
@@ -415,14 +428,24 @@ class Call:
 
     async def _on_send_digits(self, digits: str) -> None:
         """Queue DTMF tones behind whatever the app has said so far, as a talk cycle of their own."""
-        if self._cycle_open:
-            await self._speak("", last=True, interruptible=self.session.interruptible)  # what came before first
         self.stats.record("send_digits", digits=digits)
         self.log.info("sendDigits %r queued", digits)
-        self._preemptible[self.cycle] = False  # only text and play may be preempted
-        await self.speaker.submit(SpeechChunk(self.cycle, "", final=True, digits=digits,
-                                              interruptible=self.session.interruptible))
-        self.cycle += 1
+        # Only text and play may be preempted, and only they preempt.
+        await self._queue_cycle(SpeechChunk(0, "", final=True, digits=digits, interruptible=self.session.interruptible),
+                                preemptible=False, preempts=False)
+
+    async def _queue_cycle(self, chunk: SpeechChunk, *, preemptible: bool, preempts: bool) -> None:
+        """Queue ``chunk`` (a play or digits) as a talk cycle of its own, behind what the app said before."""
+        cuts = self._cuts
+        if self._cycle_open:
+            await self._speak("", last=True, interruptible=self.session.interruptible, cuts=cuts)
+        if preempts:
+            await self._preempt(self.cycle)
+        if self._cuts != cuts:
+            return  # queued before a barge-in that came meanwhile: dropped with the rest
+        cycle, self.cycle = self.cycle, self.cycle + 1
+        self._preemptible[cycle] = preemptible
+        await self.speaker.submit(dataclasses.replace(chunk, cycle=cycle))
 
     async def _preempt(self, cycle: int) -> None:
         """A new talk cycle is starting: cut what is ahead of it if all of that is preemptible."""
@@ -541,6 +564,7 @@ class Call:
         now = trio.current_time()
         heard, cut = self.ledger.heard(now), self._fragment_heard(now)
         utterance = " ".join(t for t in (heard.text, cut) if t)
+        self._cuts += 1
         self.cycle += 1
         self._cycle_open = False
         self._preemptible.clear()

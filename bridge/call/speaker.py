@@ -140,6 +140,7 @@ class Speaker:
         self._start_cycle(chunk)
         for _ in range(chunk.loop):
             await self._playback.wait_queued_below(self._max_ahead_ms)
+            await trio.lowlevel.checkpoint_if_cancelled()  # never queue a loop behind a clear
             self._playback.enqueue_audio(chunk.cycle, audio)
         self._playback.enqueue_mark(MarkRequest(chunk.cycle, "", "", True, chunk.interruptible))
         self._cycle_text.pop(chunk.cycle, None)
