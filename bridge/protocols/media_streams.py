@@ -89,6 +89,11 @@ class InvalidFrame:
     reason: str
     raw: str
 
+    @classmethod
+    def of(cls, exc: FrameError, raw: str | bytes) -> InvalidFrame:
+        """The event for a frame that failed validation, with the start of the frame for the logs."""
+        return cls(reason=str(exc), raw=(raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>")[:200])
+
 
 ProviderEvent = Connected | Start | Media | Dtmf | Mark | Stop
 BridgeEvent = Media | Mark | Clear
@@ -146,8 +151,7 @@ class MediaStreamsBridge:
             return self._receive(raw)
         except FrameError as exc:
             self.invalid_frames += 1
-            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
-            return InvalidFrame(reason=str(exc), raw=text[:200])
+            return InvalidFrame.of(exc, raw)
 
     def feed(self, raw: str | bytes) -> list[ProviderEvent | InvalidFrame]:
         """``receive`` as a list: the shape shared with codecs that may release several events per frame."""
@@ -301,5 +305,4 @@ class MediaStreamsProvider(ProviderFrames):
                 return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))
             return Clear()
         except FrameError as exc:
-            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
-            return InvalidFrame(reason=str(exc), raw=text[:200])
+            return InvalidFrame.of(exc, raw)

@@ -87,8 +87,7 @@ class ProviderSniffer:
                     raise FrameError("'connected' sent twice")
         except FrameError as exc:
             self.invalid_frames += 1
-            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
-            return [ms.InvalidFrame(reason=str(exc), raw=text[:200])]
+            return [ms.InvalidFrame.of(exc, raw)]
         assert isinstance(raw, str)  # parse_object refuses binary frames
         if provider is None:
             self._pending.append(raw)

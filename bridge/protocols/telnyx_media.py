@@ -238,8 +238,7 @@ class TelnyxMediaBridge:
             return self._feed(raw)
         except FrameError as exc:
             self.invalid_frames += 1
-            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
-            return [InvalidFrame(reason=str(exc), raw=text[:200])]
+            return [InvalidFrame.of(exc, raw)]
 
     def flush(self) -> list[TelnyxEvent | InvalidFrame]:
         """Release any held media now, giving up on missing chunks (e.g. the stream went quiet)."""
@@ -436,5 +435,4 @@ class TelnyxMediaProvider(ProviderFrames):
                 return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))
             return Clear()
         except FrameError as exc:
-            text = raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
-            return InvalidFrame(reason=str(exc), raw=text[:200])
+            return InvalidFrame.of(exc, raw)
