@@ -12,19 +12,20 @@ import pytest
 import trio
 import trio.testing
 from numpy.typing import NDArray
-from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.playback import AudioFrame, Playback
-from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, Call, CallLogger
+from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, START_TIMEOUT_S, Call, CallLogger
 from bridge.call.speaker import Speaker, SpeechChunk
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols.marks import Heard, MarkLedger
 from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
+from bridge.protocols.telnyx_media import TelnyxMediaProvider
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
@@ -238,3 +239,23 @@ async def test_a_message_whose_handling_spans_a_barge_in_is_dropped(autojump_clo
     assert barged and survivors == []
     assert call._preemptible == {} and not call._cycle_open
     assert call.chunker.flush() == []  # nothing of the interrupted text is held for the next cycle
+
+
+async def test_a_stream_the_bridge_cannot_serve_is_closed_at_once(autojump_clock: object) -> None:
+    """A refused ``start`` (here a Telnyx stream in G722) ends the stream now, not after the start timeout."""
+    app = ScriptedAgent(Timeline())
+    provider = TelnyxMediaProvider(stream_id="s1", call_control_id="v3:c1", call_session_id="cs1", user_id="u1",
+                                   encoding="G722", sample_rate=16000)
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        net.apps[settings().server.app_url] = app.handle
+        server = bridge_server(settings(), fake_engines(), net.connect_app)
+        async with net.connect_bridge(server) as ws:
+            await ws.send_message(provider.connected())
+            await ws.send_message(provider.start())
+            started = trio.current_time()
+            with trio.fail_after(START_TIMEOUT_S / 2), pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert trio.current_time() - started < 1
+        nursery.cancel_scope.cancel()
+    assert app.sessions == []  # no relay session was opened for it

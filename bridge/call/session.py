@@ -45,6 +45,7 @@ from bridge.engines.base import match_language
 from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
 from bridge.protocols import telnyx_media as tx
+from bridge.protocols.fields import FrameError, parse_object
 from bridge.protocols.marks import EchoKind, MarkLedger, fragment
 from bridge.protocols.provider import ProviderCodec, ProviderSniffer, StartEvent
 from bridge.speech.chunker import TextChunker
@@ -591,6 +592,13 @@ class Call:
         await self.send_app(relay.Prompt(text, language or self.listener.language, last=False))
 
 
+def _is_start(raw: str | bytes) -> bool:
+    try:
+        return parse_object(raw).get("event") == "start"
+    except FrameError:
+        return False
+
+
 async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, StartEvent | None]:
     """Read the stream's opening frames; return the provider's codec and the ``start`` (None if it never came)."""
     sniffer = ProviderSniffer()
@@ -605,6 +613,10 @@ async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, St
                     assert sniffer.codec is not None
                     logger.info("%s stream %s started", sniffer.provider, event.stream_sid)
                     return sniffer.codec, event
+                if isinstance(event, ms.InvalidFrame) and _is_start(raw):
+                    # A stream the bridge cannot serve (e.g. a codec it does not speak): no later frame fixes it.
+                    logger.error("refused the stream's 'start': %s; closing the stream", event.reason)
+                    return sniffer.codec or ms.MediaStreamsBridge(), None
                 if isinstance(event, ms.InvalidFrame):
                     logger.warning("dropped an invalid frame before 'start': %s", event.reason)
                 elif not isinstance(event, ms.Connected):
