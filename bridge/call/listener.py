@@ -95,7 +95,6 @@ class Listener:
         self._partial: Recognition | None = None  # the latest partial recognition of this utterance
         self._partial_from = 0  # audio position the last partial covered
         self._last_partial = ""
-        self.partials_sent = 0
         longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
         self._ring = SampleRing(SAMPLE_RATE * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
         self._speculation: Recognition | None = None
@@ -175,7 +174,6 @@ class Listener:
         if (rec.text and rec.text != self._last_partial and turn == self._turn and self.endpointer.in_speech
                 and self.report and self._on_partial is not None):
             self._last_partial = rec.text
-            self.partials_sent += 1
             await self._on_partial(rec.text, rec.language)
 
     def _recognise(self, start: int, end: int) -> Recognition:

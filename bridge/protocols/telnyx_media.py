@@ -173,7 +173,6 @@ class Reorderer:
     next_chunk: int | None = None
     late_dropped: int = 0  # arrived after its place was passed, or a duplicate
     skipped: int = 0  # chunks given up on (never arrived within the hold-back)
-    held_max: int = 0
     _held: dict[int, _Held] = field(default_factory=dict)
 
     def push(self, frame: _Held) -> list[_Held]:
@@ -185,7 +184,6 @@ class Reorderer:
             self.late_dropped += 1
             return []
         self._held[frame.chunk] = frame
-        self.held_max = max(self.held_max, len(self._held))
         out = self._release()
         while len(self._held) > self.max_hold:
             first = min(self._held)
