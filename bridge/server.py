@@ -9,7 +9,10 @@ its sockets). Calls run in a nursery of their own, outside the accept loop, for 
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,7 +25,6 @@ from trio_websocket import (
     ConnectionClosed,
     HandshakeError,
     WebSocketConnection,
-    WebSocketRequest,
     open_websocket_url,
     wrap_server_stream,
 )
@@ -30,25 +32,31 @@ from trio_websocket import (
 from bridge.call.engines import SpeechEngines
 from bridge.call.handoff import deliver_session_end
 from bridge.call.media import MediaCache
-from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallStats, open_call
+from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallLimits, CallStats, open_call, provider_of
 from bridge.call.settings import CallSettings, require_at_least
 from bridge.call.speaker import OUTPUT_RATE
-from bridge.protocols.signature import signature_valid
+from bridge.call.upgrade import BadRequest, PrefixedStream, RequestHead, read_request_head, response
+from bridge.protocols.auth import TWILIO, Credentials, Verdict, authenticate
+from bridge.protocols.printable import printable
+from bridge.protocols.provider import ProviderCodec, StartEvent
+from bridge.protocols.signature import twilio_signature
 from bridge.speech.chunker import chunk_text
 
 logger = logging.getLogger(__name__)
 
 MEDIA_PATH = "/media"
-HANDSHAKE_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 1 << 20
+CLOSE_POLICY = (1008, "policy violation")
+CLOSE_TRY_LATER = (1013, "too many calls")
 
-AppConnector = Callable[[str, float], AbstractAsyncContextManager[WebSocketConnection]]
+AppConnector = Callable[[str, float, list[tuple[bytes, bytes]]], AbstractAsyncContextManager[WebSocketConnection]]
 
 
-def connect_app(url: str, timeout_s: float) -> AbstractAsyncContextManager[WebSocketConnection]:
+def connect_app(url: str, timeout_s: float,
+                headers: list[tuple[bytes, bytes]]) -> AbstractAsyncContextManager[WebSocketConnection]:
     """Open the WebSocket to the ConversationRelay app (the bridge is its client, as Twilio is)."""
     return open_websocket_url(url, connect_timeout=timeout_s, disconnect_timeout=TEARDOWN_TIMEOUT_S,
-                              max_message_size=MAX_MESSAGE_BYTES)
+                              max_message_size=MAX_MESSAGE_BYTES, extra_headers=headers)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -66,16 +74,31 @@ def check_ws_url(url: str, name: str) -> None:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """The Media Streams server (the config's ``[server]``)."""
+    """The Media Streams server (the config's ``[server]``).
+
+    The ``*_file`` keys name files holding a secret; the config loader reads them (and the
+    environment, and systemd credentials) into the secret's own key, so the server only sees values.
+    """
 
     listen: str = "127.0.0.1:8080"
     app_url: str = ""
     relay_url_allowlist: tuple[str, ...] = ()
+    allow_unauthenticated: bool = False
     twilio_auth_token: str = ""
+    twilio_auth_token_file: str = ""
+    twilio_account_sid: str = ""
     public_url: str = ""
+    telnyx_stream_token: str = ""
+    telnyx_stream_token_file: str = ""
     app_connect_timeout_ms: int = 5000
     shutdown_grace_s: float = 30.0
     max_calls: int = 50
+    max_pending_handshakes: int = 64
+    handshake_timeout_ms: int = 5000
+    max_call_duration_s: float = 14400.0
+    ping_interval_ms: int = 10000
+    pong_timeout_ms: int = 10000
+    send_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
         split_listen(self.listen)
@@ -83,7 +106,32 @@ class ServerSettings:
             check_ws_url(self.app_url, "app_url")
         for i, url in enumerate(self.relay_url_allowlist):
             check_ws_url(url, f"relay_url_allowlist[{i}]")
-        require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1)
+        if self.twilio_auth_token and not self.public_url:
+            raise ValueError("twilio_auth_token needs public_url: the wss:// URL of the TwiML <Stream>, which "
+                             "Twilio signs (a URL built from request headers could be any host)")
+        if self.public_url:
+            check_ws_url(self.public_url, "public_url")
+        require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
+                         handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
+                         send_timeout_ms=100)
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(twilio_auth_token=self.twilio_auth_token, public_url=self.public_url,
+                           telnyx_stream_token=self.telnyx_stream_token,
+                           allow_unauthenticated=self.allow_unauthenticated)
+
+    @property
+    def limits(self) -> CallLimits:
+        return CallLimits(max_duration_s=self.max_call_duration_s, ping_interval_s=self.ping_interval_ms / 1000,
+                          pong_timeout_s=self.pong_timeout_ms / 1000, send_timeout_s=self.send_timeout_ms / 1000)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    ws: WebSocketConnection
+    codec: ProviderCodec
+    start: StartEvent
 
 
 class MediaStreamsServer:
@@ -94,17 +142,19 @@ class MediaStreamsServer:
         self.engines = engines
         self.connect = connect
         self.media_cache = MediaCache(call.play.cache_bytes)  # play sources, shared by all calls
-        self.active_calls = 0
+        self.active_calls = 0  # calls holding a slot (admitted: authenticated, started)
+        self.pending = 0  # connections not yet admitted
         self.calls_total = 0
-        self.rejected = 0
+        self.refused: Counter[str] = Counter()  # connections turned away, by cause
+        self.accepting = True
         self.finished: list[CallStats] = []
         self.keep_stats = False  # tests and the simulator read finished calls' stats
         self._calls: set[Call] = set()
         self._idle = trio.Event()
 
     async def wait_idle(self) -> None:
-        """Return once no call is in progress."""
-        while self.active_calls:
+        """Return once no call is in progress and no connection is waiting to be admitted."""
+        while self.active_calls or self.pending:
             await self._idle.wait()
 
     def end_all(self, reason: str) -> None:
@@ -112,62 +162,126 @@ class MediaStreamsServer:
         for call in list(self._calls):
             call.end(reason)
 
+    def _changed(self) -> None:
+        if not self.active_calls and not self.pending:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    def _refuse(self, cause: str, message: str, *args: object) -> None:
+        self.refused[cause] += 1
+        logger.warning("refused a connection (%s): " + message, cause, *args)
+
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        """One connection. Nothing a peer does may escape into the accept loop: it would end every call."""
-        self.active_calls += 1  # counted before any await, so concurrent handshakes respect max_calls
+        """One connection. Nothing a peer does may escape into the accept loop: it would end every call.
+
+        Admission before work: until its request has authenticated and its stream has sent ``start``, a
+        connection holds only one of ``max_pending_handshakes`` places, for ``handshake_timeout_ms`` at
+        most; only then does it take a call slot.
+        """
+        if self.pending >= self.settings.max_pending_handshakes:
+            self._refuse("pending", "%d handshakes already pending (server.max_pending_handshakes)", self.pending)
+            await trio.aclose_forcefully(stream)
+            return
+        self.pending += 1
+        admitted = False
         try:
             async with trio.open_nursery() as conn:
-                await self._handle_connection(conn, stream)
+                deadline = trio.current_time() + self.settings.handshake_timeout_ms / 1000
+                opened = await self._admit(conn, stream, deadline)
+                if opened is not None:
+                    self.pending -= 1
+                    self.active_calls += 1
+                    admitted = True
+                    await self._run_call(opened)
                 conn.cancel_scope.cancel()
         except Exception:
             logger.exception("connection failed")
         finally:
-            self.active_calls -= 1
-            if not self.active_calls:
-                self._idle.set()
-                self._idle = trio.Event()
+            if admitted:
+                self.active_calls -= 1
+            else:
+                self.pending -= 1
+            self._changed()
 
-    async def _handle_connection(self, conn: trio.Nursery, stream: trio.abc.Stream) -> None:
-        try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                request = await wrap_server_stream(conn, stream, max_message_size=MAX_MESSAGE_BYTES)
-        except (trio.TooSlowError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
-            logger.warning("connection dropped before the WebSocket handshake: %r", exc)
-            await stream.aclose()
-            return
-        status = self._check_request(request)
-        if status is not None:
-            self.rejected += 1
-            await request.reject(status[0], body=status[1].encode())
-            return
-        ws = await request.accept()
-        self.calls_total += 1
-        try:
-            await self._serve_call(ws)
-        finally:
+    async def _admit(self, conn: trio.Nursery, stream: trio.abc.Stream, deadline: float) -> _Opened | None:
+        ws: WebSocketConnection | None = None
+        close = CLOSE_POLICY
+        with trio.move_on_at(deadline) as handshake:
+            try:
+                head = await read_request_head(stream)
+            except BadRequest as exc:
+                self._refuse("bad_request", "%s", exc)
+                await _respond(stream, 400, "bad request\n")
+                return None
+            refusal = self._check_head(head)
+            if refusal is not None:
+                await _respond(stream, *refusal, head_only=head.method == "HEAD")
+                return None
+            verdict = authenticate(self.settings.credentials, head.headers, head.target)
+            try:
+                request = await wrap_server_stream(conn, PrefixedStream(stream, head.raw),
+                                                   max_message_size=MAX_MESSAGE_BYTES)
+                ws = await request.accept()
+            except (ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+                self._refuse("handshake", "the WebSocket handshake failed: %r", exc)
+                await trio.aclose_forcefully(stream)
+                return None
+            codec, start = await open_call(ws)
+            if start is not None:
+                problem = self._check_start(verdict, provider_of(start), start)
+                if problem is None and self.active_calls >= self.settings.max_calls:
+                    self._refuse("capacity", "%d calls in progress (server.max_calls)", self.active_calls)
+                    problem, close = "too many calls", CLOSE_TRY_LATER
+                elif problem is not None:
+                    self._refuse("auth", "%s", problem)
+                if problem is None:
+                    return _Opened(ws, codec, start)
+        if handshake.cancelled_caught:
+            self._refuse("timeout", "no %s within %d ms (server.handshake_timeout_ms)",
+                         "'start'" if ws is not None else "request", self.settings.handshake_timeout_ms)
+        if ws is None:
+            await trio.aclose_forcefully(stream)
+        else:
             with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
-                await ws.aclose()
+                await ws.aclose(*close)
+        return None
 
-    def _check_request(self, request: WebSocketRequest) -> tuple[int, str] | None:
-        path = request.path.split("?", 1)[0]
-        if path != MEDIA_PATH:
-            logger.warning("refused a WebSocket for path %r (only %s is served)", request.path, MEDIA_PATH)
+    def _check_head(self, head: RequestHead) -> tuple[int, str] | None:
+        """The HTTP status to answer with instead of upgrading, or None to go on."""
+        if not head.is_websocket:
+            # Load balancers' health checks, browsers and scanners: answered at once, nothing held.
+            if head.method not in ("GET", "HEAD"):
+                return 405, "method not allowed\n"
+            if head.path == "/":
+                return (200, "relay-bridge: accepting calls\n") if self._has_room() else \
+                    (503, "relay-bridge: not accepting calls\n")
+            if head.path == MEDIA_PATH:
+                return 426, f"{MEDIA_PATH} takes WebSocket upgrades only\n"
             return 404, f"not found: only {MEDIA_PATH} is served\n"
-        token = self.settings.twilio_auth_token
-        if token:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-            # wsproto moves Host out of the header list into the request event.
-            host = request._event.host
-            url = self.settings.public_url or f"wss://{host}{request.path}"
-            signature = headers.get("x-twilio-signature", "")
-            if not signature or not signature_valid(token, url, signature):
-                logger.warning("refused a WebSocket with a %s X-Twilio-Signature",
-                               "wrong" if signature else "missing")
-                return 403, "invalid X-Twilio-Signature\n"
-        if self.active_calls > self.settings.max_calls:  # this connection is already counted
-            logger.warning("refused a call: %d calls in progress (server.max_calls)", self.active_calls)
+        if head.path != MEDIA_PATH:
+            self._refuse("path", "WebSocket for path %r (only %s is served)", head.path, MEDIA_PATH)
+            return 404, f"not found: only {MEDIA_PATH} is served\n"
+        verdict = authenticate(self.settings.credentials, head.headers, head.target)
+        if verdict.refusal:
+            self._refuse("auth", "%s", verdict.refusal)
+            return 403, "forbidden: missing or invalid credentials\n"
+        if not self._has_room():
+            self._refuse("capacity", "%d calls in progress (server.max_calls)", self.active_calls)
             return 503, "too many calls\n"
+        return None
+
+    def _has_room(self) -> bool:
+        return self.accepting and self.active_calls < self.settings.max_calls
+
+    def _check_start(self, verdict: Verdict, provider: str, start: StartEvent) -> str | None:
+        """Why a stream's ``start`` may not go on, or None."""
+        if not verdict.admits(provider, self.settings.credentials):
+            return (f"a {provider} stream on a connection authenticated as {verdict.provider}" if verdict.provider
+                    else f"an unauthenticated {provider} stream (credentials are configured)")
+        wanted = self.settings.twilio_account_sid
+        if provider == TWILIO and wanted and not hmac.compare_digest(start.account_sid.encode(), wanted.encode()):
+            return f"a start for account {printable(start.account_sid)} (server.twilio_account_sid is another)"
         return None
 
     def app_url_for(self, params: dict[str, Any]) -> str:
@@ -175,8 +289,16 @@ class MediaStreamsServer:
         if wanted and isinstance(wanted, str):
             if wanted in self.settings.relay_url_allowlist:
                 return wanted
-            logger.warning("relayUrl %r is not in server.relay_url_allowlist; using the configured app", wanted)
+            logger.warning("relayUrl %s is not in server.relay_url_allowlist; using the configured app",
+                           printable(wanted))
         return self.settings.app_url
+
+    def app_headers(self, url: str) -> list[tuple[bytes, bytes]]:
+        """Headers of the bridge's own upgrade to the app: signed as Twilio signs it, when a token is set."""
+        token = self.settings.twilio_auth_token
+        if not token:
+            return []
+        return [(b"X-Twilio-Signature", twilio_signature(token, url).encode())]
 
     async def prepare(self) -> None:
         """Pre-synthesise the configured welcome greeting, so a call can start speaking it at once."""
@@ -189,11 +311,18 @@ class MediaStreamsServer:
         except Exception:
             logger.exception("could not pre-synthesise the welcome greeting; calls will synthesise it")
 
-    async def _serve_call(self, ws: WebSocketConnection) -> None:
-        codec, start = await open_call(ws)
-        if start is None:
-            return
-        call = Call(ws, self.engines, self.call_settings, start, codec, self.media_cache)
+    async def _run_call(self, opened: _Opened) -> None:
+        ws = opened.ws
+        self.calls_total += 1
+        try:
+            await self._serve_call(ws, opened.codec, opened.start)
+        finally:
+            with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+                cleanup.shield = True
+                await ws.aclose()
+
+    async def _serve_call(self, ws: WebSocketConnection, codec: ProviderCodec, start: StartEvent) -> None:
+        call = Call(ws, self.engines, self.call_settings, start, codec, self.media_cache, limits=self.settings.limits)
         self._calls.add(call)
         try:
             url = self.app_url_for(start.custom_parameters)
@@ -202,7 +331,8 @@ class MediaStreamsServer:
                 call.log.error("no app URL: set server.app_url (or --app-url); ending the call")
                 return
             try:
-                async with self.connect(url, self.settings.app_connect_timeout_ms / 1000) as app_ws:
+                async with self.connect(url, self.settings.app_connect_timeout_ms / 1000,
+                                        self.app_headers(url)) as app_ws:
                     await call.run(app_ws)
             except (OSError, HandshakeError) as exc:
                 call.end(f"app unreachable at {url}: {exc!r}")
@@ -222,6 +352,15 @@ class MediaStreamsServer:
                 self.finished.append(call.stats)
 
 
+async def _respond(stream: trio.abc.Stream, status: int, body: str, *, head_only: bool = False) -> None:
+    """Answer a request that will not be upgraded, then close the connection."""
+    with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
+        cleanup.shield = True
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(response(status, body, head_only=head_only))
+    await trio.aclose_forcefully(stream)
+
+
 async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[trio.abc.Listener[Any]],
                               shutdown: trio.Event | None = None,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -237,6 +376,7 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
             await shutdown.wait()
             accept.cancel_scope.cancel()  # serve_listeners closes the listeners as it exits
         grace = server.settings.shutdown_grace_s
+        server.accepting = False
         logger.info("shutting down: %d call(s) in progress get up to %.0f s to finish", server.active_calls, grace)
         with trio.move_on_after(grace):
             await server.wait_idle()

@@ -41,8 +41,9 @@ def fake_engines(script: tuple[str, ...] = (), **synth: float) -> SpeechEngines:
 
 
 def settings(**changes: object) -> Config:
-    """The default config with the app at ``APP_URL`` and ``section__key=value`` changes."""
-    return replace(Config(server=ServerSettings(app_url=APP_URL)), **changes)
+    """The default config with the app at ``APP_URL``, unauthenticated streams allowed (the tests' peers
+    carry no credentials unless a test gives them some) and ``section__key=value`` changes."""
+    return replace(Config(server=ServerSettings(app_url=APP_URL, allow_unauthenticated=True)), **changes)
 
 
 def bridge_server(cfg: Config, engines: SpeechEngines, connect: AppConnector | None = None) -> MediaStreamsServer:
@@ -97,13 +98,16 @@ class MemoryNetwork:
     nursery: trio.Nursery
     apps: dict[str, AppHandler] = field(default_factory=dict)
     app_connections: int = 0
+    app_headers: list[list[tuple[bytes, bytes]]] = field(default_factory=list)  # of each app connection
 
     @asynccontextmanager
-    async def connect_app(self, url: str, timeout_s: float) -> AsyncIterator[WebSocketConnection]:
+    async def connect_app(self, url: str, timeout_s: float,
+                          headers: list[tuple[bytes, bytes]] | None = None) -> AsyncIterator[WebSocketConnection]:
         handler = self.apps.get(url)
         if handler is None:
             raise OSError(111, f"connection refused: {url}")
         self.app_connections += 1
+        self.app_headers.append(headers or [])
         client, server = trio.testing.memory_stream_pair()
 
         async def serve() -> None:
@@ -114,7 +118,7 @@ class MemoryNetwork:
 
         self.nursery.start_soon(serve)
         async with trio.open_nursery() as n:
-            ws = await wrap_client_stream(n, client, "app.test", "/relay")
+            ws = await wrap_client_stream(n, client, "app.test", "/relay", extra_headers=headers)
             try:
                 yield ws
             finally:

@@ -153,7 +153,7 @@ async def test_an_app_that_never_answers_the_malformed_close_does_not_hold_the_c
     closes: list[int | None] = []
 
     @asynccontextmanager
-    async def connect_app(url: str, timeout_s: float) -> AsyncIterator[WebSocketConnection]:
+    async def connect_app(url: str, timeout_s: float, headers: object = None) -> AsyncIterator[WebSocketConnection]:
         ours, theirs = trio.testing.memory_stream_pair()
 
         async def silent_app() -> None:  # raw wsproto: accepts, sends garbage, ignores the close frame

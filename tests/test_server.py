@@ -62,11 +62,12 @@ async def test_signature_is_checked_when_an_auth_token_is_configured(autojump_cl
     assert await handshake(server) == 403
 
 
-async def test_signature_defaults_to_the_host_header_url(autojump_clock: object) -> None:
-    token = "secret-token"
-    server = bridge_server(settings(server__twilio_auth_token=token), fake_engines())
-    sig = twilio_signature(token, "wss://bridge.test/media")
-    assert await handshake(server, headers=[(b"X-Twilio-Signature", sig.encode())]) == 101
+async def test_a_signature_for_the_host_header_url_is_refused(autojump_clock: object) -> None:
+    """Signatures are checked against public_url only: the Host header is the caller's to choose."""
+    token, url = "secret-token", "wss://voice.example.com/media"
+    server = bridge_server(settings(server__twilio_auth_token=token, server__public_url=url), fake_engines())
+    sig = twilio_signature(token, "wss://bridge.test/media")  # what the request's own Host header gives
+    assert await handshake(server, headers=[(b"X-Twilio-Signature", sig.encode())]) == 403
 
 
 async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:

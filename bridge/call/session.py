@@ -19,6 +19,15 @@ the new cycle simply queues.
 
 Input over agent speech that does not cut it is reported only as ``reportInputDuringAgentSpeech``
 allows (Twilio's default since May 2025 is ``none``).
+
+Bounds (``CallLimits``). Inbound audio is admitted at real time plus a small burst allowance; the
+rest is dropped and counted, so a peer cannot queue unbounded work. Both sockets are pinged and
+must answer within a deadline, and every send must complete within one: a peer that stops reading
+ends the call as failed instead of holding it, so a call whose caller hung up is gone within seconds
+whatever the app does. A call longer than ``max_duration_s`` is ended.
+
+What callers and apps say is logged on the ``bridge.transcripts`` logger, which the process keeps
+quiet unless it logs at DEBUG or ``logging.log_transcripts`` is set.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +44,7 @@ import trio
 from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from bridge.audio.budget import RealTimeBudget
 from bridge.call.engines import SpeechEngines
 from bridge.call.handoff import ERROR_RTP_TIMEOUT, ERROR_WEBSOCKET_ENDED, SessionReport
 from bridge.call.listener import Listener, Recognition
@@ -47,15 +58,20 @@ from bridge.protocols import relay
 from bridge.protocols import telnyx_media as tx
 from bridge.protocols.fields import FrameError, parse_object
 from bridge.protocols.marks import EchoKind, MarkLedger, fragment
+from bridge.protocols.printable import escape_controls, printable
 from bridge.protocols.provider import ProviderCodec, ProviderSniffer, StartEvent
 from bridge.speech.chunker import TextChunker
-from bridge.speech.endpointer import SpeechEnded, SpeechStarted
+from bridge.speech.endpointer import SAMPLE_RATE, SpeechEnded, SpeechStarted
 
 logger = logging.getLogger(__name__)
+transcript_logger = logging.getLogger("bridge.transcripts")
 
 START_TIMEOUT_S = 10.0
 TEARDOWN_TIMEOUT_S = 2.0
 PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
+INBOUND_BURST_S = 2.0  # inbound audio ahead of real time that is still accepted (network jitter)
+MAX_RECORDED_EVENTS = 10_000  # events kept per call for the timeline; counts are kept regardless
+MAX_REFUSED_LANGUAGES = 32  # distinct unknown token languages reported once each
 # interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
 SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
 SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
@@ -71,7 +87,18 @@ def closed(side: str, exc: ConnectionClosed) -> str:
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
-        return f"[{extra.get('call_sid', '-')} {extra.get('stream_sid', '-')}] {msg}", kwargs
+        call_sid, stream_sid = (escape_controls(str(extra.get(k, "-")))[:64] for k in ("call_sid", "stream_sid"))
+        return f"[{call_sid} {stream_sid}] {msg}", kwargs
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What a call may cost (the ``[server]`` keys of the same names)."""
+
+    max_duration_s: float = 14400.0  # Twilio's own maximum call length: 4 hours
+    ping_interval_s: float = 10.0
+    pong_timeout_s: float = 10.0
+    send_timeout_s: float = 5.0
 
 
 @dataclass
@@ -88,32 +115,42 @@ class CallStats:
     max_lead_ms: float = 0.0
     speculations_used: int = 0
     speculations_wasted: int = 0
-    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    inbound_dropped: int = 0  # inbound media frames dropped for arriving faster than real time
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)  # the first MAX_RECORDED_EVENTS
+    counts: Counter[str] = field(default_factory=Counter)
 
     def record(self, name: str, **data: Any) -> None:
-        self.events.append((trio.current_time(), name, data))
+        self.counts[name] += 1
+        if len(self.events) < MAX_RECORDED_EVENTS:
+            self.events.append((trio.current_time(), name, data))
 
     def count(self, name: str) -> int:
-        return sum(1 for _, n, _ in self.events if n == name)
+        return self.counts[name]
 
     def summary(self) -> str:
         return (f"{self.count('prompt')} prompt(s), {self.count('interrupt')} interrupt(s), "
                 f"{self.frames_sent} frames sent (lead up to {self.max_lead_ms:.0f} ms), speculative "
                 f"recognitions {self.speculations_used} used / {self.speculations_wasted} discarded, "
-                f"{self.invalid_provider_frames + self.invalid_app_frames} invalid frame(s)")
+                f"{self.invalid_provider_frames + self.invalid_app_frames} invalid frame(s), "
+                f"{self.inbound_dropped} inbound frame(s) dropped")
 
 
 class Call:
     def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
-                 start: StartEvent, codec: ProviderCodec, media_cache: MediaCache | None = None) -> None:
+                 start: StartEvent, codec: ProviderCodec, media_cache: MediaCache | None = None, *,
+                 limits: CallLimits | None = None) -> None:
         self.provider_ws = provider_ws
+        self.limits = limits or CallLimits()
+        self._inbound = RealTimeBudget(SAMPLE_RATE, burst_s=INBOUND_BURST_S)
         self.engines = engines
         self.started_at = trio.current_time()
         self.settings = settings
         self.start = start
         self.codec = codec
         self.stats = CallStats(call_sid=start.call_sid, stream_sid=start.stream_sid)
-        self.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
+        ids = {"call_sid": start.call_sid, "stream_sid": start.stream_sid}
+        self.log = CallLogger(logger, ids)
+        self.transcript_log = CallLogger(transcript_logger, ids)
         self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters,
                                                                   engines.languages)
         self.tts_language = self.session.speech_language  # switched by "language" messages
@@ -146,6 +183,7 @@ class Call:
         # so it is dropped with everything else that was queued.
         self._cuts = 0
         self._app_close = relay.CLOSE_NORMAL
+        self._app_stuck = False  # a send to the app timed out: the socket may hold half a frame
         self._refused_token_languages: set[str] = set()
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
@@ -163,16 +201,48 @@ class Call:
 
     async def _send_provider(self, frame: str) -> None:
         try:
-            await self.provider_ws.send_message(frame)
+            with trio.fail_after(self.limits.send_timeout_s):
+                await self.provider_ws.send_message(frame)
         except ConnectionClosed as exc:
             self.end(closed("provider", exc))
+        except trio.TooSlowError:
+            self.log.warning("a send to the provider took over %.1f s; ending the call", self.limits.send_timeout_s)
+            self.end("provider stopped reading")
 
     async def send_app(self, msg: relay.RelayMessage | str) -> None:
         assert self.app_ws is not None
+        if self._app_stuck:
+            return
         try:
-            await self.app_ws.send_message(msg if isinstance(msg, str) else relay.serialize_relay_message(msg))
+            with trio.fail_after(self.limits.send_timeout_s):
+                await self.app_ws.send_message(msg if isinstance(msg, str) else relay.serialize_relay_message(msg))
         except ConnectionClosed as exc:
             self.end(closed("app", exc))
+        except trio.TooSlowError:
+            self._app_stuck = True
+            self.log.warning("a send to the app took over %.1f s; ending the call", self.limits.send_timeout_s)
+            self.end("app stopped reading")
+
+    async def _keep_alive(self, ws: WebSocketConnection, side: str) -> None:
+        """Ping ``side`` every interval; no pong within the deadline ends the call (a half-open socket)."""
+        while True:
+            await trio.sleep(self.limits.ping_interval_s)
+            with trio.move_on_after(self.limits.pong_timeout_s) as waited:
+                try:
+                    await ws.ping()
+                except ConnectionClosed as exc:
+                    self.end(closed(side, exc))
+                    return
+            if waited.cancelled_caught:
+                self.log.warning("no pong from the %s within %.1f s; ending the call", side,
+                                 self.limits.pong_timeout_s)
+                self.end(f"{side} did not answer a ping")
+                return
+
+    async def _limit_duration(self) -> None:
+        await trio.sleep(self.limits.max_duration_s)
+        self.log.warning("the call reached server.max_call_duration_s (%.0f s); ending it", self.limits.max_duration_s)
+        self.end("maximum call duration reached")
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -194,6 +264,9 @@ class Call:
                     nursery.start_soon(self.playback.run)
                     nursery.start_soon(self._read_provider)
                     nursery.start_soon(self._read_app)
+                    nursery.start_soon(self._keep_alive, self.provider_ws, "provider")
+                    nursery.start_soon(self._keep_alive, app_ws, "app")
+                    nursery.start_soon(self._limit_duration)
                     if self.session.welcome_greeting:
                         await self._speak(self.session.welcome_greeting, last=True,
                                           interruptible=self.session.welcome_greeting_interruptible)
@@ -202,10 +275,14 @@ class Call:
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
             self.stats.speculations_used = self.listener.speculations_used
             self.stats.speculations_wasted = self.listener.speculations_wasted
+            if self.stats.inbound_dropped:
+                self.log.warning("%d inbound media frame(s) arrived faster than real time and were dropped",
+                                 self.stats.inbound_dropped)
             with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
                 report = self.session_report()
-                if report.status == "failed" and not app_ws.closed and self._app_close == relay.CLOSE_NORMAL:
+                if (report.status == "failed" and not app_ws.closed and self._app_close == relay.CLOSE_NORMAL
+                        and not self._app_stuck):
                     # A session-level failure is reported to the app before its socket closes.
                     await self.send_app(relay.Error(f"Session ended ({report.error_code}): {self.stats.end_reason}"))
                 await app_ws.aclose(*self._app_close)
@@ -233,7 +310,10 @@ class Call:
             for event in self.codec.feed(raw):
                 match event:
                     case ms.Media(track="inbound"):
-                        await self.listener.feed(event.payload)
+                        if self._inbound.admit(len(event.payload), trio.current_time()):
+                            await self.listener.feed(event.payload)
+                        else:
+                            self.stats.inbound_dropped += 1
                     case ms.Media():
                         pass
                     case ms.Dtmf():
@@ -247,7 +327,8 @@ class Call:
                         self.log.warning("provider error frame: %s %s: %s", event.code, event.title, event.detail)
                     case ms.InvalidFrame():
                         self.stats.invalid_provider_frames += 1
-                        self.log.warning("dropped an invalid Media Streams frame: %s: %.120s", event.reason, event.raw)
+                        self.log.warning("dropped an invalid Media Streams frame: %s: %s", event.reason,
+                                         printable(event.raw, 120))
                     case _:
                         self.log.warning("unexpected Media Streams event %s", type(event).__name__)
 
@@ -289,7 +370,7 @@ class Call:
 
     @property
     def provider(self) -> str:
-        return "telnyx" if isinstance(self.start, tx.TelnyxStart) else "twilio"
+        return provider_of(self.start)
 
     def session_report(self) -> SessionReport:
         """How the session ended, for the session-ended callback (protocols.md 2.6)."""
@@ -356,7 +437,8 @@ class Call:
             return self.tts_language
         found = self._declared(lang)
         if found is None:
-            if lang not in self._refused_token_languages:  # once per code: not once per token of a stream
+            # Once per code, not once per token of a stream (and only for the first few codes).
+            if lang not in self._refused_token_languages and len(self._refused_token_languages) < MAX_REFUSED_LANGUAGES:
                 self._refused_token_languages.add(lang)
                 await self._refuse_language("lang", lang)
             return self.tts_language
@@ -462,7 +544,9 @@ class Call:
         dropped = self.speaker.cancel(keep_from_cycle=cycle)
         await self.playback.clear()
         self.stats.record("preempted", heard=heard.text, fragment=fragment)
-        self.log.info("preempted by a new message: heard %r; %d chunk(s) dropped", heard.text, dropped)
+        self._cycle_first_token = {c: t for c, t in self._cycle_first_token.items() if c >= cycle}
+        self.log.info("preempted by a new message: %d chunk(s) dropped", dropped)
+        self.transcript_log.info("preempted: heard %r", heard.text)
         if fragment:
             await self._info("tokens-played", "tokensPlayed", fragment)
         await self._set_agent_speaking(False)
@@ -573,8 +657,10 @@ class Call:
         dropped = self.speaker.cancel(keep_from_cycle=self.cycle)
         await self.playback.clear()
         self.stats.record("interrupt", cause=cause, heard=utterance, duration_ms=heard.duration_ms)
-        self.log.info("barge-in by %s: heard %r (%.0f ms); %d chunk(s) dropped", cause, utterance,
+        self._cycle_first_token = {c: t for c, t in self._cycle_first_token.items() if c >= self.cycle}
+        self.log.info("barge-in by %s after %.0f ms of agent speech; %d chunk(s) dropped", cause,
                       heard.duration_ms, dropped)
+        self.transcript_log.info("barge-in: heard %r", utterance)
         if cut:  # the fragment of the chunk cut off, as Twilio reports it just before the interrupt
             await self._info("tokens-played", "tokensPlayed", cut)
         await self.send_app(relay.Interrupt(utterance, heard.duration_ms))
@@ -582,14 +668,20 @@ class Call:
 
     async def _on_utterance(self, utt: Recognition) -> None:
         self.stats.record("prompt", text=utt.text, speech_end=utt.speech_end)
-        self.log.info("prompt %r (recognised %.0f ms after the end-of-speech wait)", utt.text,
+        self.log.info("prompt of %d character(s) (recognised %.0f ms after the end-of-speech wait)", len(utt.text),
                       max(0.0, utt.finished_at - utt.ended_at) * 1000)
+        self.transcript_log.info("prompt %r", utt.text)
         await self.send_app(relay.Prompt(utt.text, utt.language or self.listener.language, last=True))
 
     async def _on_partial(self, text: str, language: str) -> None:
         self.stats.record("partial", text=text)
-        self.log.debug("partial prompt %r", text)
+        self.transcript_log.debug("partial prompt %r", text)
         await self.send_app(relay.Prompt(text, language or self.listener.language, last=False))
+
+
+def provider_of(start: StartEvent) -> str:
+    """The provider whose stream began with ``start``."""
+    return "telnyx" if isinstance(start, tx.TelnyxStart) else "twilio"
 
 
 def _is_start(raw: str | bytes) -> bool:
