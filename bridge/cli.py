@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bridge import __version__, logs
-from bridge.config import ConfigError, load
+from bridge.config import ConfigError, check_authentication, load
 from bridge.engines.models import ModelError
 
 logger = logging.getLogger("bridge.cli")
@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load(args.config or default_config_path(), server__listen=args.listen, server__app_url=args.app_url,
                        logging__level=args.log_level)
-            logs.configure(cfg.logging.level)
+            check_authentication(cfg)
+            logs.configure(cfg.logging.level, log_transcripts=cfg.logging.log_transcripts)
+            if cfg.server.credentials.open:
+                logger.warning("calls are not authenticated (server.allow_unauthenticated): anyone who can reach "
+                               "%s can open calls; set server.twilio_auth_token or server.telnyx_stream_token",
+                               cfg.server.listen)
             if not cfg.server.app_url:
                 logger.warning("no app URL configured: every call will be ended at once until --app-url "
                                "or server.app_url is set")
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.demo import main as run_demo
 
         cfg = load(args.config)
-        logs.configure(args.log_level)
+        logs.configure(args.log_level, log_transcripts=cfg.logging.log_transcripts)
         return run_demo(cfg, args.out)
     except (ConfigError, ModelError) as exc:
         print(f"relay-bridge: {exc}", file=sys.stderr)

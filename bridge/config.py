@@ -5,6 +5,12 @@ in key names. Unknown keys and wrong types are rejected with the dotted path of 
 misspelt setting is an error at start-up, not a silent default. The sections that configure the
 runtime are the runtime's own settings classes, each validating its values.
 
+Secrets (``server.twilio_auth_token``, ``server.telnyx_stream_token``) need not be written into the
+file: each may come from the file named by its ``*_file`` key, from the environment
+(``RELAY_BRIDGE_TWILIO_AUTH_TOKEN``, ``RELAY_BRIDGE_TELNYX_STREAM_TOKEN``) or from a systemd
+credential of the same name as the key (``LoadCredential=twilio_auth_token:...``), in that order
+after the key itself; giving one in two places at once is an error.
+
 ``[[languages]]`` declares the languages a call may use, as ``<Language>`` elements do in TwiML:
 each names its code, voice and speech model, inheriting ``[tts]`` and ``[asr]`` when left empty
 (except that a non-English language defaults to the multilingual model, ``MULTILINGUAL_MODEL``).
@@ -13,9 +19,11 @@ each names its code, voice and speech model, inheriting ``[tts]`` and ``[asr]`` 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +110,7 @@ class TtsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
+    log_transcripts: bool = False  # caller and app text at INFO (otherwise only at DEBUG)
 
     def __post_init__(self) -> None:
         if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -232,8 +241,56 @@ def load(path: Path | None = None, **overrides: Any) -> Config:
             data.setdefault(section, {})[name] = value
         else:
             data[key] = value  # a whole top-level value: languages=[{"code": "en-US"}]
+    server = data.get("server", {})
+    if isinstance(server, dict):  # anything else is reported by _build
+        data["server"] = _with_secrets(server, os.environ)
     cfg: Config = _build(Config, data, "")
     return cfg
+
+
+SECRETS = ("twilio_auth_token", "telnyx_stream_token")
+
+
+def _with_secrets(server: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``[server]`` with each secret read from wherever it was given (see the module docstring)."""
+    server = dict(server)
+    for name in SECRETS:
+        sources: list[tuple[str, str]] = []
+        if isinstance(server.get(name), str) and server[name]:
+            sources.append((f"server.{name}", server[name]))
+        file_key = f"{name}_file"
+        if isinstance(server.get(file_key), str) and server[file_key]:
+            sources.append((f"server.{file_key}", _read_secret(Path(server[file_key]), f"server.{file_key}")))
+        if not sources and environ.get(f"RELAY_BRIDGE_{name.upper()}"):
+            sources.append((f"${'RELAY_BRIDGE_' + name.upper()}", environ[f"RELAY_BRIDGE_{name.upper()}"]))
+        credentials = environ.get("CREDENTIALS_DIRECTORY", "")
+        if not sources and credentials and (Path(credentials) / name).is_file():
+            sources.append((f"systemd credential {name}", _read_secret(Path(credentials) / name, f"credential {name}")))
+        if len(sources) > 1:
+            raise ConfigError(f"server.{name} is given twice ({sources[0][0]} and {sources[1][0]}); keep one")
+        if sources:
+            server[name] = sources[0][1]
+    return server
+
+
+def _read_secret(path: Path, where: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not value:
+        raise ConfigError(f"{where}: {path} is empty")
+    return value
+
+
+def check_authentication(cfg: Config) -> None:
+    """Refuse to serve with no way to authenticate streams unless that was asked for explicitly."""
+    server = cfg.server
+    if not (server.twilio_auth_token or server.telnyx_stream_token or server.allow_unauthenticated):
+        raise ConfigError(
+            "no stream authentication is configured: set server.twilio_auth_token (with server.public_url) "
+            "and/or server.telnyx_stream_token (or their *_file keys, environment variables or systemd "
+            "credentials), or set server.allow_unauthenticated = true to accept streams from anyone")
 
 
 def replace(cfg: Config, **changes: Any) -> Config:

@@ -53,7 +53,9 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
         agents.append(agent)
         async with trio.open_nursery() as nursery:
             app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
-            env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(Path(__file__).parents[1] / "config/relay-bridge.toml")}
+            config = tmp_path / "relay-bridge.toml"
+            config.write_text("[server]\nallow_unauthenticated = true\n")
+            env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(config)}
             with log.open("wb") as out:
                 proc = await trio.lowlevel.open_process(
                     [sys.executable, "-m", "bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
@@ -82,6 +84,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     output = log.read_text()
     assert returncode == [0], output
     assert "listening on ws://127.0.0.1:" in output
+    assert "WARNING" in output and "calls are not authenticated" in output
     assert "SIGTERM received" in output and "stopped after 1 call(s)" in output
     session = agents[0].sessions[0]
     assert session.setup is not None and session.setup.session_id.startswith("VX")
@@ -103,3 +106,22 @@ def test_a_missing_config_named_by_the_environment_is_an_error(tmp_path: Path) -
                           timeout=60, env=env)
     assert proc.returncode == 2
     assert "cannot read config" in proc.stderr
+
+
+def test_serve_without_any_authentication_exits_2_naming_both_ways_out() -> None:
+    shipped = Path(__file__).parents[1] / "config/relay-bridge.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_BRIDGE_") and k != "CREDENTIALS_DIRECTORY"}
+    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(shipped)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "server.twilio_auth_token" in proc.stderr and "server.telnyx_stream_token" in proc.stderr
+    assert "server.allow_unauthenticated = true" in proc.stderr
+
+
+def test_a_twilio_token_without_public_url_is_a_startup_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[server]\ntwilio_auth_token = "secret"\n')
+    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "twilio_auth_token needs public_url" in proc.stderr

@@ -24,6 +24,13 @@ after its utterance ended is dropped, so it can never follow the final prompt. A
 the caller had stopped covers the whole utterance, so it doubles as the speculative recognition
 instead of holding one up.
 
+Recognition that is no longer wanted is cancelled: a speculation when the caller resumes (or when
+another takes its place), a partial when its utterance ends without it, everything when the call
+ends. Work still waiting for the process's ASR slot leaves the queue at once and never runs; a
+decode already running in a worker thread cannot be interrupted, so it is abandoned and its slot
+comes back when that one decode finishes. A call therefore has at most one speculation and one
+partial alive besides its final recognitions, which queue in a bounded channel.
+
 Barge-in sensitivity: ``on_speech_sustained`` fires once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: together with ``on_speech_started``). Whether an utterance is reported at all
 (``report``) is decided by the runtime while it lasts: input over agent speech may be withheld.
@@ -68,6 +75,11 @@ class Recognition:
     finished_at: float = 0.0  # clock time recognition finished
     report: bool = True  # send it to the app (input over agent speech may be withheld)
     language: str = ""  # for the prompt's "lang": the language recognised in (or detected)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancelled when no longer wanted
+
+    def cancel(self) -> None:
+        """Give up on this recognition: it leaves the ASR queue (or is abandoned) and yields no text."""
+        self.scope.cancel()
 
 
 class Listener:
@@ -111,7 +123,7 @@ class Listener:
             async for rec in self._receive:
                 await rec.done.wait()
                 if rec.text and not rec.report:
-                    self._log.info("input over agent speech not reported: %r", rec.text)
+                    self._log.info("input over agent speech not reported")
                 elif rec.text:
                     await self._on_utterance(rec)
                 else:
@@ -126,19 +138,19 @@ class Listener:
                 case SpeechStarted():
                     self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE)
                     self._turn += 1
+                    self._drop_partial()
                     self.report, self._sustained, self._last_partial, self._partial = True, False, "", None
                     self._partial_from = event.detected_at
                     await self._on_speech_started(event)
                 case SpeechPaused():
+                    self._drop_speculation()
                     partial = self._partial
                     if partial is not None and partial.start == event.start and partial.end >= event.end:
                         self._speculation = partial  # it heard the whole utterance (and a little silence)
                     else:
                         self._speculation = self._recognise(event.start, event.end)
                 case SpeechResumed():
-                    if self._speculation is not None:
-                        self.speculations_wasted += 1
-                    self._speculation = None
+                    self._drop_speculation()
                 case SpeechEnded():
                     spec = self._speculation
                     self._speculation = None
@@ -146,11 +158,28 @@ class Listener:
                         rec = spec
                         self.speculations_used += 1
                     else:
+                        if spec is not None:
+                            self.speculations_wasted += 1
+                            spec.cancel()
                         rec = self._recognise(event.start, event.end)
+                    if self._partial is not rec:
+                        self._drop_partial()
                     rec.speech_end, rec.ended_at, rec.report = event.speech_end, trio.current_time(), self.report
                     await self._send.send(rec)
                     await self._on_speech_ended(event)
         await self._after_feed()
+
+    def _drop_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            self.speculations_wasted += 1
+            if spec is not self._partial:  # a partial doubling as the speculation may still be delivered
+                spec.cancel()
+
+    def _drop_partial(self) -> None:
+        """The utterance a running partial belongs to is over: its result could only be dropped."""
+        if self._partial is not None and not self._partial.done.is_set():
+            self._partial.cancel()
 
     async def _after_feed(self) -> None:
         if not self.endpointer.in_speech:
@@ -185,8 +214,9 @@ class Listener:
 
     async def _transcribe(self, rec: Recognition, audio: NDArray[np.int16]) -> None:
         try:
-            recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
-            rec.text, rec.language = recognised.text, recognised.language
+            with rec.scope:
+                recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
+                rec.text, rec.language = recognised.text, recognised.language
         except Exception:
             self._log.exception("recognition failed; the utterance is dropped")
             rec.text = ""
