@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from bridge.call.engines import LanguageEngines, SpeechEngines
+from bridge.call.engines import LanguageEngines, SpeechEngines, wait_engines_idle
 from bridge.config import Config, ModelChoice
 from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
@@ -19,6 +19,8 @@ from bridge.engines.whisper import WhisperSettings, WhisperTranscriber
 from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
 
 logger = logging.getLogger(__name__)
+
+ENGINE_EXIT_WAIT_S = 10.0
 
 
 def model_cache_dir() -> Path:
@@ -98,8 +100,11 @@ async def run(cfg: Config, engines: SpeechEngines) -> None:
         bound = listeners[0].socket.getsockname()
         logger.info("listening on ws://%s:%d/media; app %s", bound[0], bound[1], cfg.server.app_url or "(none)")
         sd_notify("READY=1")
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    log_statistics(server)
+                    continue
                 logger.info("%s received: no new calls; draining", signal.Signals(signum).name)
                 sd_notify("STOPPING=1")
                 shutdown.set()
@@ -107,9 +112,31 @@ async def run(cfg: Config, engines: SpeechEngines) -> None:
     logger.info("stopped after %d call(s)", server.calls_total)
 
 
+def task_count() -> int:
+    """Live trio tasks in this run (walked from the root task)."""
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    return walk(root) if root is not None else 0
+
+
+def log_statistics(server: MediaStreamsServer) -> None:
+    """One line an operator (or the soak benchmark) can ask for with SIGUSR1."""
+    refused = " ".join(f"{cause}={n}" for cause, n in sorted(server.refused.items())) or "none"
+    logger.info("stats: tasks=%d active_calls=%d pending=%d calls_total=%d refused: %s", task_count(),
+                server.active_calls, server.pending, server.calls_total, refused)
+
+
 def serve(cfg: Config) -> None:
     engines = load_engines(cfg)
-    trio.run(run, cfg, engines)
+    try:
+        trio.run(run, cfg, engines)
+    finally:
+        # Recognitions abandoned by ended calls may still be running in worker threads; the process
+        # must not exit under them (the native runtime aborts when its threads are torn down).
+        if not wait_engines_idle(ENGINE_EXIT_WAIT_S):
+            logger.warning("engine work still running after %.0f s; exiting anyway", ENGINE_EXIT_WAIT_S)
 
 
 def default_config_path() -> Path | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from bridge.call.engines import wait_engines_idle
 from bridge.config import Config
 from bridge.daemon import load_engines
 from bridge.loopback import LoopbackCall, first_after, run_loopback_call
@@ -84,6 +85,7 @@ def main(cfg: Config, out_dir: Path) -> int:
     t0 = time.perf_counter()
     print("relay-bridge demo: a simulated Twilio call on loopback (real ASR and TTS, real recorded speech)\n")
     call, spoken = trio.run(demo_call, cfg)
+    wait_engines_idle(10)  # recognitions abandoned when the call ended finish before the models go
     print("\nLatencies")
     for line in latency_report(call, spoken):
         print("  " + line)

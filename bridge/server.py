@@ -28,6 +28,7 @@ from trio_websocket import (
     open_websocket_url,
     wrap_server_stream,
 )
+from wsproto.utilities import LocalProtocolError
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.handoff import deliver_session_end
@@ -194,8 +195,11 @@ class MediaStreamsServer:
                     admitted = True
                     await self._run_call(opened)
                 conn.cancel_scope.cancel()
-        except Exception:
-            logger.exception("connection failed")
+        except Exception as exc:
+            if closing_pongs_only(exc):
+                logger.warning("a peer pinged a socket that was closing; the connection is closed")
+            else:
+                logger.exception("connection failed")
         finally:
             if admitted:
                 self.active_calls -= 1
@@ -350,6 +354,18 @@ class MediaStreamsServer:
                                               redirect=call.provider == "twilio")
             if self.keep_stats:
                 self.finished.append(call.stats)
+
+
+def closing_pongs_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is only trio-websocket failing to answer a ping on a closing socket.
+
+    trio-websocket (0.12) answers a ping that arrives after our close frame went out with a pong,
+    which wsproto refuses (python-trio/trio-websocket#184). By then the call is over; it is not a
+    failure of the call.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(closing_pongs_only(e) for e in exc.exceptions)
+    return isinstance(exc, LocalProtocolError) and "Pong" in str(exc)
 
 
 async def _respond(stream: trio.abc.Stream, status: int, body: str, *, head_only: bool = False) -> None:

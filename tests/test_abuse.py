@@ -489,3 +489,39 @@ def test_secrets_come_from_files_the_environment_or_systemd_credentials(tmp_path
     cfg.write_text(f'[server]\ntelnyx_stream_token_file = "{tmp_path / "missing"}"\n')
     with pytest.raises(ConfigError, match=r"server\.telnyx_stream_token_file: cannot read"):
         load(cfg)
+
+
+# -- process ---------------------------------------------------------------------------------
+
+
+def test_abandoned_engine_work_is_waited_for_before_the_process_exits() -> None:
+    """A decode abandoned by an ended call used to be killed mid-call into the native runtime at exit
+    (SIGABRT, "terminate called without an active exception")."""
+    import threading
+    import time
+
+    from bridge.call.engines import run_in_worker, wait_engines_idle
+
+    finished = threading.Event()
+
+    def decode() -> None:
+        time.sleep(0.3)
+        finished.set()
+
+    async def main() -> None:
+        with trio.move_on_after(0.05):
+            await run_in_worker(decode, trio.CapacityLimiter(1))
+
+    trio.run(main)
+    assert not finished.is_set()  # abandoned: still running after the run ended
+    assert wait_engines_idle(5) and finished.is_set()
+
+
+def test_a_pong_refused_on_a_closing_socket_is_not_a_failed_connection() -> None:
+    from wsproto.utilities import LocalProtocolError
+
+    from bridge.server import closing_pongs_only
+
+    pong = LocalProtocolError("Event Pong(payload=b'') cannot be sent in state ConnectionState.LOCAL_CLOSING.")
+    assert closing_pongs_only(ExceptionGroup("x", [ExceptionGroup("y", [pong])]))
+    assert not closing_pongs_only(ExceptionGroup("x", [pong, ValueError("a real failure")]))

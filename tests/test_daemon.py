@@ -72,6 +72,8 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                         await caller.hang_up()
 
                     await SimulatedCaller(f"ws://127.0.0.1:{port}/media", timeline).run(script)
+                    proc.send_signal(signal.SIGUSR1)  # one statistics line
+                    await trio.sleep(0.5)
                     proc.send_signal(signal.SIGTERM)
                     with trio.fail_after(10):
                         returncode.append(await proc.wait())
@@ -85,6 +87,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     assert returncode == [0], output
     assert "listening on ws://127.0.0.1:" in output
     assert "WARNING" in output and "calls are not authenticated" in output
+    assert "stats: tasks=" in output and "calls_total=1" in output
     assert "SIGTERM received" in output and "stopped after 1 call(s)" in output
     session = agents[0].sessions[0]
     assert session.setup is not None and session.setup.session_id.startswith("VX")

@@ -12,8 +12,10 @@ Whisper's form still reach the right model. "" means the default language.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -52,9 +54,47 @@ class Recognised:
 T = TypeVar("T")
 
 
+class _InFlight:
+    """Engine work running in worker threads, counted so the process can wait for it before exiting.
+
+    Work is abandoned when its call is cancelled (a decode cannot be interrupted), so the count may
+    include threads no task waits for any more.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._idle:
+            self._count += 1
+        try:
+            return fn()
+        finally:
+            with self._idle:
+                self._count -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout_s)
+
+
+_IN_FLIGHT = _InFlight()
+
+
+def wait_engines_idle(timeout_s: float) -> bool:
+    """Block until no engine work runs in a worker thread (True), or ``timeout_s`` passed (False)."""
+    return _IN_FLIGHT.wait_idle(timeout_s)
+
+
 async def run_in_worker(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
-    """Run engine work in a worker thread, at most ``limiter``'s worth at a time across all calls."""
-    return await trio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
+    """Run engine work in a worker thread, at most ``limiter``'s worth at a time across all calls.
+
+    Cancelled while waiting for the limiter, it never runs; cancelled while running, it is abandoned
+    (the thread finishes the work, then frees its place in the limiter).
+    """
+    return await trio.to_thread.run_sync(partial(_IN_FLIGHT.run, fn), limiter=limiter, abandon_on_cancel=True)
 
 
 @dataclass

@@ -30,6 +30,8 @@ SENSITIVITY_VALUES = ("low", "medium", "high")
 SPEECH_TIMEOUT_RANGE_MS = (600, 5000)
 EVENT_NAMES = ("speaker-events", "tokens-played")
 DEBUG_NAMES = ("debugging", *EVENT_NAMES)
+# A welcome greeting is spoken text, like one text token (relay.MAX_TOKEN_CHARS bounds those).
+MAX_GREETING_CHARS = 4096
 
 
 def require_at_least(settings: object, **minimums: float) -> None:
@@ -90,6 +92,9 @@ class SessionSettings:
             raise ValueError(f"interrupt_sensitivity must be one of {', '.join(SENSITIVITY_VALUES)}, "
                              f"got {self.interrupt_sensitivity!r}")
         _speech_timeout_ms(self.speech_timeout)
+        if len(self.welcome_greeting) > MAX_GREETING_CHARS:
+            raise ValueError(f"welcome_greeting must be at most {MAX_GREETING_CHARS} characters, "
+                             f"got {len(self.welcome_greeting)}")
         _check_names("debug", self.debug, DEBUG_NAMES)
         _check_names("events", self.events, EVENT_NAMES)
 
@@ -245,9 +250,10 @@ class PlaySettings:
     allowed_hosts: tuple[str, ...] = ()  # empty: any host (the address rule still applies)
     allow_private: bool = False
     cache_bytes: int = 64 * 1024 * 1024  # of decoded 8 kHz audio, shared by all calls
+    decode_timeout_ms: int = 5000  # wall-clock time for decoding one file
 
     def __post_init__(self) -> None:
-        require_at_least(self, max_bytes=1, timeout_ms=1, max_duration_s=0.02, cache_bytes=0)
+        require_at_least(self, max_bytes=1, timeout_ms=1, max_duration_s=0.02, cache_bytes=0, decode_timeout_ms=1)
         for i, pattern in enumerate(self.allowed_hosts):
             check_host_pattern(f"allowed_hosts[{i}]", pattern)
 
