@@ -129,6 +129,7 @@ def log_statistics(server: MediaStreamsServer) -> None:
 
 
 def serve(cfg: Config) -> None:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a statistics request while the models load is not fatal
     engines = load_engines(cfg)
     try:
         trio.run(run, cfg, engines)

@@ -445,6 +445,30 @@ async def test_transcripts_are_not_logged_at_info(autojump_clock: object, caplog
     assert "prompt of 23 character(s)" in caplog.text
 
 
+async def test_a_peer_cannot_flood_the_log(autojump_clock: object, caplog: pytest.LogCaptureFixture) -> None:
+    app = ScriptedAgent(Timeline())
+    provider = MediaStreamsProvider(stream_sid="MZ1", account_sid=ACCOUNT, call_sid="CA1")
+    caplog.set_level(logging.INFO)
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+        net.apps[APP_URL] = app.handle
+        server = bridge_server(settings(), fake_engines(), net.connect_app)
+        async with net.connect_bridge(server) as ws:
+            await ws.send_message(provider.connected())
+            await ws.send_message(provider.start())
+            for i in range(500):
+                await ws.send_message(provider.mark(f"never-sent-{i}"))
+                await ws.send_message("not json")
+            await ws.send_message(provider.stop())
+            with trio.fail_after(10):
+                await server.wait_idle()
+        nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("echo of unknown mark" in w for w in warnings) == 10
+    assert sum("invalid Media Streams" in w for w in warnings) == 10
+    assert any("490 invalid provider frames, 490 unknown mark echoes" in w for w in warnings)
+
+
 def test_logs_configure_keeps_transcripts_quiet_at_info_only() -> None:
     from bridge import logs
 

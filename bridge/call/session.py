@@ -72,6 +72,7 @@ PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as 
 INBOUND_BURST_S = 2.0  # inbound audio ahead of real time that is still accepted (network jitter)
 MAX_RECORDED_EVENTS = 10_000  # events kept per call for the timeline; counts are kept regardless
 MAX_REFUSED_LANGUAGES = 32  # distinct unknown token languages reported once each
+WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 # interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
 SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
 SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
@@ -184,12 +185,20 @@ class Call:
         self._cuts = 0
         self._app_close = relay.CLOSE_NORMAL
         self._app_stuck = False  # a send to the app timed out: the socket may hold half a frame
+        self._input_warnings: Counter[str] = Counter()
         self._refused_token_languages: set[str] = set()
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
         self.playback.on_first_audio = self._on_first_audio
 
     # -- ending -------------------------------------------------------------------------------
+
+    def warn_input(self, kind: str, msg: str, *args: object) -> None:
+        """A warning about bad peer input; after ``WARNINGS_PER_KIND`` of one kind they are only counted,
+        so a peer cannot flood the log (the call's end says how many were left out)."""
+        self._input_warnings[kind] += 1
+        if self._input_warnings[kind] <= WARNINGS_PER_KIND:
+            self.log.warning(msg, *args)
 
     def end(self, reason: str) -> None:
         """End the call; the first reason given is the one kept. Teardown closes both sockets."""
@@ -275,6 +284,10 @@ class Call:
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
             self.stats.speculations_used = self.listener.speculations_used
             self.stats.speculations_wasted = self.listener.speculations_wasted
+            left_out = {k: n - WARNINGS_PER_KIND for k, n in self._input_warnings.items() if n > WARNINGS_PER_KIND}
+            if left_out:
+                self.log.warning("further warnings not logged: %s",
+                                 ", ".join(f"{n} {kind}" for kind, n in sorted(left_out.items())))
             if self.stats.inbound_dropped:
                 self.log.warning("%d inbound media frame(s) arrived faster than real time and were dropped",
                                  self.stats.inbound_dropped)
@@ -324,13 +337,15 @@ class Call:
                         self.end("provider sent stop")
                         return
                     case tx.ProviderError():
-                        self.log.warning("provider error frame: %s %s: %s", event.code, event.title, event.detail)
+                        self.warn_input("provider error frames", "provider error frame: %s %s: %s", event.code,
+                                        printable(event.title), printable(event.detail))
                     case ms.InvalidFrame():
                         self.stats.invalid_provider_frames += 1
-                        self.log.warning("dropped an invalid Media Streams frame: %s: %s", event.reason,
-                                         printable(event.raw, 120))
+                        self.warn_input("invalid provider frames", "dropped an invalid Media Streams frame: %s: %s",
+                                        event.reason, printable(event.raw, 120))
                     case _:
-                        self.log.warning("unexpected Media Streams event %s", type(event).__name__)
+                        self.warn_input("unexpected provider events", "unexpected Media Streams event %s",
+                                        type(event).__name__)
 
     async def _read_app(self) -> None:
         assert self.app_ws is not None
@@ -345,7 +360,7 @@ class Call:
             match msg:
                 case relay.InvalidAppFrame():
                     self.stats.invalid_app_frames += 1
-                    self.log.warning("invalid app frame: %s", msg.reason)
+                    self.warn_input("invalid app frames", "invalid app frame: %s", msg.reason)
                     await self.send_app(msg.reply)
                     if msg.close is not None:
                         self.log.warning("closing the app socket: %s", msg.close[1])
@@ -412,7 +427,7 @@ class Call:
     async def _refuse_language(self, field_name: str, code: str) -> None:
         problem = (f"{field_name} {code!r} is not one of this session's languages "
                    f"({', '.join(self.languages)}); the language is unchanged")
-        self.log.warning("%s", problem)
+        self.warn_input("refused languages", "%s", problem)
         await self.send_app(relay.Error(problem))
 
     async def _on_language(self, msg: relay.Language) -> None:
@@ -562,7 +577,7 @@ class Call:
         echo = self.ledger.echo(name, trio.current_time())
         self.playback.notify()
         if echo.kind is EchoKind.UNKNOWN:
-            self.log.warning("echo of unknown mark %r ignored", name)
+            self.warn_input("unknown mark echoes", "echo of unknown mark %s ignored", printable(name))
         mark = echo.mark
         if echo.kind is not EchoKind.PLAYED or mark is None:
             return
