@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast bench bench-languages lint speech-data clean
+.PHONY: demo test test-fast fuzz bench bench-languages soak lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not models'
+
+# The fuzz suites (codecs and whole calls) with many more examples than `make test` runs; it takes a
+# long while. HYPOTHESIS_PROFILE selects the example counts registered in the test files.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_codecs.py tests/test_fuzz_calls.py
 
 # The recorded-speech set for benchmarks: Debian's Asterisk English prompts (8 kHz WAV) and their
 # transcripts, unpacked into .cache/ without root.
@@ -41,6 +46,11 @@ $(SPEECH_DIR)/.done-es:
 
 bench-languages: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
 	$(PY) benchmarks/bench_languages.py --speech-dir $(SPEECH_DIR)/root --out out/bench-languages.json
+
+# The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
+# leak or any call errs. Takes the full hour: run it on purpose.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --out out/soak.json
 
 bench: $(STAMP) speech-data
 	$(PY) benchmarks/bench_calls.py --speech-dir $(SPEECH_DIR)/root --out out/bench.json

@@ -170,13 +170,55 @@ async def test_malformed_urls(url: str) -> None:
         await http_get(url, PUBLIC)
 
 
-async def test_paths_are_percent_encoded_so_nothing_can_be_injected() -> None:
+async def test_non_ascii_is_percent_encoded_as_utf8_and_escapes_are_kept() -> None:
     async with open_http_server(answer(response(200, b"ok"))) as srv:
         with trio.fail_after(10):
-            await http_get(srv.url("/hold music/ä.wav?q=a b\r\nX-Injected: 1&r=%41"), LOCAL)
+            await http_get(srv.url("/hold%20music/ä.wav?q=a%20b&r=%41"), LOCAL)
     [req] = srv.requests
-    assert req.target == "/hold%20music/%C3%A4.wav?q=a%20bX-Injected:%201&r=%41"  # urlsplit drops CR, LF
-    assert "x-injected" not in req.headers
+    assert req.target == "/hold%20music/%C3%A4.wav?q=a%20b&r=%41"
+
+
+@pytest.mark.parametrize(("suffix", "needle"), [
+    ("/\ud800.wav", r"contains a lone surrogate \(U\+D800 at position \d+\), which cannot be encoded"),
+    ("/a.wav?x=\udfff", r"contains a lone surrogate \(U\+DFFF"),
+    ("/a.wav\r\nX-Injected: 1", r"contains a control character \(U\+000D"),  # urlsplit would drop CR and LF
+    ("/a\tb.wav", r"contains a control character \(U\+0009"),
+    ("/a\x00.wav", r"contains a control character \(U\+0000"),
+    ("/a\x7f.wav", r"contains a control character \(U\+007F"),
+    ("/a\x85.wav", r"contains a control character \(U\+0085"),
+    ("/hold music.wav", r"contains white space \(U\+0020 at position \d+\); spaces must be percent-encoded"),
+    ("/a\u00a0.wav", r"contains white space \(U\+00A0"),
+    ("/" + "a" * 9000, r"is 90\d\d characters long, over the limit of 8192"),
+])
+async def test_urls_that_cannot_be_sent_as_written_are_refused(suffix: str, needle: str) -> None:
+    """Refused with an HttpError that says why, before any connection (formerly a lone surrogate escaped
+    as a UnicodeEncodeError, and CR/LF and spaces were silently dropped or encoded)."""
+    async with open_http_server(answer(response(200, b"ok"))) as srv:
+        with trio.fail_after(10), pytest.raises(HttpError, match="invalid URL '.*: it " + needle) as exc:
+            await http_get(srv.url(suffix), LOCAL)
+    assert srv.requests == []
+    str(exc.value).encode("utf-8")  # the message itself can be logged and sent to the app
+
+
+async def test_an_over_long_url_is_not_echoed_in_full() -> None:
+    with pytest.raises(HttpError) as exc:
+        await http_get("http://example.com/" + "a" * 20000, PUBLIC)
+    assert len(str(exc.value)) < 400 and "(20019 characters)" in str(exc.value)
+
+
+async def test_a_raw_utf8_redirect_location_is_percent_encoded_as_utf8() -> None:
+    async def handler(req: Received, stream: trio.abc.Stream) -> None:
+        if req.target == "/first":
+            await stream.send_all(b"HTTP/1.1 302 Found\r\nLocation: /\xc5\x9b.wav\r\nContent-Length: 0\r\n"
+                                  b"Connection: close\r\n\r\n")
+        else:
+            await stream.send_all(response(200, b"done"))
+
+    async with open_http_server(handler) as srv:
+        with trio.fail_after(10):
+            got = await http_get(srv.url("/first"), LOCAL)
+    assert got.body == b"done"
+    assert [r.target for r in srv.requests] == ["/first", "/%C5%9B.wav"]  # not the Latin-1 reading, %C3%85%C2%9B
 
 
 async def test_bad_header_values_are_an_error_not_a_crash() -> None:

@@ -14,6 +14,11 @@ Every request runs under one deadline (connect, TLS, redirects and body together
 capped: by Content-Length before any of it is read, and again as it streams (chunked bodies have
 no length up front). Callback POSTs go to operator-configured URLs, so they skip the address rule
 but keep the deadline. All failures are ``HttpError`` with a message that says what went wrong.
+
+A URL is checked as text before it is parsed: it must be at most ``MAX_URL_CHARS`` long and hold no
+control character (``urlsplit`` would silently drop tab, CR and LF and fetch a different URL), no
+white space and no lone surrogate (which has no UTF-8 form, so it could neither be percent-encoded
+nor logged). Other non-ASCII characters are percent-encoded as UTF-8, as browsers do.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import ssl
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
@@ -36,6 +42,7 @@ RECEIVE_BYTES = 65536
 MAX_POST_RESPONSE_BYTES = 64 * 1024  # callbacks' answers are only logged
 USER_AGENT = "relay-bridge/0.1"
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_CHARS = 8192  # as common servers allow in a request line
 TARGET_SAFE = "/?&=:;@!$'()*+,~%[]"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -109,7 +116,30 @@ class _Target:
     auth: tuple[str, str] | None  # user info in the URL
 
 
+def _shown(url: str, limit: int = 200) -> str:
+    """``url`` quoted and escaped for a message, cut short if long."""
+    return repr(url) if len(url) <= limit else repr(url[:limit]) + f"... ({len(url)} characters)"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be requested as it is written (None: it can be parsed and encoded)."""
+    if len(url) > MAX_URL_CHARS:
+        return f"it is {len(url)} characters long, over the limit of {MAX_URL_CHARS}"
+    for i, char in enumerate(url):
+        code = f"U+{ord(char):04X} at position {i}"
+        if unicodedata.category(char) == "Cs":
+            return f"it contains a lone surrogate ({code}), which cannot be encoded"
+        if unicodedata.category(char) == "Cc":
+            return f"it contains a control character ({code})"
+        if char.isspace():
+            return f"it contains white space ({code}); spaces must be percent-encoded as %20"
+    return None
+
+
 def _parse(url: str) -> _Target:
+    problem = url_problem(url)
+    if problem is not None:
+        raise HttpError(f"invalid URL {_shown(url)}: {problem}")
     try:
         parts: SplitResult = urlsplit(url)
         port = parts.port
@@ -128,8 +158,8 @@ def _parse(url: str) -> _Target:
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    # As browsers do: spaces, non-ASCII and control characters are percent-encoded, so an app-supplied
-    # URL cannot inject headers (urlsplit already dropped tab, CR and LF); %XX escapes stay as they are.
+    # As browsers do: non-ASCII characters are percent-encoded as UTF-8 (url_problem has refused
+    # controls, white space and lone surrogates, so nothing can inject headers); %XX escapes stay.
     target = quote(target, safe=TARGET_SAFE)
     auth = None
     if parts.username is not None:
@@ -271,6 +301,15 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
+def _utf8(value: str) -> str:
+    """A header value read as Latin-1 (``_response``) re-read as UTF-8, which servers use for raw
+    non-ASCII in a Location; Latin-1 stays when the bytes are not UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
 def _response(response: h11.Response, body: bytes, url: str) -> HttpResponse:
     headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers)
     return HttpResponse(response.status_code, response.reason.decode("latin-1"), headers, body, url)
@@ -298,7 +337,7 @@ async def http_get(url: str, policy: FetchPolicy) -> HttpResponse:
                 location = response.header("location")
                 if not location:
                     raise HttpError(f"HTTP {response.status} redirect without a Location from {url}")
-                url = urljoin(url, location.strip())
+                url = urljoin(url, _utf8(location.strip()))
                 continue
             if not 200 <= response.status < 300:
                 raise HttpError(f"HTTP {response.status} {response.reason} from {url}".rstrip())

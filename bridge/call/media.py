@@ -9,10 +9,18 @@ are not cached: the next ``play`` of that URL tries again.
 
 Entries live for the process and ignore HTTP cache headers: a changed file at the same URL is
 fetched again only once it has been evicted (or under a new URL, e.g. with a version query).
+
+Decoding runs in a worker thread, which cannot be killed, so its limits are enforced inside the
+decode loop: ``decode_audio`` asks before every packet whether to stop. The answer is yes once
+``decode_timeout_ms`` of wall-clock time has passed (a crafted file can keep FFmpeg busy), and the
+question raises trio's ``Cancelled`` once the play was cancelled and the thread abandoned (a
+barge-in), so an abandoned decode gives its slot in the decode limiter back at its next packet
+instead of running to the end of the file.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +29,7 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from bridge.audio.decode import DecodeError, decode_audio
+from bridge.audio.decode import DecodeError, DecodeStopped, decode_audio
 from bridge.call.http import FetchPolicy, HttpError, http_get
 from bridge.call.settings import PlaySettings
 
@@ -123,25 +131,49 @@ def fetch_policy(settings: PlaySettings) -> FetchPolicy:
                        allowed_hosts=settings.allowed_hosts, allow_private=settings.allow_private)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may appear in a message: as is when printable, else escaped (e.g. a lone surrogate).
+
+    The message goes to the log and to the app, and an unencodable character there would fail the
+    log handler or the app's socket instead of reporting the problem.
+    """
+    return url if url.isprintable() else ascii(url)
+
+
 async def load_media(url: str, settings: PlaySettings, cache: MediaCache, *,
-                     policy: FetchPolicy | None = None) -> Samples:
+                     policy: FetchPolicy | None = None,
+                     clock: Callable[[], float] = time.monotonic) -> Samples:
     """The audio at ``url`` as read-only mono int16 at 8 kHz, from ``cache`` or fetched and decoded.
 
     Raises ``MediaError``. ``policy`` overrides the one built from ``settings`` (tests use it for a
-    private trust store).
+    private trust store); ``clock`` times the decode (read in the worker thread, so not trio's).
     """
     policy = policy or fetch_policy(settings)
+    source = shown_url(url)
 
     async def load() -> Samples:
         try:
             response = await http_get(url, policy)
         except HttpError as exc:
-            raise MediaError(f"play source {url}: {exc}") from None
+            raise MediaError(f"play source {source}: {exc}") from None
+        body = response.body
+
+        def decode() -> Samples:
+            deadline = clock() + settings.decode_timeout_ms / 1000  # from when a decode slot is free
+
+            def should_stop() -> bool:
+                trio.from_thread.check_cancelled()  # abandoned by a barge-in: end here (raises Cancelled)
+                return clock() > deadline
+
+            return decode_audio(body, max_duration_s=settings.max_duration_s, should_stop=should_stop)
+
         try:
-            return await trio.to_thread.run_sync(
-                lambda: decode_audio(response.body, max_duration_s=settings.max_duration_s),
-                limiter=cache.decode_limiter, abandon_on_cancel=True)  # a barge-in need not wait for it
+            return await trio.to_thread.run_sync(decode, limiter=cache.decode_limiter,
+                                                 abandon_on_cancel=True)  # a barge-in need not wait for it
+        except DecodeStopped:
+            raise MediaError(f"play source {source}: decoding took longer than the limit of "
+                             f"{settings.decode_timeout_ms} ms") from None
         except DecodeError as exc:
-            raise MediaError(f"play source {url}: {exc}") from None
+            raise MediaError(f"play source {source}: {exc}") from None
 
     return await cache.get_or_load(url, load)
