@@ -175,6 +175,9 @@ class Config:
         raise KeyError(code)
 
 
+MAX_NUMBER = 2**53  # no setting needs more; beyond it floats lose integers and sizes overflow
+
+
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
@@ -190,9 +193,13 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not -MAX_NUMBER <= value <= MAX_NUMBER:  # also false for nan
+            raise ConfigError(f"{path}: expected a finite number of at most {MAX_NUMBER:g}, got {value!r}")
         return float(value)
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if hint is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise ConfigError(f"{path}: expected an integer of at most {MAX_NUMBER}, got {value!r}")
     if hint in (str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{path}: expected {'a string' if hint is str else 'true or false'}, got {value!r}")
     return value

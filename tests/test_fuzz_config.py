@@ -1,0 +1,53 @@
+"""The config loader under fuzzing: any value for any key is a Config or a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.config import Config, ConfigError, load
+
+FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"  # make fuzz
+EXAMPLES = settings(max_examples=50_000 if FUZZ else 300, deadline=None)
+
+SECTIONS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "languages"}
+KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+toml_leaf = st.one_of(st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(),
+                      st.text(max_size=30), st.sampled_from(["", "ws://x/y", "127.0.0.1:1", "auto", "any", "-1"]))
+toml_value = st.one_of(toml_leaf, st.lists(toml_leaf, max_size=3), st.dictionaries(st.text(max_size=5), toml_leaf,
+                                                                                   max_size=2))
+
+
+@EXAMPLES
+@given(changes=st.lists(st.tuples(st.sampled_from(KEYS), toml_value), max_size=4),
+       languages=st.one_of(st.none(), toml_value, st.lists(st.dictionaries(
+           st.sampled_from(["code", "voice", "speech_model", "other"]), toml_leaf, max_size=3), max_size=3)))
+def test_any_config_is_loaded_or_refused_naming_the_key(changes: list[tuple[tuple[str, str], object]],
+                                                        languages: object) -> None:
+    overrides: dict[str, object] = {f"{section}__{key}": value for (section, key), value in changes}
+    if languages is not None:
+        overrides["languages"] = languages
+    for key in ("server__twilio_auth_token_file", "server__telnyx_stream_token_file"):
+        if isinstance(overrides.get(key), str) and overrides[key]:
+            overrides[key] = "/nonexistent/secret"  # never read a real file the fuzzer names
+    try:
+        cfg = load(None, **overrides)
+    except ConfigError as exc:
+        assert str(exc)
+        return
+    assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("value", [10**400, float("inf"), float("nan"), -(10**30)])
+def test_huge_and_odd_numbers_are_refused_or_kept_not_crashed(value: object) -> None:
+    for section, key in KEYS:
+        try:
+            load(None, **{f"{section}__{key}": value})
+        except ConfigError:
+            pass
