@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -112,6 +113,8 @@ class ServerSettings:
                              "Twilio signs (a URL built from request headers could be any host)")
         if self.public_url:
             check_ws_url(self.public_url, "public_url")
+        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
+            raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
         require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
                          handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
                          send_timeout_ms=100)
