@@ -23,10 +23,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not models'
 
-# The fuzz suites (codecs and whole calls) with many more examples than `make test` runs; it takes a
-# long while. HYPOTHESIS_PROFILE selects the example counts registered in the test files.
+# The fuzz suites (codecs, whole calls, config) with many more examples than `make test` runs, randomly
+# chosen: about 40 minutes on two cores. The counts are in each file (see fuzz_settings in tests/harness.py).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_codecs.py tests/test_fuzz_calls.py
+	FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_codecs.py tests/test_fuzz_calls.py tests/test_fuzz_config.py --hypothesis-show-statistics
 
 # The recorded-speech set for benchmarks: Debian's Asterisk English prompts (8 kHz WAV) and their
 # transcripts, unpacked into .cache/ without root.

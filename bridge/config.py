@@ -36,6 +36,7 @@ from bridge.call.settings import (
     SessionSettings,
     require_at_least,
 )
+from bridge.engines.whisper import MAX_HINTS_CHARS
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 
@@ -94,6 +95,8 @@ class AsrConfig:
 
     def __post_init__(self) -> None:
         require_at_least(self, beam_size=1, cpu_threads=0, concurrency=1)
+        if len(self.hints) > MAX_HINTS_CHARS:
+            raise ValueError(f"hints must be at most {MAX_HINTS_CHARS} characters (Whisper reads no more)")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import hypothesis
 import numpy as np
 import trio
 import trio.testing
@@ -34,6 +36,15 @@ from bridge.sim.timeline import Timeline
 
 AppHandler = Callable[[WebSocketRequest], Awaitable[None]]
 APP_URL = "ws://app.test/relay"
+# `make fuzz` sets FUZZ=1: the fuzz suites then run many more examples, randomly
+# chosen; `make test` runs a few, derandomised, so CI is repeatable.
+FUZZING = os.environ.get("FUZZ") == "1"
+
+
+def fuzz_settings(*, ci: int, fuzz: int, **options: Any) -> hypothesis.settings:
+    """Hypothesis settings of a fuzz test: ``ci`` examples in the suite, ``fuzz`` under `make fuzz`."""
+    return hypothesis.settings(max_examples=fuzz if FUZZING else ci, derandomize=not FUZZING, deadline=None,
+                               **options)
 
 
 def fake_engines(script: tuple[str, ...] = (), **synth: float) -> SpeechEngines:

@@ -415,6 +415,28 @@ async def test_call_stats_stay_bounded(autojump_clock: object) -> None:
     assert len(stats.events) == MAX_RECORDED_EVENTS and stats.count("played") == MAX_RECORDED_EVENTS * 3
 
 
+async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_clock: object) -> None:
+    """129 kB of hints held the ASR slot for 2.3 s per recognition; a 24,000-character greeting froze the loop."""
+    from tests.harness import AppLog, scripted_app
+
+    log = AppLog()
+
+    async def app_script(ws: WebSocketConnection, log: AppLog) -> None:
+        await trio.sleep(1)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(2)
+        await caller.hang_up()
+
+    engines = fake_engines()
+    params = {"hints": "word, " * 25_000, "welcomeGreeting": "x" * 24_000}
+    await run_memory_call(engines, settings(), scripted_app(app_script, log), script, custom_parameters=params)
+    errors = [f["description"] for f in log.of("error")]
+    assert any("hints must be at most 4096 characters" in e for e in errors) or any("hints" in e for e in errors)
+    assert any("welcomeGreeting" in e for e in errors)
+    assert engines.synthesizer.texts == []  # nothing of the greeting was spoken
+
+
 # -- logs ------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bridge.speech.chunker import TextChunker
+from bridge.speech.chunker import MAX_MARK_RUN, TextChunker, chunk_text
 
 
 def feed_all(tokens: list[str], chunker: TextChunker | None = None) -> list[str]:
@@ -285,3 +285,57 @@ def test_chunks_independent_of_token_split_with_small_max_chars(
     assert feed_all(split(text, cuts), chunker) == reference
     assert feed_all([text], TextChunker(max_chars=max_chars, clause_min_chars=10)) == reference
     assert "".join(reference) == text
+
+
+# --- cost: app text must not stall the event loop ---------------------------------------------
+# Each input below kept the event loop busy for minutes when a scan was quadratic: r"\S+\s" retried
+# across a space-free token at every position, a run of dots rescanned to its end for every
+# character, the buffer before each full stop copied for the abbreviation check. Linear, each test
+# takes a fraction of a second. No timing is asserted: a regression shows up as a test that hangs.
+
+LONG = 200_000
+
+
+def pieces(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def test_long_token_without_whitespace_is_cut_in_linear_time() -> None:
+    text = "x" * LONG
+    expected = ["x" * 240] * (LONG // 240) + ["x" * (LONG % 240)]
+    assert chunk_text(text) == expected
+    c = TextChunker()
+    assert c.feed(text) == expected[:-1]
+    assert c.flush() == expected[-1:]
+    assert feed_all(pieces(text, 7)) == expected
+
+
+def test_long_run_of_marks_is_cut_in_linear_time() -> None:
+    text = "Wow" + "." * LONG + " Bye."
+    streamed = feed_all(pieces(text, 7))
+    reference = chunk_text(text)
+    assert streamed == reference
+    assert "".join(reference) == text
+    assert reference[-1] == " Bye."
+    # A run of marks too long to end a sentence is cut at max_chars like any other text.
+    assert all(len(chunk) <= 240 for chunk in reference)
+
+
+def test_many_abbreviations_are_cut_in_linear_time() -> None:
+    # Every full stop of the pending chunk used to be checked again for each new token, which a long
+    # max_chars makes plain.
+    text = "J. " * 20_000
+    streamed = feed_all(pieces(text, 3), TextChunker(max_chars=2400))
+    chunks = feed_all([text], TextChunker(max_chars=2400))
+    assert streamed == chunks
+    assert "".join(chunks) == text
+    assert all(0 < len(chunk) <= 2400 for chunk in chunks)
+    assert all(chunk.rstrip().endswith("J.") for chunk in chunks)  # initials end no sentence: cut at a space
+
+
+def test_run_of_marks_keeps_the_pending_text_bounded() -> None:
+    # Until a run of marks ends, whether it ends a sentence is undecided; only a bounded run waits.
+    c = TextChunker()
+    for _ in range(10_000):
+        c.feed("!")
+    assert len(c.pending) <= c.max_chars + MAX_MARK_RUN + 1

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import Config, ConfigError, load
+from tests.harness import fuzz_settings
 
-FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"  # make fuzz
-EXAMPLES = settings(max_examples=50_000 if FUZZ else 300, deadline=None)
+EXAMPLES = fuzz_settings(ci=300, fuzz=20_000)
 
 SECTIONS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "languages"}
 KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_NAME_CHARS, MAX_PARAMETER_VALUE_CHARS
 from bridge.protocols.media_streams import (
     Clear,
     Connected,
@@ -267,9 +268,31 @@ INVALID: list[tuple[str, str, str | bytes, str]] = [
     ("start-encoding-missing", FRESH,
      dumps(start_obj(mediaFormat={"sampleRate": 8000, "channels": 1})), "start.mediaFormat.encoding"),
     ("start-params-not-object", FRESH, dumps(start_obj(customParameters=["a"])), "start.customParameters"),
-    ("start-param-not-string", FRESH, dumps(start_obj(customParameters={"n": 5})),
-     "start.customParameters.n"),
     ("start-tracks-not-list", FRESH, dumps(start_obj(tracks="inbound")), "start.tracks"),
+    # Peer input that json.loads takes but the bridge cannot carry (see bridge/protocols/fields.py).
+    ("chunk-thousands-of-digits", AFTER_START, dumps(media_obj(chunk="1" * 5000)), "media.chunk"),
+    ("chunk-21-digits", AFTER_START, dumps(media_obj(chunk="1" * 21)), "media.chunk"),
+    ("sequence-21-digits", AFTER_START, dumps({**media_obj(), "sequenceNumber": "9" * 21}), "sequenceNumber"),
+    ("chunk-huge-integer", AFTER_START, dumps(media_obj(chunk="X")).replace('"X"', "1" * 5000), "number of 5000"),
+    ("start-rate-huge-integer", FRESH,
+     dumps(start_obj(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "X", "channels": 1}))
+     .replace('"X"', "8" * 5000), "number of 5000"),
+    ("nan", AFTER_START, dumps({**media_obj(), "extra": "X"}).replace('"X"', "NaN"), "NaN"),
+    ("infinity", AFTER_START, dumps({**media_obj(), "extra": "X"}).replace('"X"', "-Infinity"), "Infinity"),
+    ("float-overflow", AFTER_START, dumps({**media_obj(), "extra": "X"}).replace('"X"', "1e999"), "out of range"),
+    ("lone-surrogate-mark", AFTER_START,
+     dumps({"event": "mark", "streamSid": SID, "mark": {"name": "a\ud800"}}), "'mark.name' holds a lone surrogate"),
+    ("lone-low-surrogate-param", FRESH, dumps(start_obj(customParameters={"greeting": "\udc00 hi"})),
+     "'start.customParameters.greeting' holds a lone surrogate"),
+    ("lone-surrogate-in-a-list", AFTER_START, dumps({**media_obj(), "extra": [1, ["x", "\uDBFF"]]}),
+     "'extra[1][1]' holds a lone surrogate"),
+    ("lone-surrogate-in-a-name", FRESH, dumps(start_obj(customParameters={"\ud800": "x"})),
+     "a field name in 'start.customParameters' holds a lone surrogate"),
+    ("nested-too-deep", AFTER_START, dumps({**media_obj(), "extra": json.loads("[" * 40 + "]" * 40)}),
+     "'extra" + "[0]" * 31 + "' nests deeper than 32"),
+    ("start-too-many-tracks", FRESH, dumps(start_obj(tracks=["inbound"] * 5)), "'start.tracks' holds 5 tracks"),
+    ("start-track-not-string", FRESH, dumps(start_obj(tracks=[{"a": 1}])), "'start.tracks[0]'"),
+    ("start-track-too-long", FRESH, dumps(start_obj(tracks=["x" * 33])), "'start.tracks[0]'"),
 ]
 
 
@@ -312,6 +335,63 @@ def test_deeply_nested_json_is_an_invalid_frame() -> None:
     for raw in ("[" * 100_000, '{"a":' * 100_000):
         ev = streaming().receive(raw)
         assert isinstance(ev, InvalidFrame)
+
+
+def test_valid_surrogate_pairs_and_nesting_up_to_the_limit_are_taken() -> None:
+    b = streaming()
+    assert b.receive(dumps({"event": "mark", "streamSid": SID, "mark": {"name": "\ud83d\ude00"}})) == Mark("\U0001f600")
+    escaped = r'{"event":"mark","streamSid":"SID","mark":{"name":"\ud83d\ude00"}}'.replace("SID", SID)
+    assert b.receive(escaped) == Mark("\U0001f600")
+    deep = json.loads("[" * 31 + "]" * 31)  # 32 levels with the frame itself
+    assert isinstance(b.receive(dumps({**media_obj(3), "extra": deep})), Media)
+
+
+def test_invalid_frame_is_utf8_safe_whatever_the_input() -> None:
+    # A str from a WebSocket is valid UTF-8, but the codec must not hand on one that is not.
+    for raw in ("\ud800" * 300, '{"event":"connected","protocol":"\udfff"}', '{"event":"\ud800"}'):
+        ev = MediaStreamsBridge().receive(raw)
+        assert isinstance(ev, InvalidFrame)
+        ev.raw.encode("utf-8")
+        ev.reason.encode("utf-8")
+
+
+def test_peer_values_in_reasons_are_cut_short() -> None:
+    ev = streaming().receive(dumps({"event": "x" * 100_000, "streamSid": SID}))
+    assert isinstance(ev, InvalidFrame)
+    assert len(ev.reason) < 200
+    assert "100000 characters" in ev.reason
+
+
+# --- custom parameters: bounded, the stream goes on -------------------------------------------
+
+
+def test_custom_parameter_that_is_not_a_string_is_dropped_not_the_stream() -> None:
+    ev = MediaStreamsBridge().receive(dumps(start_obj(customParameters={"n": 5, "ok": "yes", "z": None})))
+    assert isinstance(ev, Start)
+    assert ev.custom_parameters == {"ok": "yes"}
+    assert ev.dropped_parameters == (
+        "field 'start.customParameters.n' must be a string, got int: dropped",
+        "field 'start.customParameters.z' must be a string, got null: dropped",
+    )
+
+
+def test_custom_parameters_over_the_limits_are_dropped_not_the_stream() -> None:
+    params = {"greeting": "x" * (MAX_PARAMETER_VALUE_CHARS + 1), "k" * (MAX_PARAMETER_NAME_CHARS + 1): "v",
+              "max": "y" * MAX_PARAMETER_VALUE_CHARS, "k" * MAX_PARAMETER_NAME_CHARS: "w"}
+    params.update({f"p{i}": str(i) for i in range(1000)})
+    b = MediaStreamsBridge()
+    ev = b.receive(dumps(start_obj(customParameters=params)))
+    assert isinstance(ev, Start)
+    assert b.state is StreamState.STREAMING
+    assert len(ev.custom_parameters) == MAX_CUSTOM_PARAMETERS - 2
+    assert ev.custom_parameters["max"] == "y" * MAX_PARAMETER_VALUE_CHARS
+    assert ev.custom_parameters["k" * MAX_PARAMETER_NAME_CHARS] == "w"
+    assert list(ev.custom_parameters)[-1] == f"p{MAX_CUSTOM_PARAMETERS - 5}"  # the first ones are kept
+    greeting, name, rest = ev.dropped_parameters
+    assert greeting.startswith("field 'start.customParameters.greeting' holds 4097 characters, more than 4096")
+    assert name.startswith("field 'start.customParameters': a parameter name of 257 characters")
+    assert len(name) < 200
+    assert rest == "field 'start.customParameters': 940 parameters past the first 64 dropped"
 
 
 def test_stream_goes_on_after_invalid_frames() -> None:

@@ -71,6 +71,11 @@ def test_after_deciding_frames_go_straight_to_the_codec() -> None:
     ('{"event":"start","start":{}}', "missing field 'streamSid' (Twilio) or 'stream_id' (Telnyx)"),
     ('{"event":"media","streamSid":"MZ1"}', "'media' before 'start'"),
     ('{"no":"event"}', "missing field 'event'"),
+    # What json.loads takes but cannot be carried on (see bridge/protocols/fields.py).
+    ('{"event":"connected","version":' + "1" * 5000 + "}", "number of 5000 characters"),
+    ('{"event":"connected","version":"\\ud800"}', "'version' holds a lone surrogate"),
+    ('{"event":"connected","version":' + "[" * 40 + "]" * 40 + "}", "nests deeper than 32"),
+    ('{"event":"' + "x" * 100_000 + '"}', "(100000 characters) before 'start'"),
 ])
 def test_frames_that_decide_nothing_are_invalid(raw: str | bytes, reason: str) -> None:
     sniffer = ProviderSniffer()
@@ -80,12 +85,43 @@ def test_frames_that_decide_nothing_are_invalid(raw: str | bytes, reason: str) -
     assert isinstance(sniffer.feed(TWILIO_START)[-1], ms.Start)  # and the stream can still start
 
 
+def test_a_refused_start_does_not_decide_the_provider() -> None:
+    # A malformed Twilio-looking start used to tie the stream to the Twilio codec for good, so the
+    # Telnyx stream that followed was refused frame by frame.
+    sniffer = ProviderSniffer()
+    assert sniffer.feed('{"event":"connected"}') == []
+    bad_twilio = json.loads(TWILIO_START)
+    del bad_twilio["start"]["mediaFormat"]
+    [ev] = sniffer.feed(json.dumps(bad_twilio))
+    assert isinstance(ev, ms.InvalidFrame) and "start.mediaFormat" in ev.reason
+    assert (sniffer.codec, sniffer.provider, sniffer.invalid_frames) == (None, None, 1)
+    connected, start = sniffer.feed(TELNYX_START)  # the kept bare connected is replayed
+    assert connected == ms.Connected(protocol="", version="") and isinstance(start, tx.TelnyxStart)
+    assert isinstance(sniffer.codec, tx.TelnyxMediaBridge)
+
+
 def test_bare_connected_frames_are_bounded() -> None:
     sniffer = ProviderSniffer()
     assert sniffer.feed('{"event":"connected"}') == []
     assert sniffer.feed('{"event":"connected"}') == []
     [ev] = sniffer.feed('{"event":"connected"}')
     assert isinstance(ev, ms.InvalidFrame)
+
+
+def test_both_codecs_drop_oversized_custom_parameters_the_same_way() -> None:
+    params = {"greeting": "g" * 5000, "ok": "yes", **{f"p{i}": "v" for i in range(100)}}
+    twilio = ms.MediaStreamsProvider(stream_sid="MZ1", account_sid="AC1", call_sid="CA1").start(params)
+    telnyx = tx.TelnyxMediaProvider(stream_id="s1", call_control_id="v3:x", call_session_id="cs",
+                                    user_id="u").start(params)
+    starts = [ProviderSniffer().feed(frame)[-1] for frame in (twilio, telnyx)]
+    assert isinstance(starts[0], ms.Start) and isinstance(starts[1], tx.TelnyxStart)
+    assert starts[0].custom_parameters == starts[1].custom_parameters
+    assert "greeting" not in starts[0].custom_parameters and starts[0].custom_parameters["ok"] == "yes"
+    reasons = [[r.replace("customParameters", "custom_parameters") for r in s.dropped_parameters] for s in starts]
+    assert reasons[0] == reasons[1] == [
+        "field 'start.custom_parameters.greeting' holds 5000 characters, more than 4096: dropped",
+        "field 'start.custom_parameters': 38 parameters past the first 64 dropped",
+    ]
 
 
 def test_both_codecs_share_the_interface() -> None:

@@ -13,6 +13,11 @@ from bridge.protocols.fields import FrameError
 from bridge.protocols.relay import (
     CLOSE_MALFORMED,
     CLOSE_NORMAL,
+    MAX_DIGITS_CHARS,
+    MAX_HANDOFF_CHARS,
+    MAX_LANGUAGE_CHARS,
+    MAX_SOURCE_CHARS,
+    MAX_TOKEN_CHARS,
     DtmfDigit,
     End,
     Error,
@@ -118,6 +123,31 @@ INVALID: list[tuple[str, str | bytes, str]] = [
     ("language-empty", '{"type":"language","ttsLanguage":"","transcriptionLanguage":""}', "ttsLanguage"),
     ("language-number", '{"type":"language","ttsLanguage":5}', "'ttsLanguage'"),
     ("end-handoff-object", '{"type":"end","handoffData":{"a":1}}', "'handoffData'"),
+    # Size limits on app input: each names the field and its limit.
+    ("token-too-long", dumps({"type": "text", "token": "a" * (MAX_TOKEN_CHARS + 1)}),
+     f"field 'token' holds {MAX_TOKEN_CHARS + 1} characters, more than the limit of {MAX_TOKEN_CHARS}"),
+    ("lang-too-long", dumps({"type": "text", "token": "x", "lang": "e" * 65}), "field 'lang' holds 65 characters"),
+    ("source-too-long", dumps({"type": "play", "source": "https://x.io/" + "a" * MAX_SOURCE_CHARS}),
+     f"more than the limit of {MAX_SOURCE_CHARS}"),
+    ("digits-too-long", dumps({"type": "sendDigits", "digits": "1" * (MAX_DIGITS_CHARS + 1)}),
+     f"field 'digits' holds {MAX_DIGITS_CHARS + 1} characters"),
+    ("tts-language-too-long", dumps({"type": "language", "ttsLanguage": "x" * (MAX_LANGUAGE_CHARS + 1)}),
+     "field 'ttsLanguage' holds 65 characters"),
+    ("stt-language-too-long", dumps({"type": "language", "transcriptionLanguage": "x" * 1000}),
+     "field 'transcriptionLanguage' holds 1000 characters"),
+    ("handoff-too-long", dumps({"type": "end", "handoffData": "h" * (MAX_HANDOFF_CHARS + 1)}),
+     f"more than the limit of {MAX_HANDOFF_CHARS}"),
+    # urlsplit raises ValueError on these; it used to escape the codec and end the call.
+    ("play-unclosed-ipv6", '{"type":"play","source":"http://[::1/a.mp3"}', "'source' is not a valid URL"),
+    ("play-unopened-ipv6", '{"type":"play","source":"http://x]/a.mp3"}', "'source' is not a valid URL"),
+    ("play-nfkc-host", '{"type":"play","source":"https://a\uff0fb/a.mp3"}', "'source' is not a valid URL"),
+    # What json.loads takes but cannot be carried on (see bridge/protocols/fields.py).
+    ("token-lone-surrogate", '{"type":"text","token":"hi \\ud83d"}', "'token' holds a lone surrogate"),
+    ("play-lone-surrogate", '{"type":"play","source":"https://x.io/\\udead"}', "'source' holds a lone surrogate"),
+    ("loop-huge-integer", '{"type":"play","source":"https://x.io/a","loop":' + "1" * 5000 + "}",
+     "number of 5000 characters"),
+    ("loop-nan", '{"type":"play","source":"https://x.io/a","loop":NaN}', "not JSON: NaN"),
+    ("nested-too-deep", '{"type":"text","token":"x","extra":' + "[" * 40 + "]" * 40 + "}", "nests deeper than 32"),
 ]
 
 
@@ -344,6 +374,31 @@ def test_receive_never_raises_on_structured_junk(kind: str, fields: dict[str, An
     if isinstance(result, InvalidAppFrame):
         prefix = '{"type":"error","description":"Invalid message received, code: 64107, '
         assert result.reply.startswith(prefix)
+
+
+def test_limits_are_inclusive() -> None:
+    b = RelayBridge()
+    assert b.receive(dumps({"type": "text", "token": "a" * MAX_TOKEN_CHARS})) == Text(token="a" * MAX_TOKEN_CHARS)
+    digits = "1" * MAX_DIGITS_CHARS
+    assert b.receive(dumps({"type": "sendDigits", "digits": digits})) == SendDigits(digits)
+    assert b.receive(end("h" * MAX_HANDOFF_CHARS)) == End("h" * MAX_HANDOFF_CHARS)
+    source = "https://x.io/" + "a" * (MAX_SOURCE_CHARS - len("https://x.io/"))
+    assert b.receive(dumps({"type": "play", "source": source})) == Play(source=source)
+    lang = "x" * MAX_LANGUAGE_CHARS
+    assert b.receive(dumps({"type": "language", "ttsLanguage": lang})) == Language(lang, None)
+
+
+def test_error_reply_is_utf8_whatever_the_input() -> None:
+    # A str from a WebSocket is valid UTF-8; one passed in with a lone surrogate must not make the
+    # reply unsendable.
+    result = RelayBridge().receive('{"type":"text","token":"\ud800"')
+    assert isinstance(result, InvalidAppFrame)
+    result.reply.encode("utf-8")
+    assert "\ufffd" not in result.reply and "?" in result.reply
+
+
+def test_surrogate_pairs_are_taken() -> None:
+    assert RelayBridge().receive(r'{"type":"text","token":"\ud83d\ude00"}') == Text(token="\U0001f600")
 
 
 def test_deeply_nested_json_is_invalid_not_an_exception() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from bridge.audio.g711 import alaw_encode, l16_encode, ulaw_encode
 from bridge.audio.transcode import EdgeTranscoder
 from bridge.protocols import relay
+from bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_VALUE_CHARS
 from bridge.protocols.media_streams import (
     Clear,
     Connected,
@@ -214,6 +215,12 @@ def test_error_frame_before_start_is_reported() -> None:
      "'start.media_format.channels' must be 1, got 2"),
     (json.dumps(start_obj(custom_parameters=["a"])), "'start.custom_parameters' must be an object"),
     (json.dumps(start_obj(tags=["ok", 3])), "'start.tags[1]' must be a string"),
+    (json.dumps(start_obj(tags=["t"] * 65)), "'start.tags' holds 65 tags, more than 64"),
+    (json.dumps(start_obj(tags=["t" * 257])), "'start.tags[0]' holds 257 characters"),
+    (json.dumps(start_obj(custom_parameters={"n": "X"})).replace('"X"', "NaN"), "not JSON: NaN"),
+    (json.dumps(start_obj(custom_parameters={"n": "X"})).replace('"X"', "1" * 5000), "number of 5000 characters"),
+    (json.dumps(start_obj(custom_parameters={"o": {"greeting": "\ud800"}})),
+     "'start.custom_parameters.o.greeting' holds a lone surrogate"),
     (json.dumps(start_obj(user_id=None)), "'start.user_id' must be a string, got null"),
     (json.dumps({**start_obj(), "sequence_number": "one"}), "'sequence_number' must be a decimal string"),
 ])
@@ -245,6 +252,11 @@ def test_bad_opening_frames(raw: str | bytes, reason: str) -> None:
     ({"event": "stop", "stream_id": SID, "stop": "now"}, "'stop' must be an object"),
     ({"event": "error", "payload": "boom"}, "'payload' must be an object"),
     ({"event": "error", "payload": {"code": "E1"}}, "'payload.code' must be a number"),
+    # int() refuses 4,300 digits with a plain ValueError, which used to escape the codec.
+    ({"event": "error", "payload": {"code": "1" * 5000}}, "'payload.code' has 5000 digits"),
+    (bad_media(track="inbound_track"), "'media.track' must be 'inbound' or 'outbound'"),
+    (bad_media(chunk="7" * 5000), "'media.chunk' has 5000 digits"),
+    ({"event": "mark", "stream_id": SID, "mark": {"name": "\udbff"}}, "'mark.name' holds a lone surrogate"),
     ({"event": "error", "payload": {"title": 1}}, "'payload.title' must be a string"),
     ({"event": "connected", "version": "1.0.0"}, "'connected' sent twice"),
     (start_obj(), "'start' sent twice"),
@@ -347,6 +359,39 @@ def test_flush_releases_held_media() -> None:
     b.feed(json.dumps(media_obj(2)))
     assert chunks_of(b.flush()) == [2]
     assert b.flush() == []
+
+
+def test_only_telnyx_track_names_get_a_track_state() -> None:
+    # Each track name used to get its own reorder buffer and transcoder: 20,000 names held 93 MB.
+    b = streaming()
+    for i in range(20_000):
+        ev = only(b.feed(json.dumps(media_obj(1, track=f"t{i}"))))
+        assert isinstance(ev, InvalidFrame) and "'media.track'" in ev.reason
+    assert chunks_of(b.feed(json.dumps(media_obj(1)))) == [1]
+    assert chunks_of(b.feed(json.dumps(media_obj(1, track="outbound")))) == [1]
+    assert len(b._tracks) <= 2
+    assert b.invalid_frames == 20_000
+
+
+def test_custom_parameters_are_bounded_and_any_json_value_is_kept() -> None:
+    params: dict[str, Any] = {"n": 3, "big": list(range(2000)), "s": "z" * MAX_PARAMETER_VALUE_CHARS,
+                              "long": "z" * (MAX_PARAMETER_VALUE_CHARS + 1)}
+    params.update({f"p{i}": i for i in range(100)})
+    b = TelnyxMediaBridge()
+    [ev] = b.feed(json.dumps(start_obj(custom_parameters=params)))
+    assert isinstance(ev, TelnyxStart)
+    assert b.state is StreamState.STREAMING
+    assert ev.custom_parameters["n"] == 3 and ev.custom_parameters["s"] == params["s"]
+    assert "big" not in ev.custom_parameters and "long" not in ev.custom_parameters
+    assert len(ev.custom_parameters) == MAX_CUSTOM_PARAMETERS - 2
+    assert ev.dropped_parameters == (
+        f"field 'start.custom_parameters.big' holds {len(json.dumps(params['big']).replace(' ', ''))} characters, "
+        "more than 4096: dropped",
+        "field 'start.custom_parameters.long' holds 4097 characters, more than 4096: dropped",
+        "field 'start.custom_parameters': 40 parameters past the first 64 dropped",
+    )
+    setup = telnyx_setup(ev, "s1")
+    assert setup.custom_parameters == ev.custom_parameters
 
 
 def test_tracks_are_reordered_separately() -> None:

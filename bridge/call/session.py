@@ -154,6 +154,7 @@ class Call:
         self.transcript_log = CallLogger(transcript_logger, ids)
         self.session, self._refused_parameters = session_for_call(settings.session, start.custom_parameters,
                                                                   engines.languages)
+        self._refused_parameters.extend(start.dropped_parameters)  # over the codec's size limits
         self.tts_language = self.session.speech_language  # switched by "language" messages
         self.languages = self._call_languages(start.custom_parameters.get("languages"))
         self.handoff_data: str | None = None

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.engines.base import match_language
+from bridge.engines.whisper import MAX_HINTS_CHARS
 from bridge.speech.endpointer import EndpointerSettings
 
 INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
@@ -92,6 +93,9 @@ class SessionSettings:
             raise ValueError(f"interrupt_sensitivity must be one of {', '.join(SENSITIVITY_VALUES)}, "
                              f"got {self.interrupt_sensitivity!r}")
         _speech_timeout_ms(self.speech_timeout)
+        if len(self.hints) > MAX_HINTS_CHARS:
+            raise ValueError(f"hints must be at most {MAX_HINTS_CHARS} characters (Whisper reads no more), "
+                             f"got {len(self.hints)}")
         if len(self.welcome_greeting) > MAX_GREETING_CHARS:
             raise ValueError(f"welcome_greeting must be at most {MAX_GREETING_CHARS} characters, "
                              f"got {len(self.welcome_greeting)}")

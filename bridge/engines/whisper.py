@@ -13,6 +13,11 @@ from bridge.engines.base import Transcript
 # Whisper's usual guard against hallucinated text on silence or noise (faster-whisper #826).
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
+# The longest hints worth passing on. Whisper reads at most 223 tokens of prompt (half its 448-token
+# text context, less one) and faster-whisper keeps the *last* 223; at the usual few characters a
+# token that is well under 4096 characters, so longer hints cannot reach the model and only cost
+# tokenising time on every recognition. The settings layer refuses longer ones; hint_prompt trims.
+MAX_HINTS_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -26,11 +31,9 @@ class WhisperSettings:
 
 def join_hints(*hints: str) -> str:
     """Comma-separated phrases, blanks and repeats dropped, order kept."""
-    phrases: list[str] = []
-    for h in hints:
-        for phrase in (p.strip() for p in h.split(",")):
-            if phrase and phrase not in phrases:
-                phrases.append(phrase)
+    # A dict keeps the first-seen order and finds a repeat at once; searching a list for each phrase
+    # made hints from a call's parameters cost quadratic time on every recognition.
+    phrases = dict.fromkeys(phrase for h in hints for phrase in (p.strip() for p in h.split(",")) if phrase)
     return ", ".join(phrases)
 
 
@@ -45,6 +48,10 @@ def hint_prompt(*hints: str) -> str:
     and stayed at 0.7% closed. Decode time did not change measurably.
     """
     joined = join_hints(*hints)
+    if len(joined) > MAX_HINTS_CHARS:
+        # Keep the whole phrases at the end, the part Whisper would keep (see MAX_HINTS_CHARS).
+        sep = joined.find(", ", len(joined) - MAX_HINTS_CHARS - 2)
+        joined = joined[sep + 2:] if sep >= 0 else joined[-MAX_HINTS_CHARS:].lstrip()
     return f"{joined}." if joined and joined[-1] not in ".!?" else joined
 
 

@@ -10,6 +10,8 @@ The stream is a state machine ``awaiting_connected -> awaiting_start -> streamin
 ``start`` is also accepted without a preceding ``connected``. Bad input from the provider never
 raises: ``MediaStreamsBridge.receive`` returns ``InvalidFrame`` with a reason naming the field, and
 the runtime logs and drops it (Twilio itself treats protocol errors as warnings and goes on).
+Custom parameters come from whoever placed the call: one over the limits in ``fields`` is dropped,
+not the stream, and ``Start.dropped_parameters`` says why, for the runtime to log.
 
 ``MediaStreamsProvider`` is the other end (what Twilio does), used by the simulated caller.
 """
@@ -21,7 +23,16 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bridge.protocols.fields import FrameError, base64_bytes, counter, dumps, parse_object
+from bridge.protocols.fields import (
+    FrameError,
+    base64_bytes,
+    counter,
+    custom_parameters,
+    dumps,
+    parse_object,
+    show,
+    utf8_safe,
+)
 from bridge.protocols.fields import field as get
 
 
@@ -53,6 +64,7 @@ class Start:
     tracks: tuple[str, ...]
     custom_parameters: dict[str, str]
     media_format: MediaFormat
+    dropped_parameters: tuple[str, ...] = ()  # why each custom parameter left out was dropped
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,8 @@ class InvalidFrame:
     @classmethod
     def of(cls, exc: FrameError, raw: str | bytes) -> InvalidFrame:
         """The event for a frame that failed validation, with the start of the frame for the logs."""
-        return cls(reason=str(exc), raw=(raw if isinstance(raw, str) else f"<{len(raw)} binary bytes>")[:200])
+        shown = utf8_safe(raw[:200]) if isinstance(raw, str) else f"<{len(raw)} binary bytes>"
+        return cls(reason=utf8_safe(str(exc)), raw=shown)
 
 
 ProviderEvent = Connected | Start | Media | Dtmf | Mark | Stop
@@ -100,14 +113,24 @@ BridgeEvent = Media | Mark | Clear
 
 SUPPORTED_ENCODING = "audio/x-mulaw"
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MAX_TRACKS = 4  # a stream has "inbound" and "outbound" at most
+MAX_TRACK_CHARS = 32
+
+
+def _parse_tracks(start: dict[str, Any]) -> tuple[str, ...]:
+    tracks = get(start, "tracks", list, path="start", required=False, default=["inbound"])
+    if len(tracks) > MAX_TRACKS:
+        raise FrameError(f"field 'start.tracks' holds {len(tracks)} tracks, more than {MAX_TRACKS}")
+    for i, track in enumerate(tracks):
+        if not isinstance(track, str) or len(track) > MAX_TRACK_CHARS:
+            raise FrameError(f"field 'start.tracks[{i}]' must be a track name of at most {MAX_TRACK_CHARS} "
+                             "characters")
+    return tuple(tracks)
 
 
 def _parse_start(obj: dict[str, Any]) -> Start:
     start = get(obj, "start", dict)
-    params = get(start, "customParameters", dict, path="start", required=False, default={})
-    for k, v in params.items():
-        if not isinstance(v, str):
-            raise FrameError(f"field 'start.customParameters.{k}' must be a string")
+    params, dropped = custom_parameters(start, "customParameters", "start", strings_only=True)
     fmt = get(start, "mediaFormat", dict, path="start")
     media_format = MediaFormat(
         encoding=get(fmt, "encoding", str, path="start.mediaFormat"),
@@ -116,12 +139,12 @@ def _parse_start(obj: dict[str, Any]) -> Start:
     )
     if media_format.encoding != SUPPORTED_ENCODING:
         raise FrameError(f"field 'start.mediaFormat.encoding' must be {SUPPORTED_ENCODING!r}, "
-                         f"got {media_format.encoding!r}")
+                         f"got {show(media_format.encoding)}")
     if media_format.sample_rate != 8000:
         raise FrameError(f"field 'start.mediaFormat.sampleRate' must be 8000, got {media_format.sample_rate}")
     if media_format.channels != 1:
         raise FrameError(f"field 'start.mediaFormat.channels' must be 1, got {media_format.channels}")
-    tracks = get(start, "tracks", list, path="start", required=False, default=["inbound"])
+    tracks = _parse_tracks(start)
     stream_sid = get(start, "streamSid", str, path="start")
     top_sid = obj.get("streamSid")
     if top_sid is not None and top_sid != stream_sid:
@@ -130,9 +153,10 @@ def _parse_start(obj: dict[str, Any]) -> Start:
         stream_sid=stream_sid,
         account_sid=get(start, "accountSid", str, path="start"),
         call_sid=get(start, "callSid", str, path="start"),
-        tracks=tuple(str(t) for t in tracks),
-        custom_parameters=dict(params),
+        tracks=tracks,
+        custom_parameters=params,
         media_format=media_format,
+        dropped_parameters=dropped,
     )
 
 
@@ -176,12 +200,12 @@ class MediaStreamsBridge:
             self.state = StreamState.STREAMING
             return ev
         if event not in ("media", "dtmf", "mark", "stop"):
-            raise FrameError(f"unknown event {event!r}")
+            raise FrameError(f"unknown event {show(event)}")
         if self.state is not StreamState.STREAMING:
             raise FrameError(f"'{event}' before 'start'")
         sid = get(obj, "streamSid", str)
         if sid != self.stream_sid:
-            raise FrameError(f"field 'streamSid' is {sid!r}, this stream is {self.stream_sid!r}")
+            raise FrameError(f"field 'streamSid' is {show(sid)}, this stream is {show(self.stream_sid)}")
         self._sequence(obj)
         if event == "media":
             m = get(obj, "media", dict)
@@ -195,7 +219,7 @@ class MediaStreamsBridge:
             d = get(obj, "dtmf", dict)
             digit = get(d, "digit", str, path="dtmf")
             if digit not in DTMF_DIGITS:
-                raise FrameError(f"field 'dtmf.digit' must be one of 0-9 * # A-D, got {digit!r}")
+                raise FrameError(f"field 'dtmf.digit' must be one of 0-9 * # A-D, got {show(digit)}")
             return Dtmf(digit=digit)
         if event == "mark":
             mk = get(obj, "mark", dict)
@@ -294,10 +318,10 @@ class MediaStreamsProvider(ProviderFrames):
             obj = parse_object(raw)
             event = get(obj, "event", str)
             if event not in ("media", "mark", "clear"):
-                raise FrameError(f"unknown event {event!r}")
+                raise FrameError(f"unknown event {show(event)}")
             sid = get(obj, "streamSid", str)
             if sid != self.stream_sid:
-                raise FrameError(f"field 'streamSid' is {sid!r}, expected {self.stream_sid!r}")
+                raise FrameError(f"field 'streamSid' is {show(sid)}, expected {show(self.stream_sid)}")
             if event == "media":
                 return Media(track="outbound", chunk=0, timestamp_ms=0,
                              payload=base64_bytes(get(obj, "media", dict), "payload", "media"))

@@ -5,7 +5,9 @@ Twilio Media Streams and Telnyx media streaming both open the socket with ``conn
 ``protocol: "Call"`` and its ``start`` a ``streamSid``; Telnyx's ``connected`` has only ``version``
 and its ``start`` a ``stream_id``. ``ProviderSniffer`` reads frames until one of them decides, then
 builds that provider's codec, feeds it every frame seen so far, and from then on passes frames
-straight through. A bare ``{"event":"connected"}`` decides nothing; it is kept and replayed.
+straight through. A bare ``{"event":"connected"}`` decides nothing; it is kept and replayed. Nor
+does a frame that the codec it names refuses (a malformed ``start``): a refused frame changes
+nothing, so the stream is not tied to the wrong codec by one bad frame.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 from bridge.protocols import media_streams as ms
 from bridge.protocols import telnyx_media as tx
-from bridge.protocols.fields import FrameError, parse_object
+from bridge.protocols.fields import FrameError, parse_object, show
 
 Provider = Literal["twilio", "telnyx"]
 ProviderEvent = ms.ProviderEvent | tx.TelnyxEvent | ms.InvalidFrame
@@ -81,8 +83,10 @@ class ProviderSniffer:
                 event = obj.get("event")
                 if event == "start":
                     raise FrameError("missing field 'streamSid' (Twilio) or 'stream_id' (Telnyx)")
+                if not isinstance(event, str):
+                    raise FrameError("missing field 'event'")
                 if event != "connected":
-                    raise FrameError(f"{event!r} before 'start'" if isinstance(event, str) else "missing field 'event'")
+                    raise FrameError(f"{show(event)} before 'start'")
                 if len(self._pending) >= MAX_UNDECIDED_FRAMES:
                     raise FrameError("'connected' sent twice")
         except FrameError as exc:
@@ -92,7 +96,11 @@ class ProviderSniffer:
         if provider is None:
             self._pending.append(raw)
             return []
-        self.provider = provider
-        self.codec = new_codec(provider)
-        frames, self._pending = [*self._pending, raw], []
-        return [event for frame in frames for event in self.codec.feed(frame)]
+        codec = new_codec(provider)
+        replayed = [event for frame in self._pending for event in codec.feed(frame)]
+        events = list(codec.feed(raw))
+        if events and all(isinstance(event, ms.InvalidFrame) for event in events):
+            self.invalid_frames += 1
+            return events
+        self.provider, self.codec, self._pending = provider, codec, []
+        return [*replayed, *events]

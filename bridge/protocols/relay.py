@@ -9,7 +9,9 @@ field such as ``token: null``) is dropped and answered with an ``error`` frame o
 ``Invalid message received, code: 64107, <the raw frame>``; the session goes on. After 10
 *consecutive* invalid frames the socket is closed with 1007 "Too many consecutive malformed
 messages." (64105). Unknown extra fields are ignored (their rejection is unconfirmed, and ignoring
-them keeps newer apps working).
+them keeps newer apps working). Strings are bounded (``MAX_*_CHARS``): one over its limit makes the
+frame invalid in the same way, with a reason naming the limit, so no one frame can make the bridge
+hold or work on an unbounded amount of text.
 
 ``RelayApp`` is the app's end, used by the example apps in ``bridge.sim``.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bridge.protocols.fields import FrameError, dumps, parse_object
+from bridge.protocols.fields import FrameError, bounded_str, dumps, parse_object, show, utf8_safe
 from bridge.protocols.fields import field as get
 
 INVALID_MESSAGE_CODE = 64107
@@ -29,6 +31,13 @@ MAX_CONSECUTIVE_INVALID = 10
 CLOSE_NORMAL = (1000, "Closing websocket session")
 CLOSE_MALFORMED = (1007, "Too many consecutive malformed messages.")
 PLAY_LOOP_MAX = 1000
+# Size limits on app input (Twilio publishes none). A token is a piece of a reply: 16 K characters is
+# minutes of speech. URLs are rarely past 2 K; DTMF strings are short; language codes are BCP-47 tags.
+MAX_TOKEN_CHARS = 16_384
+MAX_SOURCE_CHARS = 8192
+MAX_DIGITS_CHARS = 256
+MAX_LANGUAGE_CHARS = 64
+MAX_HANDOFF_CHARS = 65_536
 SEND_DIGITS_RE = re.compile(r"[0-9w#*]+")
 
 
@@ -142,15 +151,19 @@ def parse_app_message(obj: dict[str, Any]) -> AppMessage:
     kind = get(obj, "type", str)
     match kind:
         case "text":
-            lang = get(obj, "lang", str, required=False)
-            return Text(token=get(obj, "token", str), last=get(obj, "last", bool, required=False, default=False),
+            lang = bounded_str(obj, "lang", MAX_LANGUAGE_CHARS, required=False)
+            token = bounded_str(obj, "token", MAX_TOKEN_CHARS)
+            return Text(token=token, last=get(obj, "last", bool, required=False, default=False),
                         lang=lang or None, interruptible=_optional_bool(obj, "interruptible"),
                         preemptible=_optional_bool(obj, "preemptible"))
         case "play":
-            source = get(obj, "source", str)
-            parts = urlsplit(source)
+            source = bounded_str(obj, "source", MAX_SOURCE_CHARS)
+            try:
+                parts = urlsplit(source)
+            except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+                raise FrameError(f"field 'source' is not a valid URL, got {show(source)}") from None
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise FrameError(f"field 'source' must be an http(s) URL, got {source!r}")
+                raise FrameError(f"field 'source' must be an http(s) URL, got {show(source)}")
             loop = get(obj, "loop", int, required=False, default=1)
             if not 0 <= loop <= PLAY_LOOP_MAX:
                 raise FrameError(f"field 'loop' must be 0..{PLAY_LOOP_MAX}, got {loop}")
@@ -158,20 +171,20 @@ def parse_app_message(obj: dict[str, Any]) -> AppMessage:
                         interruptible=_optional_bool(obj, "interruptible"),
                         preemptible=_optional_bool(obj, "preemptible"))
         case "sendDigits":
-            digits = get(obj, "digits", str)
+            digits = bounded_str(obj, "digits", MAX_DIGITS_CHARS)
             if not SEND_DIGITS_RE.fullmatch(digits):
-                raise FrameError(f"field 'digits' may only hold 0-9, w, # and *, got {digits!r}")
+                raise FrameError(f"field 'digits' may only hold 0-9, w, # and *, got {show(digits)}")
             return SendDigits(digits=digits)
         case "language":
-            tts = get(obj, "ttsLanguage", str, required=False)
-            stt = get(obj, "transcriptionLanguage", str, required=False)
+            tts = bounded_str(obj, "ttsLanguage", MAX_LANGUAGE_CHARS, required=False)
+            stt = bounded_str(obj, "transcriptionLanguage", MAX_LANGUAGE_CHARS, required=False)
             if not tts and not stt:
                 raise FrameError("one of 'ttsLanguage' or 'transcriptionLanguage' is required")
             return Language(tts_language=tts or None, transcription_language=stt or None)
         case "end":
-            return End(handoff_data=get(obj, "handoffData", str, required=False))
+            return End(handoff_data=bounded_str(obj, "handoffData", MAX_HANDOFF_CHARS, required=False))
         case _:
-            raise FrameError(f"unknown type {kind!r}")
+            raise FrameError(f"unknown type {show(kind)}")
 
 
 def serialize_relay_message(msg: RelayMessage) -> str:
@@ -217,11 +230,12 @@ class RelayBridge:
         except FrameError as exc:
             self.consecutive_invalid += 1
             self.invalid_total += 1
-            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            # The frame is echoed: a str from a socket is valid UTF-8, but one passed in need not be.
+            text = utf8_safe(raw) if isinstance(raw, str) else raw.decode("utf-8", "replace")
             reply = serialize_relay_message(
                 Error(f"Invalid message received, code: {INVALID_MESSAGE_CODE}, {text}"))
             close = CLOSE_MALFORMED if self.consecutive_invalid >= MAX_CONSECUTIVE_INVALID else None
-            return InvalidAppFrame(reason=str(exc), reply=reply, close=close)
+            return InvalidAppFrame(reason=utf8_safe(str(exc)), reply=reply, close=close)
         self.consecutive_invalid = 0
         return msg
 
@@ -263,7 +277,7 @@ def parse_relay_message(raw: str | bytes) -> RelayMessage:
         case "error":
             return Error(description=get(obj, "description", str))
         case _:
-            raise FrameError(f"unknown type {kind!r}")
+            raise FrameError(f"unknown type {show(kind)}")
 
 
 def text(token: str, *, last: bool = False, lang: str | None = None, interruptible: bool | None = None,

@@ -25,7 +25,10 @@ order. Control frames (``dtmf``, ``mark``, ``error``) are not held: they are urg
 audio. ``stop`` first releases whatever media is held. Because one frame can release zero or
 several events, the codec's entry point is ``feed(raw) -> list``.
 
-Bad input never raises: it becomes ``InvalidFrame`` with a reason naming the field.
+Bad input never raises: it becomes ``InvalidFrame`` with a reason naming the field. Only the track
+names Telnyx sends (``inbound``, ``outbound``) are taken, since each track holds a reorder buffer and
+a transcoder. Custom parameters over the limits in ``fields`` are dropped, not the stream, with
+the reasons in ``TelnyxStart.dropped_parameters``.
 ``TelnyxMediaProvider`` is Telnyx's end, used by the simulated caller.
 """
 
@@ -37,7 +40,16 @@ from typing import Any, ClassVar
 
 from bridge.audio.transcode import ENCODINGS, SAMPLE_RATES, EdgeTranscoder, bytes_per_ms
 from bridge.protocols import relay
-from bridge.protocols.fields import FrameError, base64_bytes, counter, dumps, parse_object
+from bridge.protocols.fields import (
+    FrameError,
+    base64_bytes,
+    counter,
+    custom_parameters,
+    decimal,
+    dumps,
+    parse_object,
+    show,
+)
 from bridge.protocols.fields import field as get
 from bridge.protocols.media_streams import (
     DTMF_DIGITS,
@@ -58,6 +70,9 @@ FIRST_CHUNK = 1  # Telnyx, like Twilio, counts chunks from 1
 MIN_OUTBOUND_MS = 20  # rtp mode: each outbound chunk holds 20 ms to 30 s of audio
 MAX_OUTBOUND_MS = 30_000
 CALL_STATUS = "active"  # Telnyx's setup.callStatus for a live call (lowercase, unlike Twilio)
+TRACKS = ("inbound", "outbound")  # media.track as Telnyx sends it
+MAX_TAGS = 64
+MAX_TAG_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,7 @@ class TelnyxStart:
     client_state: str | None
     custom_parameters: dict[str, Any]  # values may be any JSON type on Telnyx
     media_format: MediaFormat
+    dropped_parameters: tuple[str, ...] = ()  # why each custom parameter left out was dropped
 
     @property
     def stream_sid(self) -> str:
@@ -115,7 +131,7 @@ def parse_media_format(start: dict[str, Any]) -> MediaFormat:
     )
     if media_format.encoding not in ENCODINGS:
         raise FrameError(f"field 'start.media_format.encoding' must be one of {', '.join(ENCODINGS)}, "
-                         f"got {media_format.encoding!r}")
+                         f"got {show(media_format.encoding)}")
     if media_format.sample_rate not in SAMPLE_RATES:
         raise FrameError(f"field 'start.media_format.sample_rate' must be 8000 or 16000, "
                          f"got {media_format.sample_rate}")
@@ -128,9 +144,14 @@ def _parse_start(obj: dict[str, Any]) -> TelnyxStart:
     stream_id = get(obj, "stream_id", str)
     start = get(obj, "start", dict)
     tags = get(start, "tags", list, path="start", required=False, default=[])
+    if len(tags) > MAX_TAGS:
+        raise FrameError(f"field 'start.tags' holds {len(tags)} tags, more than {MAX_TAGS}")
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
             raise FrameError(f"field 'start.tags[{i}]' must be a string")
+        if len(tag) > MAX_TAG_CHARS:
+            raise FrameError(f"field 'start.tags[{i}]' holds {len(tag)} characters, more than {MAX_TAG_CHARS}")
+    params, dropped = custom_parameters(start, "custom_parameters", "start", strings_only=False)
     return TelnyxStart(
         stream_id=stream_id,
         call_control_id=get(start, "call_control_id", str, path="start"),
@@ -141,8 +162,9 @@ def _parse_start(obj: dict[str, Any]) -> TelnyxStart:
         to=get(start, "to", str, path="start", required=False, default=""),
         tags=tuple(tags),
         client_state=_optional_str(start, "client_state", "start"),
-        custom_parameters=dict(get(start, "custom_parameters", dict, path="start", required=False, default={})),
+        custom_parameters=params,
         media_format=parse_media_format(start),
+        dropped_parameters=dropped,
     )
 
 
@@ -151,8 +173,8 @@ def _parse_error(obj: dict[str, Any]) -> ProviderError:
     code = get(payload, "code", (int, str), path="payload", required=False)
     if isinstance(code, str):
         if not (code.isascii() and code.isdigit()):
-            raise FrameError(f"field 'payload.code' must be a number, got {code!r}")
-        code = int(code)
+            raise FrameError(f"field 'payload.code' must be a number, got {show(code)}")
+        code = decimal(code, "payload.code")  # bounded: int() refuses 4,300 digits with a ValueError
     return ProviderError(code=code, title=get(payload, "title", str, path="payload", required=False, default=""),
                          detail=get(payload, "detail", str, path="payload", required=False, default=""))
 
@@ -249,8 +271,9 @@ class TelnyxMediaBridge:
             raise FrameError(f"'{event}' after 'stop'")
         if event == "error":
             self._check_stream(obj)
-            self.errors_received += 1
-            return [_parse_error(obj)]
+            error = _parse_error(obj)
+            self.errors_received += 1  # only once it parsed: a refused frame changes nothing
+            return [error]
         if event == "connected":
             if self.state is not StreamState.AWAITING_CONNECTED:
                 raise FrameError("'connected' sent twice")
@@ -267,7 +290,7 @@ class TelnyxMediaBridge:
             self.state = StreamState.STREAMING
             return [start]
         if event not in ("media", "dtmf", "mark", "stop"):
-            raise FrameError(f"unknown event {event!r}")
+            raise FrameError(f"unknown event {show(event)}")
         if self.state is not StreamState.STREAMING:
             raise FrameError(f"'{event}' before 'start'")
         self._check_stream(obj)
@@ -277,7 +300,7 @@ class TelnyxMediaBridge:
         if event == "dtmf":
             digit = get(get(obj, "dtmf", dict), "digit", str, path="dtmf")
             if digit not in DTMF_DIGITS:
-                raise FrameError(f"field 'dtmf.digit' must be one of 0-9 * # A-D, got {digit!r}")
+                raise FrameError(f"field 'dtmf.digit' must be one of 0-9 * # A-D, got {show(digit)}")
             return [Dtmf(digit=digit)]
         if event == "mark":
             return [Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))]
@@ -290,7 +313,7 @@ class TelnyxMediaBridge:
         # Telnyx stamps stream_id on its frames; a frame for another stream is refused, one without is taken.
         sid = get(obj, "stream_id", str, required=False)
         if sid is not None and self.stream_id is not None and sid != self.stream_id:
-            raise FrameError(f"field 'stream_id' is {sid!r}, this stream is {self.stream_id!r}")
+            raise FrameError(f"field 'stream_id' is {show(sid)}, this stream is {show(self.stream_id)}")
 
     def _sequence(self, obj: dict[str, Any]) -> None:
         # Only checked for form: frames may legitimately arrive out of order, so gaps mean nothing.
@@ -300,6 +323,9 @@ class TelnyxMediaBridge:
     def _media(self, m: dict[str, Any]) -> list[TelnyxEvent | InvalidFrame]:
         assert self.media_format is not None
         track = get(m, "track", str, path="media", required=False, default="inbound")
+        if track not in TRACKS:
+            # Each track name gets its own reorder buffer and transcoder: only Telnyx's own are taken.
+            raise FrameError(f"field 'media.track' must be 'inbound' or 'outbound', got {show(track)}")
         frame = _Held(track=track, chunk=counter(m, "chunk", "media"), timestamp_ms=counter(m, "timestamp", "media"),
                       payload=base64_bytes(m, "payload", "media"))
         if self.media_format.encoding == "L16" and len(frame.payload) % 2:
@@ -416,12 +442,12 @@ class TelnyxMediaProvider(ProviderFrames):
             obj = parse_object(raw)
             event = get(obj, "event", str)
             if event not in ("media", "mark", "clear"):
-                raise FrameError(f"unknown event {event!r}")
+                raise FrameError(f"unknown event {show(event)}")
             if "streamSid" in obj:
                 raise FrameError("field 'streamSid' is Twilio's; Telnyx frames do not carry it")
             sid = get(obj, "stream_id", str, required=False)
             if sid is not None and sid != self.stream_id:
-                raise FrameError(f"field 'stream_id' is {sid!r}, expected {self.stream_id!r}")
+                raise FrameError(f"field 'stream_id' is {show(sid)}, expected {show(self.stream_id)}")
             if event == "media":
                 payload = base64_bytes(get(obj, "media", dict), "payload", "media")
                 per_ms = bytes_per_ms(self.encoding, self.sample_rate)
