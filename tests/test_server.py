@@ -12,7 +12,7 @@ from trio_websocket import ConnectionRejected, WebSocketRequest
 from bridge.call.engines import SpeechEngines
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.protocols.signature import twilio_signature
-from bridge.server import MediaStreamsServer, serve_media_streams
+from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.timeline import Timeline
@@ -63,7 +63,10 @@ async def test_signature_is_checked_when_an_auth_token_is_configured(autojump_cl
 
 
 async def test_a_signature_for_the_host_header_url_is_refused(autojump_clock: object) -> None:
-    """Signatures are checked against public_url only: the Host header is the caller's to choose."""
+    """Signatures are checked against public_url only: the Host header is the caller's to choose. Without
+    public_url the URL used to be built from the Host header; a token without public_url is now refused."""
+    with pytest.raises(ValueError, match="twilio_auth_token needs public_url"):
+        ServerSettings(twilio_auth_token="secret-token")
     token, url = "secret-token", "wss://voice.example.com/media"
     server = bridge_server(settings(server__twilio_auth_token=token, server__public_url=url), fake_engines())
     sig = twilio_signature(token, "wss://bridge.test/media")  # what the request's own Host header gives
