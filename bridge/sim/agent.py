@@ -8,6 +8,7 @@ streams every reply token by token (``token_interval_s`` apart, like an LLM) end
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,8 @@ class ScriptedAgent:
 
     async def _stream_reply(self, ws: WebSocketConnection, session: AgentSession, text: str, end_after: bool,
                             digits: str, scope: trio.CancelScope) -> None:
-        with scope:
+        # The bridge may end the call (the caller hung up) while a reply is still streaming.
+        with scope, contextlib.suppress(ConnectionClosed):
             session.replies_started.append(self.timeline.add("app", "-> text", repr(text)))
             for tok in tokens(text):
                 await ws.send_message(relay.text(tok))
