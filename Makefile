@@ -24,9 +24,16 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not models'
 
 # The fuzz suites (codecs, whole calls, config) with many more examples than `make test` runs, randomly
-# chosen: about 40 minutes on two cores. The counts are in each file (see fuzz_settings in tests/harness.py).
+# chosen, round after round for FUZZ_MINUTES; the first failure stops it. Hypothesis prints how many
+# examples each round ran. The counts per round are in each file (fuzz_settings in tests/harness.py).
+FUZZ_MINUTES ?= 30
+FUZZ_TESTS := tests/test_fuzz_codecs.py tests/test_fuzz_calls.py tests/test_fuzz_config.py
 fuzz: $(STAMP)
-	FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_codecs.py tests/test_fuzz_calls.py tests/test_fuzz_config.py --hypothesis-show-statistics
+	@end=$$(( $$(date +%s) + $(FUZZ_MINUTES) * 60 )); round=0; \
+	while [ $$(date +%s) -lt $$end ]; do \
+		round=$$((round + 1)); echo "fuzz round $$round"; \
+		FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-show-statistics $(FUZZ_TESTS) || exit 1; \
+	done; echo "fuzz: $$round round(s) in $(FUZZ_MINUTES) min, no failure"
 
 # The recorded-speech set for benchmarks: Debian's Asterisk English prompts (8 kHz WAV) and their
 # transcripts, unpacked into .cache/ without root.

@@ -39,7 +39,7 @@ from bridge.sim.timeline import Timeline
 from tests.harness import MemoryNetwork, bridge_server, fake_engines, fuzz_settings
 from tests.harness import settings as bridge_settings
 
-EXAMPLES = fuzz_settings(ci=25, fuzz=2_000,
+EXAMPLES = fuzz_settings(ci=25, fuzz=100,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 HEALTHY_APP = "ws://healthy.test/relay"

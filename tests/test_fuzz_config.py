@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bridge.config import Config, ConfigError, load
 from tests.harness import fuzz_settings
 
-EXAMPLES = fuzz_settings(ci=300, fuzz=20_000)
+EXAMPLES = fuzz_settings(ci=300, fuzz=2_000)
 
 SECTIONS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "languages"}
 KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
