@@ -489,3 +489,25 @@ async def test_invalid_session_parameters_are_reported_to_the_app(autojump_clock
     errors = app.sessions[0].errors
     assert len(errors) == 2 and all(e.startswith("Invalid session parameter: ") for e in errors)
     assert "interruptible" in errors[0] + errors[1] and "dtmfDetection" in errors[0] + errors[1]
+
+
+async def test_the_example_app_survives_a_call_ending_while_it_streams_a_reply(autojump_clock: object) -> None:
+    """The bridge may close the app socket between two tokens of a reply (the caller hung up): the reply
+    stops there, and nothing escapes into the app's server (which would end every other session)."""
+    from bridge.sim.agent import AgentSession
+    from tests.harness import MemoryNetwork
+
+    app = ScriptedAgent(Timeline())
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery)
+
+        async def close_at_once(request: WebSocketRequest) -> None:
+            ws = await request.accept()
+            await ws.aclose()
+
+        net.apps["ws://closing.test/"] = close_at_once
+        async with net.connect_app("ws://closing.test/", 1.0) as ws:
+            with trio.fail_after(1), pytest.raises(ConnectionClosed):
+                await ws.get_message()  # the app's side sees the close
+            await app._stream_reply(ws, AgentSession(), "a reply of several words", False, "", trio.CancelScope())
+        nursery.cancel_scope.cancel()
