@@ -50,6 +50,7 @@ MEDIA_PATH = "/media"
 MAX_MESSAGE_BYTES = 1 << 20
 CLOSE_POLICY = (1008, "policy violation")
 CLOSE_TRY_LATER = (1013, "too many calls")
+CLOSE_GOING_AWAY = (1001, "shutting down")
 
 AppConnector = Callable[[str, float, list[tuple[bytes, bytes]]], AbstractAsyncContextManager[WebSocketConnection]]
 
@@ -69,7 +70,10 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def check_ws_url(url: str, name: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
+        raise ValueError(f"{name} is not a valid URL ({exc}): {url!r}") from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
 
@@ -209,6 +213,7 @@ class MediaStreamsServer:
             else:
                 self.pending -= 1
             self._changed()
+            await trio.aclose_forcefully(stream)  # whatever happened above; closing twice is harmless
 
     async def _admit(self, conn: trio.Nursery, stream: trio.abc.Stream, deadline: float) -> _Opened | None:
         ws: WebSocketConnection | None = None
@@ -233,10 +238,13 @@ class MediaStreamsServer:
                 self._refuse("handshake", "the WebSocket handshake failed: %r", exc)
                 await trio.aclose_forcefully(stream)
                 return None
-            codec, start = await open_call(ws)
+            codec, start = await open_call(ws, timeout_s=self.settings.handshake_timeout_ms / 1000)
             if start is not None:
                 problem = self._check_start(verdict, provider_of(start), start)
-                if problem is None and self.active_calls >= self.settings.max_calls:
+                if problem is None and not self.accepting:
+                    self._refuse("draining", "the server is shutting down")
+                    problem, close = "shutting down", CLOSE_GOING_AWAY
+                elif problem is None and self.active_calls >= self.settings.max_calls:
                     self._refuse("capacity", "%d calls in progress (server.max_calls)", self.active_calls)
                     problem, close = "too many calls", CLOSE_TRY_LATER
                 elif problem is not None:
@@ -287,7 +295,9 @@ class MediaStreamsServer:
             return (f"a {provider} stream on a connection authenticated as {verdict.provider}" if verdict.provider
                     else f"an unauthenticated {provider} stream (credentials are configured)")
         wanted = self.settings.twilio_account_sid
-        if provider == TWILIO and wanted and not hmac.compare_digest(start.account_sid.encode(), wanted.encode()):
+        # SIDs are hex: compared without regard to case, in constant time.
+        presented = start.account_sid.lower().encode("utf-8", "replace")
+        if provider == TWILIO and wanted and not hmac.compare_digest(presented, wanted.lower().encode()):
             return f"a start for account {printable(start.account_sid)} (server.twilio_account_sid is another)"
         return None
 

@@ -26,6 +26,7 @@ from bridge.call.session import MAX_RECORDED_EVENTS, CallStats
 from bridge.config import load
 from bridge.engines.fake import FakeTranscriber
 from bridge.logs import SafeFormatter
+from bridge.protocols import relay
 from bridge.protocols import telnyx_media as tx
 from bridge.protocols.media_streams import MediaStreamsProvider
 from bridge.protocols.signature import twilio_signature
@@ -324,6 +325,26 @@ async def test_a_half_open_app_socket_ends_the_call(autojump_clock: object) -> N
             await server.wait_idle()
         nursery.cancel_scope.cancel()
     assert server.finished[0].end_reason == "app did not answer a ping"
+
+
+async def test_a_healthy_app_streaming_a_long_reply_is_not_taken_for_dead(autojump_clock: object) -> None:
+    """While the bridge's speech queue is full it stops reading the app, pongs included: no pong is no proof
+    the app is gone then."""
+    from tests.harness import AppLog, scripted_app
+
+    log = AppLog()
+
+    async def app_script(ws: WebSocketConnection, log: AppLog) -> None:
+        for i in range(300):
+            await ws.send_message(relay.text(f"This is sentence number {i}. ", last=i == 299))
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(60)
+        await caller.hang_up()
+
+    cfg = settings(server__ping_interval_ms=2000, server__pong_timeout_ms=2000)
+    result = await run_memory_call(fake_engines(), cfg, scripted_app(app_script, log), script)
+    assert result.stats.end_reason == "provider sent stop"
 
 
 async def test_a_call_is_ended_at_the_maximum_call_duration(autojump_clock: object) -> None:

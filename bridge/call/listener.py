@@ -162,7 +162,9 @@ class Listener:
                             self.speculations_wasted += 1
                             spec.cancel()
                         rec = self._recognise(event.start, event.end)
-                    if self._partial is not rec:
+                    if self._partial is rec:
+                        self._partial = None  # now the final: never a partial to drop
+                    else:
                         self._drop_partial()
                     rec.speech_end, rec.ended_at, rec.report = event.speech_end, trio.current_time(), self.report
                     await self._send.send(rec)

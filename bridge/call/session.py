@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +190,8 @@ class Call:
         self._app_close = relay.CLOSE_NORMAL
         self._app_stuck = False  # a send to the app timed out: the socket may hold half a frame
         self._input_warnings: Counter[str] = Counter()
+        self._busy = {"provider": False, "app": False}  # a reader is handling a frame (see _dispatching)
+        self._busy_until = {"provider": -math.inf, "app": -math.inf}  # when it last finished one
         self._refused_token_languages: set[str] = set()
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
@@ -234,16 +239,23 @@ class Call:
             self.end("app stopped reading")
 
     async def _keep_alive(self, ws: WebSocketConnection, side: str) -> None:
-        """Ping ``side`` every interval; no pong within the deadline ends the call (a half-open socket)."""
+        """Ping ``side`` every interval; no pong within the deadline ends the call (a half-open socket).
+
+        Not while this call held up that side's reader during the wait (see ``_dispatching``): the pong
+        may be waiting behind our own backpressure. The next ping asks again.
+        """
         while True:
             await trio.sleep(self.limits.ping_interval_s)
+            sent_at = trio.current_time()
             with trio.move_on_after(self.limits.pong_timeout_s) as waited:
                 try:
                     await ws.ping()
                 except ConnectionClosed as exc:
                     self.end(closed(side, exc))
                     return
-            if waited.cancelled_caught:
+            if waited.cancelled_caught and (self._busy[side] or self._busy_until[side] >= sent_at):
+                self.log.debug("no pong from the %s yet, but its reader was held up by this call", side)
+            elif waited.cancelled_caught:
                 self.log.warning("no pong from the %s within %.1f s; ending the call", side,
                                  self.limits.pong_timeout_s)
                 self.end(f"{side} did not answer a ping")
@@ -321,32 +333,39 @@ class Call:
                 self.log.warning("no frame from the provider for %.0f s; ending the call", PROVIDER_IDLE_TIMEOUT_S)
                 self.end("provider went silent")
                 return
-            for event in self.codec.feed(raw):
-                match event:
-                    case ms.Media(track="inbound"):
-                        if self._inbound.admit(len(event.payload), trio.current_time()):
-                            await self.listener.feed(event.payload)
-                        else:
-                            self.stats.inbound_dropped += 1
-                    case ms.Media():
-                        pass
-                    case ms.Dtmf():
-                        await self._on_dtmf(event.digit)
-                    case ms.Mark():
-                        await self._on_mark_echo(event.name)
-                    case ms.Stop():
-                        self.end("provider sent stop")
-                        return
-                    case tx.ProviderError():
-                        self.warn_input("provider error frames", "provider error frame: %s %s: %s", event.code,
-                                        printable(event.title), printable(event.detail))
-                    case ms.InvalidFrame():
-                        self.stats.invalid_provider_frames += 1
-                        self.warn_input("invalid provider frames", "dropped an invalid Media Streams frame: %s: %s",
-                                        event.reason, printable(event.raw, 120))
-                    case _:
-                        self.warn_input("unexpected provider events", "unexpected Media Streams event %s",
-                                        type(event).__name__)
+            with self._dispatching("provider"):
+                if not await self._on_provider_frame(raw):
+                    return
+
+    async def _on_provider_frame(self, raw: str | bytes) -> bool:
+        """Handle one frame from the provider; False once the stream has ended."""
+        for event in self.codec.feed(raw):
+            match event:
+                case ms.Media(track="inbound"):
+                    if self._inbound.admit(len(event.payload), trio.current_time()):
+                        await self.listener.feed(event.payload)
+                    else:
+                        self.stats.inbound_dropped += 1
+                case ms.Media():
+                    pass
+                case ms.Dtmf():
+                    await self._on_dtmf(event.digit)
+                case ms.Mark():
+                    await self._on_mark_echo(event.name)
+                case ms.Stop():
+                    self.end("provider sent stop")
+                    return False
+                case tx.ProviderError():
+                    self.warn_input("provider error frames", "provider error frame: %s %s: %s", event.code,
+                                    printable(event.title), printable(event.detail))
+                case ms.InvalidFrame():
+                    self.stats.invalid_provider_frames += 1
+                    self.warn_input("invalid provider frames", "dropped an invalid Media Streams frame: %s: %s",
+                                    event.reason, printable(event.raw, 120))
+                case _:
+                    self.warn_input("unexpected provider events", "unexpected Media Streams event %s",
+                                    type(event).__name__)
+        return True
 
     async def _read_app(self) -> None:
         assert self.app_ws is not None
@@ -357,32 +376,50 @@ class Call:
                 self.log.warning("the app closed its socket; ending the call")
                 self.end(closed("app", exc))
                 return
-            msg = self.relay.receive(raw)
-            match msg:
-                case relay.InvalidAppFrame():
-                    self.stats.invalid_app_frames += 1
-                    self.warn_input("invalid app frames", "invalid app frame: %s", msg.reason)
-                    await self.send_app(msg.reply)
-                    if msg.close is not None:
-                        self.log.warning("closing the app socket: %s", msg.close[1])
-                        self._app_close = msg.close  # teardown closes it, shielded and time-bounded
-                        self.end("app sent too many malformed messages")
-                        return
-                case relay.Text():
-                    await self._on_text(msg)
-                case relay.End():
-                    self.log.info("app ended the session (handoffData %s)",
-                                  "present" if msg.handoff_data else "absent")
-                    self.stats.record("end", handoff_data=msg.handoff_data)
-                    self.handoff_data = msg.handoff_data
-                    self.end("app sent end")
+            with self._dispatching("app"):
+                if not await self._on_app_frame(raw):
                     return
-                case relay.SendDigits():
-                    await self._on_send_digits(msg.digits)
-                case relay.Play():
-                    await self._on_play(msg)
-                case relay.Language():
-                    await self._on_language(msg)
+
+    async def _on_app_frame(self, raw: str | bytes) -> bool:
+        """Handle one frame from the app; False once the session has ended."""
+        msg = self.relay.receive(raw)
+        match msg:
+            case relay.InvalidAppFrame():
+                self.stats.invalid_app_frames += 1
+                self.warn_input("invalid app frames", "invalid app frame: %s", msg.reason)
+                await self.send_app(msg.reply)
+                if msg.close is not None:
+                    self.log.warning("closing the app socket: %s", msg.close[1])
+                    self._app_close = msg.close  # teardown closes it, shielded and time-bounded
+                    self.end("app sent too many malformed messages")
+                    return False
+            case relay.Text():
+                await self._on_text(msg)
+            case relay.End():
+                self.log.info("app ended the session (handoffData %s)",
+                              "present" if msg.handoff_data else "absent")
+                self.stats.record("end", handoff_data=msg.handoff_data)
+                self.handoff_data = msg.handoff_data
+                self.end("app sent end")
+                return False
+            case relay.SendDigits():
+                await self._on_send_digits(msg.digits)
+            case relay.Play():
+                await self._on_play(msg)
+            case relay.Language():
+                await self._on_language(msg)
+        return True
+
+    @contextmanager
+    def _dispatching(self, side: str) -> Iterator[None]:
+        """Mark ``side``'s reader as busy with a frame: while it waits on this call (a full speech queue, say),
+        the socket's library cannot read that peer's pongs either, so a late pong is not the peer's fault."""
+        self._busy[side] = True
+        try:
+            yield
+        finally:
+            self._busy[side] = False
+            self._busy_until[side] = trio.current_time()
 
     @property
     def provider(self) -> str:
@@ -707,10 +744,12 @@ def _is_start(raw: str | bytes) -> bool:
         return False
 
 
-async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, StartEvent | None]:
+async def open_call(provider_ws: WebSocketConnection,
+                    timeout_s: float = START_TIMEOUT_S) -> tuple[ProviderCodec, StartEvent | None]:
     """Read the stream's opening frames; return the provider's codec and the ``start`` (None if it never came)."""
     sniffer = ProviderSniffer()
-    with trio.move_on_after(START_TIMEOUT_S):
+    ignored = 0
+    with trio.move_on_after(timeout_s):
         while True:
             try:
                 raw = await provider_ws.get_message()
@@ -719,15 +758,16 @@ async def open_call(provider_ws: WebSocketConnection) -> tuple[ProviderCodec, St
             for event in sniffer.feed(raw):
                 if isinstance(event, ms.Start | tx.TelnyxStart):
                     assert sniffer.codec is not None
-                    logger.info("%s stream %s started", sniffer.provider, event.stream_sid)
+                    logger.info("%s stream %s started", sniffer.provider, printable(event.stream_sid, 64))
                     return sniffer.codec, event
                 if isinstance(event, ms.InvalidFrame) and _is_start(raw):
                     # A stream the bridge cannot serve (e.g. a codec it does not speak): no later frame fixes it.
                     logger.error("refused the stream's 'start': %s; closing the stream", event.reason)
                     return sniffer.codec or ms.MediaStreamsBridge(), None
-                if isinstance(event, ms.InvalidFrame):
-                    logger.warning("dropped an invalid frame before 'start': %s", event.reason)
-                elif not isinstance(event, ms.Connected):
-                    logger.warning("unexpected %s before 'start'", type(event).__name__)
-    logger.warning("no 'start' within %.0f s; closing the stream", START_TIMEOUT_S)
+                if not isinstance(event, ms.Connected):
+                    ignored += 1
+                    if ignored <= WARNINGS_PER_KIND:  # a peer cannot flood the log before its start either
+                        logger.warning("ignored before 'start': %s", event.reason if isinstance(event, ms.InvalidFrame)
+                                       else type(event).__name__)
+    logger.warning("no 'start' within %.1f s (%d frame(s) ignored); closing the stream", timeout_s, ignored)
     return sniffer.codec or ms.MediaStreamsBridge(), None
