@@ -8,8 +8,9 @@ runtime are the runtime's own settings classes, each validating its values.
 Secrets (``server.twilio_auth_token``, ``server.telnyx_stream_token``) need not be written into the
 file: each may come from the file named by its ``*_file`` key, from the environment
 (``RELAY_BRIDGE_TWILIO_AUTH_TOKEN``, ``RELAY_BRIDGE_TELNYX_STREAM_TOKEN``) or from a systemd
-credential of the same name as the key (``LoadCredential=twilio_auth_token:...``), in that order
-after the key itself; giving one in two places at once is an error.
+credential of the same name as the key (``LoadCredential=twilio_auth_token:...``). The key and its
+``*_file`` together are an error; the environment, then the credential, is used only when neither
+is set.
 
 ``[[languages]]`` declares the languages a call may use, as ``<Language>`` elements do in TwiML:
 each names its code, voice and speech model, inheriting ``[tts]`` and ``[asr]`` when left empty

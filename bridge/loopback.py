@@ -58,8 +58,10 @@ async def run_loopback_call(engines: SpeechEngines, cfg: Config,
     agent = ScriptedAgent(timeline, agent_script, token_interval_s=token_interval_s)
     async with trio.open_nursery() as nursery:
         app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
-        # The simulated caller presents no credentials: this loopback server lets it in explicitly.
-        settings = dataclasses.replace(cfg.server, allow_unauthenticated=True)
+        # The simulated caller presents no credentials: this loopback server lets it in explicitly (and so
+        # takes none from the config, which would make every stream present some).
+        settings = dataclasses.replace(cfg.server, allow_unauthenticated=True, twilio_auth_token="",
+                                       telnyx_stream_token="")
         if not settings.app_url:
             settings = dataclasses.replace(settings, app_url=f"ws://127.0.0.1:{app_port}")
         server = MediaStreamsServer(settings, cfg.call, engines)

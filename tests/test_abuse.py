@@ -90,6 +90,18 @@ async def test_a_plain_http_request_is_answered_at_once_and_holds_nothing(autoju
     assert server.active_calls == 0 and server.pending == 0
 
 
+async def test_a_query_with_many_fields_is_refused_not_a_crash(autojump_clock: object,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The token lookup used parse_qsl(max_num_fields=64), which raises: one request logged a traceback
+    and left its socket open, before any authentication."""
+    server = bridge_server(settings(server__allow_unauthenticated=False, server__telnyx_stream_token="t",
+                                    server__handshake_timeout_ms=1000), fake_engines())
+    query = "&".join(f"f{i}=1" for i in range(500))
+    assert status_of(await raw_request(server, upgrade(f"/media?{query}"))) == 403
+    assert status_of(await raw_request(server, upgrade(f"/media?{query}&token=t"))) == 101
+    assert "connection failed" not in caplog.text
+
+
 async def test_idle_tcp_connections_take_no_call_slot(autojump_clock: object) -> None:
     """~51 idle connects used to lock out every real call: a slot was taken before the handshake."""
     cfg = settings(server__max_calls=2, server__handshake_timeout_ms=5000)
@@ -429,11 +441,15 @@ async def test_bursty_speech_does_not_queue_speculative_recognitions(autojump_cl
 
 
 async def test_call_stats_stay_bounded(autojump_clock: object) -> None:
-    """A long call records an event per mark echo and prompt: the timeline keeps the first ones, counts all."""
+    """A long call records an event per mark echo and prompt: the timeline keeps the first ones, counts all,
+    and cuts long texts (1,000 plays of 8 K URLs used to keep 24 MB)."""
     stats = CallStats()
     for _ in range(MAX_RECORDED_EVENTS * 3):
         stats.record("played", text="chunk")
     assert len(stats.events) == MAX_RECORDED_EVENTS and stats.count("played") == MAX_RECORDED_EVENTS * 3
+    stats = CallStats()
+    stats.record("play", source="http://x/" + "a" * 8000, loop=1)
+    assert len(stats.events[0][2]["source"]) <= 200 and stats.events[0][2]["loop"] == 1
 
 
 async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_clock: object) -> None:
@@ -453,9 +469,17 @@ async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_
     params = {"hints": "word, " * 25_000, "welcomeGreeting": "x" * 24_000}
     await run_memory_call(engines, settings(), scripted_app(app_script, log), script, custom_parameters=params)
     errors = [f["description"] for f in log.of("error")]
-    assert any("hints must be at most 4096 characters" in e for e in errors) or any("hints" in e for e in errors)
-    assert any("welcomeGreeting" in e for e in errors)
+    assert any("customParameters.hints' holds 150000 characters" in e for e in errors)
+    assert any("customParameters.welcomeGreeting' holds 24000 characters" in e for e in errors)
     assert engines.synthesizer.texts == []  # nothing of the greeting was spoken
+    assert engines.transcriber.hints == []  # the hints never reached a recognition
+    # The same limits hold for the config's session defaults (call parameters stop at the codec's limit).
+    from bridge.call.settings import SessionSettings
+
+    with pytest.raises(ValueError, match="hints must be at most 4096"):
+        SessionSettings(hints="word, " * 1000)
+    with pytest.raises(ValueError, match="welcome_greeting must be at most 4096"):
+        SessionSettings(welcome_greeting="x" * 4097)
 
 
 # -- logs ------------------------------------------------------------------------------------

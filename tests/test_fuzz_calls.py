@@ -265,8 +265,8 @@ def test_fuzzed_calls_never_raise_and_leave_a_healthy_call_alone(telnyx: bool, d
         assert len(healthy.sessions) == 1 and len(healthy.sessions[0].prompts) == 1
         arrivals = np.diff(caller.ear.media_arrivals)
         assert len(caller.ear.media_arrivals) > 50
-        # Paced at 20 ms after the initial lead: no gap in the healthy call's audio beyond one frame.
-        assert float(np.max(arrivals)) <= 0.0401 or _gaps_are_between_replies(arrivals)
+        # Paced at 20 ms: the only gap longer than a frame is the caller's turn between greeting and reply.
+        assert int(np.count_nonzero(arrivals > 0.0401)) <= 1, np.sort(arrivals)[-3:]
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR and "connection failed" in r.getMessage()]
@@ -274,6 +274,55 @@ def test_fuzzed_calls_never_raise_and_leave_a_healthy_call_alone(telnyx: bool, d
     assert peak[0] < MAX_TASKS
 
 
-def _gaps_are_between_replies(arrivals: np.ndarray[Any, Any]) -> bool:
-    """Greeting and reply are separate bursts: one long gap (the caller speaking) is expected, no others."""
-    return int(np.count_nonzero(arrivals > 0.0401)) <= 2
+# -- before authentication -------------------------------------------------------------------
+
+header_names = st.sampled_from([b"Host", b"Upgrade", b"Connection", b"Sec-WebSocket-Key", b"Sec-WebSocket-Version",
+                                b"X-Twilio-Signature", b"Authorization", b"Content-Length", b"Transfer-Encoding",
+                                b"X-Other"])
+header_values = st.one_of(st.sampled_from([b"websocket", b"Upgrade", b"13", b"dGhlIHNhbXBsZSBub25jZQ==",
+                                           b"Bearer tx-token", b"Bearer", b"chunked", b"0", b"-1"]),
+                          st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b))
+targets = st.one_of(st.sampled_from(["/media", "/", "/media?token=tx-token", "*", "/media?" + "&".join(["a=1"] * 200)]),
+                    st.text(max_size=60).map(lambda t: "/" + t.replace(" ", "%20")))
+
+
+@st.composite
+def request_heads(draw: st.DrawFn) -> bytes:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))  # not HTTP at all
+    method = draw(st.sampled_from(["GET", "HEAD", "POST", "OPTIONS", "G\x00T", ""]))
+    target = draw(targets)
+    lines = [f"{method} {target} HTTP/1.1".encode("utf-8", "surrogateescape")]
+    lines += [name + b": " + value for name, value in draw(st.lists(st.tuples(header_names, header_values),
+                                                                    max_size=10))]
+    if draw(st.booleans()):
+        lines += [b"Host: bridge.test", b"Upgrade: websocket", b"Connection: Upgrade",
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Version: 13"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + draw(st.binary(max_size=40))
+
+
+@EXAMPLES
+@given(head=request_heads())
+def test_any_request_before_authentication_is_answered_or_closed(head: bytes,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.clear()
+
+    async def main() -> bytes:
+        cfg = bridge_settings(server__allow_unauthenticated=False, server__telnyx_stream_token="tx-token",
+                              server__twilio_auth_token="tw-token", server__public_url="wss://voice.test/media",
+                              server__handshake_timeout_ms=1000)
+        server = bridge_server(cfg, fake_engines())
+        client, srv = trio.testing.memory_stream_pair()
+        answer = b""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, srv)
+            await client.send_all(head)
+            with trio.fail_after(10):
+                while data := await client.receive_some(65536):
+                    answer += data
+        assert server.pending == 0 and server.active_calls == 0
+        return answer
+
+    answer = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:80]
+    assert "connection failed" not in caplog.text

@@ -74,7 +74,9 @@ TEARDOWN_TIMEOUT_S = 2.0
 PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
 INBOUND_BURST_S = 2.0  # inbound audio ahead of real time that is still accepted (network jitter)
 MAX_RECORDED_EVENTS = 10_000  # events kept per call for the timeline; counts are kept regardless
+MAX_RECORDED_CHARS = 200  # of each text in a recorded event (a play URL may be 8 K characters)
 MAX_REFUSED_LANGUAGES = 32  # distinct unknown token languages reported once each
+MAX_OPEN_CYCLES = 64  # talk cycles whose first-token time waits for their first audio
 WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 # interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
 SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
@@ -126,6 +128,7 @@ class CallStats:
     def record(self, name: str, **data: Any) -> None:
         self.counts[name] += 1
         if len(self.events) < MAX_RECORDED_EVENTS:
+            data = {k: v[:MAX_RECORDED_CHARS] if isinstance(v, str) else v for k, v in data.items()}
             self.events.append((trio.current_time(), name, data))
 
     def count(self, name: str) -> int:
@@ -277,9 +280,13 @@ class Call:
                 self.stats.session_id = setup.session_id
                 await self.send_app(setup)
                 self.log.info("call started; session %s", setup.session_id)
-                for problem in self._refused_parameters:
+                for problem in self._refused_parameters[:WARNINGS_PER_KIND]:  # a flood of them is one line more
                     self.log.warning("session parameter refused: %s", problem)
                     await self.send_app(relay.Error(f"Invalid session parameter: {problem}"))
+                if len(self._refused_parameters) > WARNINGS_PER_KIND:
+                    more = len(self._refused_parameters) - WARNINGS_PER_KIND
+                    self.log.warning("%d more session parameter(s) refused", more)
+                    await self.send_app(relay.Error(f"Invalid session parameters: {more} more refused"))
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.listener.run)
                     nursery.start_soon(self.speaker.run)
@@ -454,7 +461,7 @@ class Call:
             found = match_language(code, declared)
             if found is None:
                 self._refused_parameters.append(
-                    f"languages: {code!r} is not a declared language ({', '.join(declared)}); left out")
+                    f"languages: {printable(code, 64)} is not a declared language ({', '.join(declared)}); left out")
             else:
                 chosen.append(found)
         return tuple(dict.fromkeys(c for c in chosen if match_language(c, declared)))
@@ -505,13 +512,14 @@ class Call:
     async def _on_play(self, msg: relay.Play) -> None:
         """Queue a media URL behind what the app has said so far, as a talk cycle of its own."""
         self.stats.record("play", source=msg.source, loop=msg.loop)
-        self.log.info("play %s (x%d) queued", msg.source, msg.loop)
+        self.log.info("play %s (x%d) queued", printable(msg.source, 120), msg.loop)
         chunk = SpeechChunk(0, "", final=True, play=msg.source, loop=msg.loop,
                             interruptible=self._interruptible(msg.interruptible))
         await self._queue_cycle(chunk, preemptible=self.session.preemptible if msg.preemptible is None
                                 else msg.preemptible, preempts=True)
 
     async def _on_play_error(self, chunk: SpeechChunk, problem: str) -> None:
+        self.warn_input("play errors", "%s", problem)
         self.stats.record("play_error", source=chunk.play, problem=problem)
         await self.send_app(relay.Error(f"Cannot play {chunk.play}: {problem}"))
 
@@ -547,7 +555,9 @@ class Call:
         self._held_language = language
         if token.strip() and (preemptible is not None or cycle not in self._preemptible):
             self._preemptible[cycle] = self.session.preemptible if preemptible is None else preemptible
-        if cycle not in self._cycle_first_token:
+        if cycle not in self._cycle_first_token and token.strip():
+            if len(self._cycle_first_token) >= MAX_OPEN_CYCLES:  # cycles that never reached the caller
+                self._cycle_first_token.pop(next(iter(self._cycle_first_token)))
             self._cycle_first_token[cycle] = trio.current_time()
             self.stats.record("first_token", cycle=cycle)
         chunks = self.chunker.feed(token)

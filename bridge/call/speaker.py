@@ -103,9 +103,10 @@ class Speaker:
                     else:
                         await self._speak(chunk)
                 except MediaError as exc:
-                    self._log.warning("%s", exc)
-                    if self._on_play_error is not None:
+                    if self._on_play_error is not None:  # the call logs it (rate-limited) and tells the app
                         await self._on_play_error(chunk, str(exc))
+                    else:
+                        self._log.warning("%s", exc)
                 except Exception:
                     self._log.exception("speech synthesis failed; the chunk %r is skipped", chunk.text)
             self._scope, self.current = None, None
