@@ -29,7 +29,6 @@ from trio_websocket import (
     open_websocket_url,
     wrap_server_stream,
 )
-from wsproto.utilities import LocalProtocolError
 
 from bridge.call.engines import SpeechEngines
 from bridge.call.handoff import deliver_session_end
@@ -42,6 +41,7 @@ from bridge.protocols.auth import TWILIO, Credentials, Verdict, authenticate
 from bridge.protocols.printable import printable
 from bridge.protocols.provider import ProviderCodec, StartEvent
 from bridge.protocols.signature import twilio_signature
+from bridge.protocols.wsquirks import closing_pongs_only
 from bridge.speech.chunker import chunk_text
 
 logger = logging.getLogger(__name__)
@@ -367,18 +367,6 @@ class MediaStreamsServer:
                                               redirect=call.provider == "twilio")
             if self.keep_stats:
                 self.finished.append(call.stats)
-
-
-def closing_pongs_only(exc: BaseException) -> bool:
-    """Whether ``exc`` is only trio-websocket failing to answer a ping on a closing socket.
-
-    trio-websocket (0.12) answers a ping that arrives after our close frame went out with a pong,
-    which wsproto refuses (python-trio/trio-websocket#184). By then the call is over; it is not a
-    failure of the call.
-    """
-    if isinstance(exc, BaseExceptionGroup):
-        return all(closing_pongs_only(e) for e in exc.exceptions)
-    return isinstance(exc, LocalProtocolError) and "Pong" in str(exc)
 
 
 async def _respond(stream: trio.abc.Stream, status: int, body: str, *, head_only: bool = False) -> None:

@@ -611,7 +611,7 @@ def test_abandoned_engine_work_is_waited_for_before_the_process_exits() -> None:
 def test_a_pong_refused_on_a_closing_socket_is_not_a_failed_connection() -> None:
     from wsproto.utilities import LocalProtocolError
 
-    from bridge.server import closing_pongs_only
+    from bridge.protocols.wsquirks import closing_pongs_only
 
     pong = LocalProtocolError("Event Pong(payload=b'') cannot be sent in state ConnectionState.LOCAL_CLOSING.")
     assert closing_pongs_only(ExceptionGroup("x", [ExceptionGroup("y", [pong])]))

@@ -33,6 +33,7 @@ from bridge.audio.g711 import SILENCE_BYTE, ulaw_decode, ulaw_encode
 from bridge.audio.transcode import EdgeTranscoder
 from bridge.protocols import media_streams as ms
 from bridge.protocols import telnyx_media as tx
+from bridge.protocols.wsquirks import closing_pongs_only
 from bridge.sim.clips import FRAME, Clip
 from bridge.sim.timeline import Timeline
 
@@ -107,6 +108,14 @@ class SimulatedCaller:
     async def run(self, script: Callable[[SimulatedCaller], Awaitable[None]],
                   connect: Callable[[], AbstractAsyncContextManager[WebSocketConnection]] | None = None) -> None:
         """Connect (to ``url``, or through ``connect``), start the stream and run ``script``."""
+        try:
+            await self._run(script, connect)
+        except Exception as exc:
+            if not closing_pongs_only(exc):  # a ping from the bridge as the caller hung up: not a failure
+                raise
+
+    async def _run(self, script: Callable[[SimulatedCaller], Awaitable[None]],
+                   connect: Callable[[], AbstractAsyncContextManager[WebSocketConnection]] | None) -> None:
         async with (connect() if connect is not None else open_websocket_url(self.url)) as ws:
             self._ws = ws
             await ws.send_message(self.codec.connected())
