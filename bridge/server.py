@@ -225,11 +225,11 @@ class MediaStreamsServer:
                 self._refuse("bad_request", "%s", exc)
                 await _respond(stream, 400, "bad request\n")
                 return None
-            refusal = self._check_head(head)
+            verdict = authenticate(self.settings.credentials, head.headers, head.target)
+            refusal = self._check_head(head, verdict)
             if refusal is not None:
                 await _respond(stream, *refusal, head_only=head.method == "HEAD")
                 return None
-            verdict = authenticate(self.settings.credentials, head.headers, head.target)
             try:
                 request = await wrap_server_stream(conn, PrefixedStream(stream, head.raw),
                                                    max_message_size=MAX_MESSAGE_BYTES)
@@ -262,7 +262,7 @@ class MediaStreamsServer:
                 await ws.aclose(*close)
         return None
 
-    def _check_head(self, head: RequestHead) -> tuple[int, str] | None:
+    def _check_head(self, head: RequestHead, verdict: Verdict) -> tuple[int, str] | None:
         """The HTTP status to answer with instead of upgrading, or None to go on."""
         if not head.is_websocket:
             # Load balancers' health checks, browsers and scanners: answered at once, nothing held.
@@ -277,7 +277,6 @@ class MediaStreamsServer:
         if head.path != MEDIA_PATH:
             self._refuse("path", "WebSocket for path %r (only %s is served)", head.path, MEDIA_PATH)
             return 404, f"not found: only {MEDIA_PATH} is served\n"
-        verdict = authenticate(self.settings.credentials, head.headers, head.target)
         if verdict.refusal:
             self._refuse("auth", "%s", verdict.refusal)
             return 403, "forbidden: missing or invalid credentials\n"

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from bridge.call import engines
+from bridge.daemon import task_count
 from bridge.protocols import relay
 from bridge.protocols.media_streams import MediaStreamsProvider
 from bridge.protocols.telnyx_media import TelnyxMediaProvider
@@ -178,13 +179,6 @@ async def inline(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
         return fn()
 
 
-def count_tasks() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
-
-    return walk(trio.lowlevel.current_root_task())
-
-
 def healthy_caller_script(clip: Clip) -> Any:
     async def script(caller: SimulatedCaller) -> None:
         await caller.wait_agent_done()
@@ -250,7 +244,7 @@ def test_fuzzed_calls_never_raise_and_leave_a_healthy_call_alone(telnyx: bool, d
 
             async def watch() -> None:
                 while True:
-                    peak[0] = max(peak[0], count_tasks())
+                    peak[0] = max(peak[0], task_count())
                     await trio.sleep(0.05)
 
             nursery.start_soon(watch)
