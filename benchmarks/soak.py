@@ -14,8 +14,13 @@ errors, no leaked descriptors. The exit status is 0 when all are met, 1 when not
 could not start (bad config, the daemon did not come up).
 
 Measured:
-  rss            VmRSS of the daemon every ``--sample-s``. Growth is the median of the last minute of the
-                 soak against the median of the minute centred on ``--warmup-min``, in percent.
+  rss            VmRSS of the daemon every ``--sample-s``. Growth is the median of the last
+                 ``--window-min`` minutes of the soak against the median of the ``--window-min`` minutes
+                 after ``--warmup-min``, in percent. (RSS swings by tens of MiB with the calls in flight,
+                 so a window of a few minutes, not one sample or one minute, says where it stands.) The
+                 Theil-Sen slope of the samples after the warm-up, in MiB per hour, is reported beside it.
+  py_blocks      the daemon's Python heap (``sys.getallocatedblocks``, from its statistics line): growth
+                 over the same windows. A leak of Python objects shows here, whatever the allocator does.
   fds            open descriptors (/proc/PID/fd). Leaked: the count once every call has ended and the
                  daemon has settled, minus the count after the warm-up call (up to 15 s are allowed for
                  it to come back down).
@@ -34,9 +39,11 @@ Measured:
   ping_rtt_ms    WebSocket pings from each simulated caller to the daemon every PING_EVERY_S: how long the
                  daemon took to read a frame on a call's socket (its reader stalls show here first).
   response_ms    end of a caller's clip (last voiced frame sent), or a key press, to the first frame of
-                 the reply at the caller. It includes the end-of-speech silence (vad) for speech.
+                 the reply at the caller. It includes the end-of-speech silence (vad) for speech. A
+                 reply later than SLOW_REPLY_S is counted as slow (the daemon is over capacity: a latency
+                 figure, reported); one that never comes within LOST_REPLY_S is an error.
   errors         calls that ended abnormally (a connection error or exception, no greeting or reply
-                 within REPLY_TIMEOUT_S, the bridge closing the call first, an invalid frame at the
+                 within LOST_REPLY_S, the bridge closing the call first, an invalid frame at the
                  caller, no setup or an ``error`` message at the app, fewer final prompts than clips
                  spoken, the app's socket still open APP_CLOSE_TIMEOUT_S after the hang-up), ERROR
                  records and unlogged tracebacks in the daemon's log (written next to ``--out``), and
@@ -87,7 +94,8 @@ HARNESS_STALL_MS = 20.0  # a lag of this process's event loop that could delay a
 HARNESS_TICK_S = 0.01
 PING_EVERY_S = 2.0
 PING_TIMEOUT_S = 15.0  # past the daemon's own pong deadline (10 s): the call is over by then
-REPLY_TIMEOUT_S = 30.0  # greeting or reply; generous: under load, recognition queues
+SLOW_REPLY_S = 30.0  # a greeting or reply later than this is slow (recognition queues under load)
+LOST_REPLY_S = 120.0  # and one that has not come by now is lost: an error
 APP_CLOSE_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 180.0  # model loading and warm-up
 STATS_WAIT_S = 0.3  # for the daemon to write its statistics line after SIGUSR1
@@ -118,21 +126,24 @@ def proc_sample(pid: int) -> dict[str, Any] | None:
     after_comm = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; field 3 is index 0
     cpu_s = (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
     return {"rss_kib": int(fields["VmRSS"].split()[0]), "fds": fds, "threads": int(fields["Threads"]),
-            "tasks": None, "cpu_s": round(cpu_s, 2)}
+            "tasks": None, "py_blocks": None, "cpu_s": round(cpu_s, 2)}
 
 
-STATS_LINE = re.compile(rb"stats: tasks=(\d+) ")
+STATS_LINE = re.compile(rb"stats: tasks=(\d+) (?:py_blocks=(\d+) )?")
 
 
-def last_task_count(log_path: Path) -> int | None:
-    """The task count of the newest statistics line the daemon logged (SIGUSR1), if any."""
+def last_stats(log_path: Path) -> tuple[int | None, int | None]:
+    """Tasks and Python heap blocks from the newest statistics line the daemon logged (SIGUSR1), if any."""
     try:
         with log_path.open("rb") as f:
             f.seek(max(0, log_path.stat().st_size - 65536))
             found = STATS_LINE.findall(f.read())
     except OSError:
-        return None
-    return int(found[-1]) if found else None
+        return None, None
+    if not found:
+        return None, None
+    tasks, blocks = found[-1]
+    return int(tasks), int(blocks) if blocks else None
 
 
 def listening(port: int) -> bool:
@@ -297,6 +308,32 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, round(q * (len(s) - 1)))], 1)
 
 
+def growth(samples: list[dict[str, Any]], key: str, warmup_s: float, window_s: float) -> dict[str, Any]:
+    """``key``'s median over the last ``window_s`` of ``samples`` against its median over the
+    ``window_s`` after ``warmup_s``, in percent."""
+    if not samples:
+        return {"growth_pct": None}
+    end = samples[-1]["t_s"]
+    early = [s[key] for s in samples if warmup_s <= s["t_s"] < warmup_s + window_s]
+    last = [s[key] for s in samples if s["t_s"] > end - window_s]
+    out: dict[str, Any] = {"early_window_s": [warmup_s, warmup_s + window_s],
+                           "last_window_s": [round(end - window_s, 1), end],
+                           "median_early": statistics.median(early) if early else None,
+                           "median_last": statistics.median(last) if last else None, "growth_pct": None}
+    if early and last and end - window_s >= warmup_s:
+        out["growth_pct"] = round((statistics.median(last) / statistics.median(early) - 1) * 100, 2)
+    return out
+
+
+def theil_sen(xs: list[float], ys: list[float], max_points: int = 1000) -> float | None:
+    """The median of the slopes between every pair of points (robust to the swings of a busy daemon)."""
+    step = max(1, len(xs) // max_points)
+    xs, ys = xs[::step], ys[::step]
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    return statistics.median(slopes) if slopes else None
+
+
 def summary(values: list[float]) -> dict[str, Any]:
     return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "p99": pct(values, 0.99),
             "max": pct(values, 1.0)}
@@ -414,7 +451,7 @@ class Soak:
         if s is not None and self.proc.returncode is None and self.phase != "startup":
             self.proc.send_signal(signal.SIGUSR1)
             await trio.sleep(STATS_WAIT_S)
-            s["tasks"] = last_task_count(self.log_path)
+            s["tasks"], s["py_blocks"] = last_stats(self.log_path)
         if s is not None:
             s.update(t=trio.current_time(), phase=self.phase, active_calls=self.active,
                      calls_done=len(self.records))
@@ -453,12 +490,12 @@ class Soak:
         duration = rng.uniform(self.args.call_min_s, self.args.call_max_s)
 
         async def reply(what: str) -> bool:
-            with trio.move_on_after(REPLY_TIMEOUT_S) as scope:
+            with trio.move_on_after(LOST_REPLY_S) as scope:
                 await caller.wait_agent_done(quiet_s=0.5)
             if caller.bridge_closed:
                 rec.errors.append(f"bridge-closed: the bridge closed the call while the caller waited for {what}")
             elif scope.cancelled_caught:
-                rec.errors.append(f"no-reply: no {what} within {REPLY_TIMEOUT_S:.0f} s")
+                rec.errors.append(f"no-reply: no {what} within {LOST_REPLY_S:.0f} s")
             else:
                 return True
             return False
@@ -512,7 +549,7 @@ class Soak:
                     ok = await reply("reply to a key")
                 elif roll < KEY_PRESS_P + BARGE_IN_P:
                     await say(rng.choice(self.clips))
-                    with trio.move_on_after(REPLY_TIMEOUT_S):
+                    with trio.move_on_after(LOST_REPLY_S):
                         await c.wait_agent_audio()
                     await c.pause(rng.uniform(0.3, 1.0))
                     if trio.current_time() - c.ear.last_agent_frame_at < 0.1:  # still playing the reply
@@ -527,7 +564,7 @@ class Soak:
 
         self.active += 1
         try:
-            with trio.move_on_after(duration + 4 * REPLY_TIMEOUT_S) as backstop:
+            with trio.move_on_after(duration + 4 * LOST_REPLY_S) as backstop:
                 await caller.run(script, connect)
             if backstop.cancelled_caught:
                 rec.errors.append("hung: the call did not end")
@@ -593,7 +630,7 @@ class Soak:
         for i, end in enumerate(turns.ends):
             nxt = turns.starts[i + 1] if i + 1 < len(turns.starts) else float("inf")
             first = first_after(arrivals, end)
-            if first is not None and first < nxt and first - end < REPLY_TIMEOUT_S:
+            if first is not None and first < nxt and first - end < LOST_REPLY_S:
                 rec.response_ms.append((first - end) * 1000)
 
     # -- results --------------------------------------------------------------------------------
@@ -605,18 +642,13 @@ class Soak:
         for s in self.samples:
             s["t_s"] = round(s.pop("t") - self.t0, 1) if self.t0 else None
 
-        rss: dict[str, Any] = {"max_kib": max((s["rss_kib"] for s in self.samples), default=None)}
-        if soak_samples:
-            w = args.warmup_min * 60
-            end = soak_samples[-1]["t_s"]
-            early = [s["rss_kib"] for s in soak_samples if w - 30 <= s["t_s"] <= w + 30]
-            last = [s["rss_kib"] for s in soak_samples if s["t_s"] >= end - 60]
-            rss.update(warmup_window_s=[w - 30, w + 30], last_window_s=[round(end - 60, 1), end],
-                       median_warmup_kib=statistics.median(early) if early else None,
-                       median_last_kib=statistics.median(last) if last else None)
-            if early and last:
-                rss["growth_pct"] = round((statistics.median(last) / statistics.median(early) - 1) * 100, 2)
-        rss.setdefault("growth_pct", None)
+        rss: dict[str, Any] = {"max_kib": max((s["rss_kib"] for s in self.samples), default=None),
+                               **growth(soak_samples, "rss_kib", args.warmup_min * 60, args.window_min * 60)}
+        after = [s for s in soak_samples if s["t_s"] >= args.warmup_min * 60]
+        slope = theil_sen([s["t_s"] for s in after], [s["rss_kib"] for s in after])
+        rss["slope_mib_per_hour"] = None if slope is None else round(slope * 3600 / 1024, 1)
+        py_blocks = growth([s for s in soak_samples if s.get("py_blocks") is not None], "py_blocks",
+                           args.warmup_min * 60, args.window_min * 60)
 
         leaked = None
         if self.baseline is not None and self.final is not None:
@@ -640,10 +672,10 @@ class Soak:
                 kind = e.split(":", 1)[0]
                 kinds[kind] = kinds.get(kind, 0) + 1
         errors = len(failed) + log["errors"] + len(self.failures)
-        growth = rss["growth_pct"]
+        rss_growth = rss["growth_pct"]
         targets = {"rss_growth_pct_below": 5.0, "errors": 0, "leaked_fds": 0, "leaked_tasks": 0}
-        checks = {"rss_growth": growth is not None and growth < 5.0, "errors": errors == 0, "leaked_fds": leaked == 0,
-                  "leaked_tasks": tasks["leaked"] == 0}
+        checks = {"rss_growth": rss_growth is not None and rss_growth < 5.0, "errors": errors == 0,
+                  "leaked_fds": leaked == 0, "leaked_tasks": tasks["leaked"] == 0}
 
         by_minute: dict[int, list[CallRecord]] = {}
         for r in records:
@@ -659,7 +691,7 @@ class Soak:
         harness_errors = [e for r in all_calls for e in r.harness_errors]
         return {
             "params": {"calls": args.calls, "minutes": args.minutes, "sample_s": args.sample_s,
-                       "warmup_min": args.warmup_min, "seed": args.seed,
+                       "warmup_min": args.warmup_min, "window_min": args.window_min, "seed": args.seed,
                        "call_s": [args.call_min_s, args.call_max_s], "late_gap_ms": LATE_GAP_MS},
             "pass": all(checks.values()),
             "targets": targets,
@@ -669,6 +701,7 @@ class Soak:
             "rss": rss,
             "fds": fds,
             "tasks": tasks,
+            "py_blocks": py_blocks,
             "errors": {"total": errors, "failed_calls": len(failed), "by_kind": kinds, "daemon_log": log["errors"],
                        "run": self.failures,
                        "calls": [{"slot": r.slot, "index": r.index, "call_sid": r.call_sid, "errors": r.errors}
@@ -678,7 +711,9 @@ class Soak:
                       "clips": sum(r.clips for r in records), "keys": sum(r.keys for r in records),
                       "barge_ins": sum(r.barge_ins for r in records), "clears": sum(r.clears for r in records),
                       "prompts": sum(r.prompts for r in records),
-                      "response_ms": summary([x for r in records for x in r.response_ms])},
+                      "response_ms": summary([x for r in records for x in r.response_ms]),
+                      "slow_replies": sum(1 for r in records for x in r.response_ms if x > SLOW_REPLY_S * 1000),
+                      "slow_reply_s": SLOW_REPLY_S},
             "late_frames": {"frames": frames, "late": sum(r.late_frames for r in all_calls),
                             "audible": sum(r.audible for r in all_calls),
                             "late_harness": sum(r.late_harness for r in all_calls),
@@ -714,8 +749,12 @@ def print_summary(r: dict[str, Any], out: Path) -> None:
 
     print(f"\nsoak: {p['calls']} call slots x {p['minutes']} min; {c['completed']} calls completed "
           f"({c['clips']} clips, {c['keys']} keys, {c['barge_ins']} barge-ins, {c['prompts']} prompts)")
-    print(f"RSS         around minute {p['warmup_min']:g}: {mib(rss.get('median_warmup_kib'))}, last minute: "
-          f"{mib(rss.get('median_last_kib'))}, growth {rss['growth_pct']}%  (max {mib(rss['max_kib'])})")
+    span = f"{p['window_min']:g} min"
+    print(f"RSS         median of the {span} after minute {p['warmup_min']:g}: {mib(rss.get('median_early'))}, "
+          f"of the last {span}: {mib(rss.get('median_last'))}, growth {rss['growth_pct']}% "
+          f"(trend {rss['slope_mib_per_hour']} MiB/h, max {mib(rss['max_kib'])})")
+    print(f"py heap     blocks, same windows: {r['py_blocks'].get('median_early')} -> "
+          f"{r['py_blocks'].get('median_last')}, growth {r['py_blocks']['growth_pct']}%")
     print(f"descriptors baseline {fds['baseline']}, final {fds['final']}, leaked {fds['leaked']} (max {fds['max']})")
     t = r["tasks"]
     print(f"tasks       baseline {t['baseline']}, final {t['final']}, leaked {t['leaked']} (max {t['max']})")
@@ -725,7 +764,8 @@ def print_summary(r: dict[str, Any], out: Path) -> None:
           f"            {late['late_harness']} more during harness stalls "
           f"({r['harness']['stalls']} stalls, max lag {r['harness']['max_lag_ms']} ms)")
     rm = c["response_ms"]
-    print(f"response    end of speech/key -> reply audio p50 {rm['p50']} ms, p90 {rm['p90']} ms, max {rm['max']} ms")
+    print(f"response    end of speech/key -> reply audio p50 {rm['p50']} ms, p90 {rm['p90']} ms, max {rm['max']} ms; "
+          f"{c['slow_replies']} slower than {c['slow_reply_s']:.0f} s")
     pr = r["ping_rtt_ms"]
     print(f"ping        harness -> daemon over /media, round trip p50 {pr['p50']} ms, p99 {pr['p99']} ms, "
           f"max {pr['max']} ms")
@@ -744,15 +784,19 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long slots start new calls (default 60)")
     parser.add_argument("--sample-s", type=float, default=10.0, help="sampling interval (default 10 s)")
     parser.add_argument("--warmup-min", type=float, default=5.0,
-                        help="RSS growth is measured from the minute around this one (default 5)")
+                        help="RSS growth is measured from this minute on (default 5)")
+    parser.add_argument("--window-min", type=float, default=5.0,
+                        help="minutes of samples whose median stands for the start and the end (default 5)")
     parser.add_argument("--call-min-s", type=float, default=20.0)
     parser.add_argument("--call-max-s", type=float, default=40.0)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--config", type=Path, help="extra daemon TOML, merged over the soak's own settings")
     parser.add_argument("--out", type=Path, default=Path("out/soak.json"))
     args = parser.parse_args()
-    if args.calls < 1 or args.minutes <= 0 or args.sample_s <= 0 or args.call_min_s > args.call_max_s:
-        parser.error("--calls, --minutes and --sample-s must be positive, and --call-min-s <= --call-max-s")
+    if (args.calls < 1 or args.minutes <= 0 or args.sample_s <= 0 or args.window_min <= 0
+            or args.call_min_s > args.call_max_s):
+        parser.error("--calls, --minutes, --sample-s and --window-min must be positive, "
+                     "and --call-min-s <= --call-max-s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.out.with_suffix(".daemon.log")

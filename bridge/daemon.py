@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -124,8 +125,8 @@ def task_count() -> int:
 def log_statistics(server: MediaStreamsServer) -> None:
     """One line an operator (or the soak benchmark) can ask for with SIGUSR1."""
     refused = " ".join(f"{cause}={n}" for cause, n in sorted(server.refused.items())) or "none"
-    logger.info("stats: tasks=%d active_calls=%d pending=%d calls_total=%d refused: %s", task_count(),
-                server.active_calls, server.pending, server.calls_total, refused)
+    logger.info("stats: tasks=%d py_blocks=%d active_calls=%d pending=%d calls_total=%d refused: %s", task_count(),
+                sys.getallocatedblocks(), server.active_calls, server.pending, server.calls_total, refused)
 
 
 def serve(cfg: Config) -> None:
