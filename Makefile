@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast fuzz bench bench-languages soak lint speech-data clean
+.PHONY: demo test test-fast fuzz bench bench-languages bench-asr soak lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -53,6 +53,10 @@ $(SPEECH_DIR)/.done-es:
 
 bench-languages: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
 	$(PY) benchmarks/bench_languages.py --speech-dir $(SPEECH_DIR)/root --out out/bench-languages.json
+
+# Recognition cost and WER by encoder window, beam and model over the whole recorded-speech set.
+bench-asr: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
+	$(PY) benchmarks/bench_asr.py --speech-dir $(SPEECH_DIR)/root --detect-windows 12 30 --out out/bench-asr.json
 
 # The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
 # leak or any call errs. Takes the full hour: run it on purpose.

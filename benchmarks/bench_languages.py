@@ -21,66 +21,24 @@ for multi the share of utterances detected as Spanish.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from speechset import fold, phone_line, select_clips
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.resample import pcm16_to_float, resample_once
 from bridge.config import MULTILINGUAL_MODEL
 from bridge.engines.models import resolve
 from bridge.engines.whisper import LOW_LOGPROB, NO_SPEECH_PROB, WhisperSettings, WhisperTranscriber
-from bridge.sim.clips import Clip, bundled_clips, load_clip
-from bridge.sim.scoring import normalise, wer
-
-SOUNDS = {"en": "usr/share/asterisk/sounds/en_US_f_Allison", "es": "usr/share/asterisk/sounds/es_MX_f_Allison"}
-TRANSCRIPTS = {"en": "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz",
-               "es": "usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz"}
-
-
-def fold(text: str) -> str:
-    """Normalised, with accents dropped ("extensión" and "extension" score as the same word)."""
-    decomposed = unicodedata.normalize("NFKD", normalise(text))
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def select_clips(root: Path, language: str, count: int, seed: int) -> list[Clip]:
-    """``count`` prompts of 1.5-8 s with plain-text transcripts, chosen at random."""
-    with gzip.open(root / TRANSCRIPTS[language], "rt", encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    candidates = []
-    for line in lines:
-        name, sep, text = line.partition(":")
-        text = text.strip()
-        path = root / SOUNDS[language] / f"{name.strip()}.wav"
-        if sep and not line.startswith(";") and "/" not in name and text and "[" not in text and path.is_file():
-            candidates.append((path, text))
-    random.Random(seed).shuffle(candidates)
-    clips = []
-    for path, text in candidates:
-        clip = load_clip(path, text, language)
-        if 1.5 <= clip.seconds <= 8.0 and not any(ch.isdigit() for ch in text):
-            clips.append(clip)
-        if len(clips) == count:
-            break
-    return clips
-
-
-def phone_line(clip: Clip) -> NDArray[np.float32]:
-    """The clip as the bridge hears it: mu-law at 8 kHz, then 16 kHz float for Whisper."""
-    line = ulaw_decode(ulaw_encode(clip.samples))
-    return resample_once(pcm16_to_float(line), 8000, 16000).astype(np.float32)
+from bridge.sim.clips import Clip, bundled_clips
+from bridge.sim.scoring import wer
 
 
 def hints_for(clip: Clip) -> str:
@@ -137,7 +95,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.speech_dir:
-        clips = {lang: select_clips(args.speech_dir, lang, args.clips, args.seed) for lang in ("en", "es")}
+        clips = {lang: select_clips(args.speech_dir, lang, args.clips, args.seed, min_s=1.5, max_s=8.0, digits=False)
+                 for lang in ("en", "es")}
     else:
         clips = {lang: list(bundled_clips(lang).values()) for lang in ("en", "es")}
     settings = WhisperSettings(cpu_threads=args.cpu_threads)

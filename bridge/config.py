@@ -37,7 +37,7 @@ from bridge.call.settings import (
     SessionSettings,
     require_at_least,
 )
-from bridge.engines.whisper import MAX_HINTS_CHARS
+from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 
@@ -93,11 +93,20 @@ class AsrConfig:
     concurrency: int = 1
     allow_download: bool = False
     hints: str = ""
+    windows_s: tuple[int, ...] = WhisperSettings.windows_s
+    window_fill: float = WhisperSettings.window_fill
 
     def __post_init__(self) -> None:
         require_at_least(self, beam_size=1, cpu_threads=0, concurrency=1)
         if len(self.hints) > MAX_HINTS_CHARS:
             raise ValueError(f"hints must be at most {MAX_HINTS_CHARS} characters (Whisper reads no more)")
+        WhisperSettings(windows_s=self.windows_s, window_fill=self.window_fill)  # its checks name the key
+
+    def whisper(self) -> WhisperSettings:
+        """The recogniser's settings."""
+        return WhisperSettings(beam_size=self.beam_size, compute_type=self.compute_type, device=self.device,
+                               cpu_threads=self.cpu_threads, workers=self.concurrency, hints=self.hints,
+                               windows_s=self.windows_s, window_fill=self.window_fill)
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an array of tables ([[{path}]])")
         item = typing.cast(type, typing.get_args(hint)[0])
         return tuple(_build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is tuple and typing.get_args(hint)[0] is int:
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  and -MAX_NUMBER <= v <= MAX_NUMBER for v in value):
+            raise ConfigError(f"{path}: expected a list of integers")
+        return tuple(value)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: expected a list of strings")

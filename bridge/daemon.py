@@ -16,7 +16,7 @@ from bridge.call.engines import LanguageEngines, SpeechEngines, wait_engines_idl
 from bridge.config import Config, ModelChoice
 from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
-from bridge.engines.whisper import WhisperSettings, WhisperTranscriber
+from bridge.engines.whisper import WhisperTranscriber
 from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ def load_engines(cfg: Config) -> SpeechEngines:
     cache = model_cache_dir()
     transcribers: dict[Path, WhisperTranscriber] = {}
     synthesizers: dict[Path, PiperSynthesizer] = {}
-    settings = WhisperSettings(beam_size=cfg.asr.beam_size, compute_type=cfg.asr.compute_type, device=cfg.asr.device,
-                               cpu_threads=cfg.asr.cpu_threads, hints=cfg.asr.hints)
+    settings = cfg.asr.whisper()
 
     def transcriber(choice: ModelChoice) -> WhisperTranscriber:
         asr = resolve(choice.name, "asr", explicit=choice.path, allow_download=cfg.asr.allow_download,

@@ -22,7 +22,7 @@ def autojump_clock(monkeypatch: pytest.MonkeyPatch) -> trio.testing.MockClock:
     simulated call becomes deterministic. Tests on the real clock keep the worker threads.
     """
 
-    async def inline(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+    async def inline(fn: Callable[[], T], limiter: trio.CapacityLimiter | engines.Claim) -> T:
         async with limiter:
             await trio.lowlevel.checkpoint()
             return fn()

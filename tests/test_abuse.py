@@ -418,7 +418,7 @@ async def test_bursty_speech_does_not_queue_speculative_recognitions(autojump_cl
                                                                      clips: dict[str, Clip]) -> None:
     """100 ms on, 200 ms off used to queue 200 recognitions for 2 prompts; abandoned ones now leave the queue."""
 
-    async def slow_worker(fn: Callable[[], Any], limiter: trio.CapacityLimiter) -> Any:
+    async def slow_worker(fn: Callable[[], Any], limiter: trio.CapacityLimiter | engines_module.Claim) -> Any:
         async with limiter:
             await trio.sleep(0.5)  # a decode of half a second, in simulated time
             return fn()

@@ -172,7 +172,7 @@ def sendable(frame: str | bytes) -> str | bytes:
     return frame
 
 
-async def inline(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+async def inline(fn: Callable[[], T], limiter: trio.CapacityLimiter | engines.Claim) -> T:
     """Engine work on the event loop: under the mock clock a worker thread would let time race ahead."""
     async with limiter:
         await trio.lowlevel.checkpoint()

@@ -7,14 +7,16 @@ it must survive the caller's next utterance even when the ASR queue is slow.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from bridge.call.engines import Recognised
+from bridge.call.engines import Claim, Recognised, Scheduler
 from bridge.call.listener import Listener, Recognition
+from bridge.engines.schedule import Priority
 from bridge.speech.endpointer import EndpointerSettings, SpeechEnded, SpeechPaused, SpeechStarted
 
 
@@ -38,9 +40,14 @@ class ScriptedEndpointer:
 class SlowEngines:
     """Two seconds a recognition: the ASR slot is busy with other calls."""
 
+    def __init__(self) -> None:
+        self.asr_scheduler = Scheduler(1)
+
     async def recognise(self, audio: NDArray[np.int16], rate: int, language: str = "", *,
-                        hints: str = "") -> Recognised:
-        await trio.sleep(2.0)
+                        hints: str = "", claim: Claim | None = None) -> Recognised:
+        assert claim is not None
+        async with claim:
+            await trio.sleep(2.0)
         return Recognised(text=f"{len(audio)} samples", language="en-US")
 
 
@@ -70,3 +77,35 @@ async def test_a_partial_that_became_the_final_survives_the_next_utterance(autoj
         await trio.sleep(5)
         nursery.cancel_scope.cancel()
     assert len(prompts) == 1  # the first utterance was recognised and sent (it used to be cancelled: none)
+
+
+async def test_a_partial_still_queued_when_the_next_is_due_is_replaced_by_it(autojump_clock: object) -> None:
+    partials: list[str] = []
+
+    async def ignore(*args: object) -> None:
+        pass
+
+    async def on_partial(text: str, language: str) -> None:
+        partials.append(text)
+
+    engines = SlowEngines()
+    listener = Listener(engines, EndpointerSettings(), language="en-US",  # type: ignore[arg-type]
+                        on_speech_started=ignore, on_speech_ended=ignore, on_utterance=ignore,
+                        logger=logging.LoggerAdapter(logging.getLogger(__name__), {}), on_partial=on_partial)
+    # One frame (160 samples) a step; a partial is due every 1,600 samples (PARTIAL_INTERVAL_MS).
+    listener.endpointer = ScriptedEndpointer([  # type: ignore[assignment]
+        ([SpeechStarted(start=0, detected_at=0)] if k == 1 else [], True, (0, 160 * k)) for k in range(1, 22)
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.run)
+        # Another call's decode holds the only slot for the first 2 s.
+        nursery.start_soon(partial(engines.recognise, np.zeros(8, np.int16), 8000,
+                                   claim=engines.asr_scheduler.claim("other call", Priority.FINAL)))
+        await trio.sleep(0.01)
+        for _ in range(21):  # the partial of 1,600 samples queues; at 3,200 the next is due
+            await listener.feed(b"\xff" * 160)
+            await trio.sleep(0.02)
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert listener.partials_overtaken == 1 and engines.asr_scheduler.cancelled[Priority.PARTIAL] == 1
+    assert partials == ["3200 samples"]  # the replacement, with more audio; the first never ran

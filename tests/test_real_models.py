@@ -15,6 +15,7 @@ from bridge.call.engines import SpeechEngines
 from bridge.config import Config
 from bridge.daemon import load_engines
 from bridge.engines.models import ModelError, load_manifest, resolve
+from bridge.engines.whisper import WhisperTranscriber
 from bridge.loopback import run_loopback_call
 from bridge.sim.agent import AgentScript
 from bridge.sim.caller import SimulatedCaller
@@ -112,3 +113,15 @@ def test_an_explicit_model_directory_is_used_as_is(tmp_path: Path) -> None:
 def test_an_unknown_model_without_downloads_says_what_to_do() -> None:
     with pytest.raises(ModelError, match="allow_download"):
         resolve("small.en", "asr")
+
+
+@pytest.mark.parametrize("window_s", [10, 12, 15, 20])
+def test_a_short_encoder_window_hears_an_utterance_and_nothing_in_silence(engines: SpeechEngines,
+                                                                         clips: dict[str, Clip], window_s: int) -> None:
+    transcriber = engines.transcriber
+    assert isinstance(transcriber, WhisperTranscriber)
+    clip = clips["please-try-call-later"]
+    audio = telephone(clip.samples, 8000, transcriber.sample_rate).astype(np.float32)
+    heard = transcriber.decode_window(audio, "en", "", window_s)
+    assert normalise(heard.text) == normalise(clip.text)
+    assert transcriber.decode_window(np.zeros(16000 * 2, dtype=np.float32), "en", "", window_s).text == ""

@@ -13,10 +13,11 @@ Whisper's form still reach the right model. "" means the default language.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import trio
@@ -24,6 +25,7 @@ from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
+from bridge.engines.schedule import FairQueue, Priority, Ticket
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -88,13 +90,117 @@ def wait_engines_idle(timeout_s: float) -> bool:
     return _IN_FLIGHT.wait_idle(timeout_s)
 
 
-async def run_in_worker(fn: Callable[[], T], limiter: trio.CapacityLimiter) -> T:
+async def run_in_worker(fn: Callable[[], T], limiter: trio.CapacityLimiter | Claim) -> T:
     """Run engine work in a worker thread, at most ``limiter``'s worth at a time across all calls.
 
     Cancelled while waiting for the limiter, it never runs; cancelled while running, it is abandoned
     (the thread finishes the work, then frees its place in the limiter).
     """
-    return await trio.to_thread.run_sync(partial(_IN_FLIGHT.run, fn), limiter=limiter, abandon_on_cancel=True)
+    # trio takes any object with its limiter methods (its documentation says "CapacityLimiter-like").
+    like = typing.cast(trio.CapacityLimiter, limiter)
+    return await trio.to_thread.run_sync(partial(_IN_FLIGHT.run, fn), limiter=like, abandon_on_cancel=True)
+
+
+class Scheduler:
+    """Decode slots for the whole process, granted in ``FairQueue`` order (``bridge.engines.schedule``).
+
+    Work asks for a slot through a ``Claim``, which ``trio.to_thread.run_sync`` takes as its limiter:
+    the slot is taken before the worker thread starts and given back when the thread has finished,
+    even when the task that waited for it was cancelled and abandoned the thread. A claim cancelled
+    while it waits leaves the queue at once and never runs. A free slot goes to the queue's next
+    ticket directly, so work that arrives later cannot overtake it.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.slots = slots
+        self._free = slots
+        self._queue = FairQueue()
+        self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
+        self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
+        self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
+
+    @property
+    def busy(self) -> int:
+        """Slots taken now."""
+        return self.slots - self._free
+
+    def waiting(self, priority: Priority | None = None) -> int:
+        """Claims waiting for a slot (of ``priority``, or all)."""
+        return len(self._queue) if priority is None else self._queue.waiting(priority)
+
+    def claim(self, owner: Hashable, priority: Priority) -> Claim:
+        """A claim on one slot for ``owner``'s work of class ``priority``."""
+        return Claim(self, Ticket(owner, priority))
+
+    async def _acquire(self, ticket: Ticket) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._free and not self._queue:
+            self._free -= 1
+            self.granted[ticket.priority] += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        self._queue.push(ticket)
+        self._waiters[ticket] = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._queue.remove(ticket)
+            del self._waiters[ticket]
+            self.cancelled[ticket.priority] += 1
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _release(self) -> None:
+        ticket = self._queue.pop()
+        if ticket is None:
+            self._free += 1
+            return
+        self.granted[ticket.priority] += 1
+        trio.lowlevel.reschedule(self._waiters.pop(ticket))  # the slot passes straight to it
+
+    def _raise(self, ticket: Ticket, priority: Priority) -> None:
+        self._queue.raise_to(ticket, priority)
+
+
+class Claim:
+    """One piece of work's claim on a ``Scheduler`` slot; pass it as ``run_in_worker``'s limiter."""
+
+    def __init__(self, scheduler: Scheduler, ticket: Ticket) -> None:
+        self._scheduler = scheduler
+        self._ticket = ticket
+        self.state = "new"  # "waiting" for a slot, "running" in a worker, "done"
+
+    @property
+    def priority(self) -> Priority:
+        return self._ticket.priority
+
+    def raise_to(self, priority: Priority) -> None:
+        """Make the work more urgent (never less); while it waits, it moves up the queue."""
+        self._scheduler._raise(self._ticket, priority)
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        if self.state != "new":
+            raise RuntimeError("a claim is used once")
+        self.state = "waiting"
+        try:
+            await self._scheduler._acquire(self._ticket)
+        except BaseException:
+            self.state = "done"
+            raise
+        self.state = "running"
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.state = "done"
+        self._scheduler._release()
+
+    async def __aenter__(self) -> None:
+        """Hold the slot for work run on the event loop itself (as ``async with`` a CapacityLimiter)."""
+        await self.acquire_on_behalf_of(self)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release_on_behalf_of(self)
 
 
 @dataclass
@@ -107,7 +213,7 @@ class SpeechEngines:
     more_languages: tuple[LanguageEngines, ...] = ()
     # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
-    _asr_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
+    _asr_scheduler: Scheduler | None = field(default=None, init=False)
     _tts_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -144,22 +250,29 @@ class SpeechEngines:
             raise UnknownLanguage(code, self.languages)
         return found
 
-    def _limiters(self) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+    def _limiters(self) -> tuple[Scheduler, trio.CapacityLimiter]:
         # Created lazily, inside the trio run that uses them.
-        if self._asr_limiter is None or self._tts_limiter is None:
-            self._asr_limiter = trio.CapacityLimiter(self.asr_concurrency)
+        if self._asr_scheduler is None or self._tts_limiter is None:
+            self._asr_scheduler = Scheduler(self.asr_concurrency)
             self._tts_limiter = trio.CapacityLimiter(self.tts_concurrency)
-        return self._asr_limiter, self._tts_limiter
+        return self._asr_scheduler, self._tts_limiter
+
+    @property
+    def asr_scheduler(self) -> Scheduler:
+        """The process's recognition slots (see ``Scheduler``)."""
+        return self._limiters()[0]
 
     async def recognise(self, audio: NDArray[np.int16], rate: int, language: str = "", *,
-                        hints: str = "") -> Recognised:
+                        hints: str = "", claim: Claim | None = None) -> Recognised:
         """Recognise one utterance of ``rate`` Hz audio with the model of ``language``.
 
         ``language`` "multi" detects the language. ``hints`` are comma-separated phrases that bias
-        recognition. Resampling runs in the worker. Raises ``UnknownLanguage`` before any work.
+        recognition. Resampling runs in the worker. ``claim`` (from ``asr_scheduler.claim``) says
+        whose work it is and how urgent; without one it is a final recognition of no call in
+        particular. Raises ``UnknownLanguage`` before any work.
         """
         engines = self.engines_for(language)
-        limiter = self._limiters()[0]
+        limiter = claim or self.asr_scheduler.claim(None, Priority.FINAL)
         transcriber = engines.transcriber
         # The model is asked for the language the caller named when it names one ("es" from
         # "es-ES"); only "multi" (and a bare "" default of "multi") leaves Whisper to detect it.

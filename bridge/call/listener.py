@@ -15,20 +15,25 @@ soon after the end-of-speech wait instead of a full recognition later.
 
 Prompts leave in utterance order through one sender task, whatever order recognitions finish in.
 
+All recognition queues for the process's decode slots (``SpeechEngines.asr_scheduler``) in three
+classes: finals before speculations before partials, calls in turn within a class. A recognition
+that turns out more urgent moves up (a partial that covers the whole utterance becomes the
+speculation, a speculation becomes the final).
+
 Partial prompts (``partialPrompts``) re-recognise the utterance so far while the caller speaks. A
-decode of a few seconds of speech costs about as much as the interval Twilio sends partials at
-(200-300 ms), so a call runs at most one partial at a time, starts the next only once
-``PARTIAL_INTERVAL_MS`` of new audio has arrived, and never while a speculative final recognition
-runs: partials take what CPU is left and the final prompt keeps priority. A partial that finishes
-after its utterance ended is dropped, so it can never follow the final prompt. A partial begun once
-the caller had stopped covers the whole utterance, so it doubles as the speculative recognition
+call runs at most one partial at a time, starts the next once ``PARTIAL_INTERVAL_MS`` of new audio
+has arrived, and never while a speculative final recognition runs. A partial still queued when the
+next is due is replaced by it (it would only report less): under load partials thin out, and they
+never hold up a final, which goes ahead of them in the queue. A partial that finishes after its
+utterance ended is dropped, so it can never follow the final prompt. A partial begun once the
+caller had stopped covers the whole utterance, so it doubles as the speculative recognition
 instead of holding one up.
 
 Recognition that is no longer wanted is cancelled: a speculation when the caller resumes (or when
-another takes its place), a partial when its utterance ends without it, everything when the call
-ends. Work still waiting for the process's ASR slot leaves the queue at once and never runs; a
-decode already running in a worker thread cannot be interrupted, so it is abandoned and its slot
-comes back when that one decode finishes. A call therefore has at most one speculation and one
+another takes its place), a partial when its utterance ends without it or a newer one replaces it,
+everything when the call ends. Work still waiting for a slot leaves the queue at once and never
+runs; a decode already running in a worker thread cannot be interrupted, so it is abandoned and its
+slot comes back when that one decode finishes. A call therefore has at most one speculation and one
 partial alive besides its final recognitions, which queue in a bounded channel.
 
 Barge-in sensitivity: ``on_speech_sustained`` fires once per utterance when ``sustain_ms`` of voiced
@@ -48,7 +53,8 @@ from numpy.typing import NDArray
 
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.ring import SampleRing
-from bridge.call.engines import SpeechEngines
+from bridge.call.engines import Claim, SpeechEngines
+from bridge.engines.schedule import Priority
 from bridge.speech.endpointer import (
     FRAME_MS,
     SAMPLE_RATE,
@@ -61,7 +67,7 @@ from bridge.speech.endpointer import (
 )
 
 RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
-PARTIAL_INTERVAL_MS = 300  # new audio needed before the next partial recognition
+PARTIAL_INTERVAL_MS = 200  # new audio needed before the next partial recognition
 
 
 @dataclass
@@ -76,6 +82,17 @@ class Recognition:
     report: bool = True  # send it to the app (input over agent speech may be withheld)
     language: str = ""  # for the prompt's "lang": the language recognised in (or detected)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancelled when no longer wanted
+    claim: Claim | None = None  # its place in the process's recognition queue
+
+    def raise_to(self, priority: Priority) -> None:
+        """It turned out more urgent (a partial or speculation that becomes the final)."""
+        if self.claim is not None:
+            self.claim.raise_to(priority)
+
+    @property
+    def waiting(self) -> bool:
+        """Still queued for a recognition slot (not started)."""
+        return self.claim is not None and self.claim.state in ("new", "waiting")
 
     def cancel(self) -> None:
         """Give up on this recognition: it leaves the ASR queue (or is abandoned) and yields no text."""
@@ -114,6 +131,7 @@ class Listener:
         self._nursery: trio.Nursery | None = None
         self.speculations_used = 0
         self.speculations_wasted = 0
+        self.partials_overtaken = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the recognition tasks and send prompts in order."""
@@ -147,8 +165,9 @@ class Listener:
                     partial = self._partial
                     if partial is not None and partial.start == event.start and partial.end >= event.end:
                         self._speculation = partial  # it heard the whole utterance (and a little silence)
+                        partial.raise_to(Priority.SPECULATIVE)
                     else:
-                        self._speculation = self._recognise(event.start, event.end)
+                        self._speculation = self._recognise(event.start, event.end, Priority.SPECULATIVE)
                 case SpeechResumed():
                     self._drop_speculation()
                 case SpeechEnded():
@@ -156,12 +175,13 @@ class Listener:
                     self._speculation = None
                     if spec is not None and spec.start == event.start and spec.end >= event.end:
                         rec = spec
+                        rec.raise_to(Priority.FINAL)
                         self.speculations_used += 1
                     else:
                         if spec is not None:
                             self.speculations_wasted += 1
                             spec.cancel()
-                        rec = self._recognise(event.start, event.end)
+                        rec = self._recognise(event.start, event.end, Priority.FINAL)
                     if self._partial is rec:
                         self._partial = None  # now the final: never a partial to drop
                     else:
@@ -191,11 +211,15 @@ class Listener:
             self._sustained = True
             await self._on_speech_sustained()
         bounds = self.endpointer.open_utterance()
-        busy = self._partial is not None and not self._partial.done.is_set()
-        if (self._on_partial is not None and bounds is not None and not busy and self._speculation is None
+        partial = self._partial
+        running = partial is not None and not partial.done.is_set() and not partial.waiting
+        if (self._on_partial is not None and bounds is not None and not running and self._speculation is None
                 and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE // 1000):
+            if partial is not None and not partial.done.is_set():
+                partial.cancel()  # still queued: the new one covers more audio
+                self.partials_overtaken += 1
             self._partial_from = bounds[1]
-            self._partial = self._recognise(*bounds)
+            self._partial = self._recognise(*bounds, Priority.PARTIAL)
             assert self._nursery is not None
             self._nursery.start_soon(self._deliver_partial, self._turn, self._partial)
 
@@ -207,8 +231,8 @@ class Listener:
             self._last_partial = rec.text
             await self._on_partial(rec.text, rec.language)
 
-    def _recognise(self, start: int, end: int) -> Recognition:
-        rec = Recognition(start=start, end=end)
+    def _recognise(self, start: int, end: int, priority: Priority) -> Recognition:
+        rec = Recognition(start=start, end=end, claim=self._engines.asr_scheduler.claim(self, priority))
         audio: NDArray[np.int16] = self._ring.read(start, end).astype(np.int16)
         assert self._nursery is not None, "Listener.run must be started first"
         self._nursery.start_soon(self._transcribe, rec, audio)
@@ -217,7 +241,8 @@ class Listener:
     async def _transcribe(self, rec: Recognition, audio: NDArray[np.int16]) -> None:
         try:
             with rec.scope:
-                recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints)
+                recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints,
+                                                           claim=rec.claim)
                 rec.text, rec.language = recognised.text, recognised.language
         except Exception:
             self._log.exception("recognition failed; the utterance is dropped")
