@@ -55,8 +55,12 @@ bench-languages: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
 	$(PY) benchmarks/bench_languages.py --speech-dir $(SPEECH_DIR)/root --out out/bench-languages.json
 
 # Recognition cost and WER by encoder window, beam and model over the whole recorded-speech set.
+# About 45 minutes on two cores.
 bench-asr: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
-	$(PY) benchmarks/bench_asr.py --speech-dir $(SPEECH_DIR)/root --detect-windows 12 30 --out out/bench-asr.json
+	$(PY) benchmarks/bench_asr.py --speech-dir $(SPEECH_DIR)/root --modes tiny.en/en --windows 10 12 15 20 30 \
+		--beams 1 5 --no-today --out out/bench-asr-tiny.json
+	$(PY) benchmarks/bench_asr.py --speech-dir $(SPEECH_DIR)/root --modes base/en base/es --windows 12 15 30 \
+		--beams 5 --no-today --detect-windows 12 30 --out out/bench-asr-base.json
 
 # The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
 # leak or any call errs. Takes the full hour: run it on purpose.

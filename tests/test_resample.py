@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
+from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float, resample_once
 
 RATE_PAIRS = [(8000, 16000), (22050, 8000)]
 
@@ -151,3 +151,13 @@ def test_pcm16_float_conversions() -> None:
 def test_pcm16_round_trip_all_values() -> None:
     pcm = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
     np.testing.assert_array_equal(float_to_pcm16(pcm16_to_float(pcm)), pcm)
+
+
+def test_a_resampler_reused_after_flush_gives_what_a_fresh_one_gives() -> None:
+    rng = np.random.default_rng(7)
+    signals = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 3100, 12345)]
+    reused = StreamResampler(8000, 16000)
+    for x in signals:
+        assert np.array_equal(resample_once(x, 8000, 16000, resampler=reused), resample_once(x, 8000, 16000))
+    with pytest.raises(ValueError):
+        resample_once(signals[0], 16000, 8000, resampler=reused)

@@ -40,13 +40,21 @@ class StreamResampler:
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
         out: NDArray[np.float32] = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        self._stream = self._new_stream()
+        # Reset the same resampler rather than make another: each soxr stream made costs memory
+        # that is never given back (about one Python object a stream, python-soxr 1.1).
+        self._stream.clear()
         return out
 
 
-def resample_once(samples: NDArray[np.float32], in_rate: int, out_rate: int) -> NDArray[np.float32]:
-    """Convert a whole signal in one piece (the same result as streaming it and flushing)."""
-    r = StreamResampler(in_rate, out_rate)
+def resample_once(samples: NDArray[np.float32], in_rate: int, out_rate: int, *,
+                  resampler: StreamResampler | None = None) -> NDArray[np.float32]:
+    """Convert a whole signal in one piece (the same result as streaming it and flushing).
+
+    ``resampler`` (of the same rates), if given, is used and left ready for the next signal.
+    """
+    r = resampler or StreamResampler(in_rate, out_rate)
+    if (r.in_rate, r.out_rate) != (in_rate, out_rate):
+        raise ValueError(f"the resampler converts {r.in_rate} -> {r.out_rate}, not {in_rate} -> {out_rate}")
     return np.concatenate((r.process(samples), r.flush()))
 
 
