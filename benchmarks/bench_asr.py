@@ -16,6 +16,11 @@ per-clip results: WER on normalised text (accents folded) and decode time p50/p9
 (the language not given) at those windows: the share detected as Spanish, WER and decode time.
 
 JSON out (``--out``), with every clip's text at every window.
+
+``--throughput 1x2 2x1 ...`` measures instead how to spend the cores: for each ``WxT`` (W decodes
+side by side, T threads each; CTranslate2's ``num_workers`` and ``cpu_threads``), W threads
+decode the English clips with tiny.en and the default windows as fast as they can; reported are
+decodes per second and each decode's time (p50, p90).
 """
 
 from __future__ import annotations
@@ -135,6 +140,32 @@ def detection(results: list[ClipResult], language: str) -> dict[str, Any]:
     return out
 
 
+def throughput(speech_dir: Path, configs: list[str], clips_n: int | None, seed: int) -> dict[str, Any]:
+    import concurrent.futures
+
+    clips = select_clips(speech_dir, "en", clips_n, seed)
+    audio = [phone_line(c) for c in clips]
+    out: dict[str, Any] = {"clips": len(clips), "configs": {}}
+    for config in configs:
+        workers, _, threads = config.partition("x")
+        w, t = int(workers), int(threads)
+        tr = WhisperTranscriber(resolve("tiny.en", "asr").path, WhisperSettings(cpu_threads=t, workers=w))
+        tr.warm_up()
+        times: list[float] = []
+
+        def one(a: Any, tr: WhisperTranscriber = tr, times: list[float] = times) -> None:
+            times.append(timed(tr.transcribe, a, "en")[1])
+
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(w) as pool:
+            list(pool.map(one, audio))
+        wall = time.perf_counter() - t0
+        out["configs"][config] = {"decodes_per_s": round(len(audio) / wall, 2), "decode_ms": stats(times)}
+        print(f"{config}: {len(audio) / wall:.2f} decodes/s, decode p50 {statistics.median(times):.0f} ms",
+              file=sys.stderr)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speech-dir", type=Path, default=Path(".cache/speech/root"))
@@ -149,8 +180,15 @@ def main() -> int:
                         help="skip today's decode (the full-window own decode stands for it)")
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--throughput", nargs="+", metavar="WxT",
+                        help="measure decodes per second for W parallel decodes of T threads each instead")
     parser.add_argument("--out", type=Path, default=Path("out/bench-asr.json"))
     args = parser.parse_args()
+    if args.throughput:
+        result = throughput(args.speech_dir, args.throughput, args.clips, args.seed)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        return 0
     windows = sorted(set(args.windows) | {FULL_WINDOW_S})
 
     models = {"tiny.en": "tiny.en", "base": MULTILINGUAL_MODEL}

@@ -37,6 +37,7 @@ from bridge import logs
 from bridge.call.engines import SpeechEngines
 from bridge.config import Config, load, replace
 from bridge.daemon import load_engines
+from bridge.engines.whisper import FULL_WINDOW_S, WhisperTranscriber
 from bridge.loopback import first_after, run_loopback_call
 from bridge.sim.agent import AgentScript
 from bridge.sim.caller import SimulatedCaller, Spoken
@@ -172,6 +173,13 @@ async def conversation_trial(engines: SpeechEngines, cfg: Config, clips: list[Cl
     }
 
 
+def use_windows(engines: SpeechEngines, cfg: Config) -> None:
+    """Give the loaded recognisers ``cfg``'s recognition settings (encoder windows), without reloading."""
+    for lang in engines.declared:
+        if isinstance(lang.transcriber, WhisperTranscriber):
+            lang.transcriber.settings = cfg.asr.whisper()
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     base = load(args.config)
     clips = select_clips(args.speech_dir, args.clips, args.seed)
@@ -183,15 +191,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "vad-aggressiveness-3": replace(base, vad__aggressiveness=3),
         "vad-aggressiveness-2": replace(base, vad__aggressiveness=2),
         "partial-prompts": replace(base, session__partial_prompts=True),
+        # The same with the full 30 s encoder window only (as before the shorter windows).
+        "full-window": replace(base, asr__windows_s=(FULL_WINDOW_S,)),
+        "partial-prompts-full-window": replace(base, session__partial_prompts=True, asr__windows_s=(FULL_WINDOW_S,)),
     }
     variants = {name: available[name] for name in args.variants}
     results: dict[str, Any] = {"clips": len(clips), "speech_seconds": sum(c.seconds for c in clips),
                                "end_of_speech_silence_ms": eos, "variants": {}}
     for name, cfg in variants.items():
+        use_windows(engines, cfg)
         t0 = time.perf_counter()
         print(f"[{name}] {len(clips)} utterances ...", file=sys.stderr, flush=True)
         results["variants"][name] = await asr_trial(engines, cfg, clips)
         results["variants"][name]["wall_s"] = time.perf_counter() - t0
+    use_windows(engines, base)
     print(f"[conversation] {args.barge_ins} barge-ins ...", file=sys.stderr, flush=True)
     results["conversation"] = await conversation_trial(engines, base, clips, args.barge_ins)
     return results
@@ -232,7 +245,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--variants", nargs="+", default=["speculative", "no-speculation"],
                         choices=["speculative", "no-speculation", "vad-aggressiveness-3", "vad-aggressiveness-2",
-                                 "partial-prompts"])
+                                 "partial-prompts", "full-window", "partial-prompts-full-window"])
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
     args = parser.parse_args()
     logs.configure("WARNING")

@@ -70,7 +70,7 @@ def load_engines(cfg: Config) -> SpeechEngines:
                     cfg.voice(lang).name)
         declared.append(engines)
     default = next(x for x in declared if x.code.lower() == cfg.session.language.lower())
-    return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.concurrency,
+    return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.decodes,
                          tts_concurrency=cfg.tts.concurrency, language=default.code,
                          more_languages=tuple(x for x in declared if x is not default))
 

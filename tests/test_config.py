@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -177,7 +178,7 @@ def test_valid_interruptible(value: str) -> None:
         ({"playback__max_synthesized_ahead_ms": 50}, "playback.max_synthesized_ahead_ms"),
         ({"asr__beam_size": 0}, "asr.beam_size"),
         ({"asr__cpu_threads": -1}, "asr.cpu_threads"),
-        ({"asr__concurrency": 0}, "asr.concurrency"),
+        ({"asr__concurrency": -1}, "asr.concurrency"),
         ({"tts__concurrency": 0}, "tts.concurrency"),
         ({"server__max_calls": 0}, "server.max_calls"),
         ({"server__app_connect_timeout_ms": 0}, "server.app_connect_timeout_ms"),
@@ -334,3 +335,8 @@ def test_play_and_handoff_checks(override: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load(**override)
     assert needle in str(exc.value)
+
+
+def test_asr_concurrency_0_runs_one_decode_per_core() -> None:
+    assert load().asr.concurrency == 0 and load().asr.decodes == max(1, os.cpu_count() or 1)
+    assert load(asr__concurrency=3).asr.decodes == 3
