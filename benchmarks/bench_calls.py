@@ -20,7 +20,6 @@ Measured (at the simulated caller and app, on one monotonic clock):
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from speechset import transcripts
 
 from bridge import logs
 from bridge.call.engines import SpeechEngines
@@ -44,26 +44,14 @@ from bridge.sim.caller import SimulatedCaller, Spoken
 from bridge.sim.clips import Clip, load_clip
 from bridge.sim.scoring import normalise, wer
 
-SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
-TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 LONG_REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
               "sentence after sentence, the way a talkative agent does. I will keep talking about "
               "nothing in particular until you say something. Still here, still talking, still waiting.")
 
 
 def select_clips(root: Path, count: int, seed: int) -> list[Clip]:
-    with gzip.open(root / TRANSCRIPTS, "rt", encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    candidates = []
-    for line in lines:
-        name, sep, text = line.partition(":")
-        text = text.strip()
-        if not sep or line.startswith(";") or "/" in name or not text or "[" in text or "(" in text:
-            continue
-        path = root / SOUNDS / f"{name.strip()}.wav"
-        if not path.is_file() or len(normalise(text).split()) < 2:
-            continue
-        candidates.append((path, text))
+    candidates = [(path, text) for path, text in transcripts(root, "en")
+                  if "(" not in text and len(normalise(text).split()) >= 2]
     random.Random(seed).shuffle(candidates)
     clips = []
     for path, text in candidates:

@@ -30,19 +30,25 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def select_clips(root: Path, language: str, count: int | None, seed: int, *, min_s: float = 0.0,
-                 max_s: float = float("inf"), digits: bool = True) -> list[Clip]:
-    """``count`` prompts (None: all) of ``min_s``-``max_s`` seconds with plain-text transcripts, in a
-    seeded random order; ``digits`` False leaves out transcripts with digits in them."""
+def transcripts(root: Path, language: str) -> list[tuple[Path, str]]:
+    """Every prompt of ``language`` that has a WAV and a plain-text transcript, in the file's order."""
     with gzip.open(root / TRANSCRIPTS[language], "rt", encoding="utf-8", errors="replace") as f:
         lines = f.read().splitlines()
-    candidates = []
+    found = []
     for line in lines:
         name, sep, text = line.partition(":")
         text = text.strip()
         path = root / SOUNDS[language] / f"{name.strip()}.wav"
         if sep and not line.startswith(";") and "/" not in name and text and "[" not in text and path.is_file():
-            candidates.append((path, text))
+            found.append((path, text))
+    return found
+
+
+def select_clips(root: Path, language: str, count: int | None, seed: int, *, min_s: float = 0.0,
+                 max_s: float = float("inf"), digits: bool = True) -> list[Clip]:
+    """``count`` prompts (None: all) of ``min_s``-``max_s`` seconds with plain-text transcripts, in a
+    seeded random order; ``digits`` False leaves out transcripts with digits in them."""
+    candidates = transcripts(root, language)
     random.Random(seed).shuffle(candidates)
     clips = []
     for path, text in candidates:

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.call.engines import Scheduler, run_in_worker
+from bridge.call.engines import Claim, Scheduler, run_in_worker
 from bridge.engines.schedule import FairQueue, Priority, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
@@ -103,6 +103,18 @@ class Gate:
     def finish(self, name: str) -> None:
         self._release[name].set()
 
+    async def submit(self, nursery: trio.Nursery, name: str, claim: Claim,
+                     scope: trio.CancelScope | None = None) -> None:
+        """Start ``name``'s work under ``claim`` (inside ``scope``, if given) and let it queue or start."""
+        work = self.work(name)
+
+        async def job() -> None:
+            with scope or trio.CancelScope():
+                await run_in_worker(work, claim)
+
+        nursery.start_soon(job)
+        await trio.testing.wait_all_tasks_blocked()
+
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait for worker threads to report back to trio until ``condition`` holds."""
@@ -123,11 +135,10 @@ def test_a_free_slot_goes_to_the_most_urgent_waiting_work() -> None:
         sched = Scheduler(1)
         gate = Gate()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_in_worker, gate.work("first"), sched.claim("a", P))
+            await gate.submit(nursery, "first", sched.claim("a", P))
             await gate.started("first")
             for name, owner, priority in (("partial", "a", P), ("spec", "b", S), ("final", "c", F)):
-                nursery.start_soon(run_in_worker, gate.work(name), sched.claim(owner, priority))
-                await trio.testing.wait_all_tasks_blocked()
+                await gate.submit(nursery, name, sched.claim(owner, priority))
             assert sched.waiting() == 3 and sched.waiting(F) == 1 and sched.busy == 1
             for done, following in (("first", "final"), ("final", "spec"), ("spec", "partial")):
                 gate.finish(done)
@@ -145,17 +156,11 @@ def test_work_cancelled_while_it_waits_never_runs_and_leaves_no_slot_taken() -> 
         sched = Scheduler(1)
         gate = Gate()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_in_worker, gate.work("running"), sched.claim("a", F))
+            await gate.submit(nursery, "running", sched.claim("a", F))
             await gate.started("running")
             scope = trio.CancelScope()
             claim = sched.claim("b", P)
-
-            async def wait_for_it() -> None:
-                with scope:
-                    await run_in_worker(gate.work("never"), claim)
-
-            nursery.start_soon(wait_for_it)
-            await trio.testing.wait_all_tasks_blocked()
+            await gate.submit(nursery, "never", claim, scope)
             assert sched.waiting() == 1 and claim.state == "waiting"
             scope.cancel()
             await trio.testing.wait_all_tasks_blocked()
@@ -173,18 +178,11 @@ def test_abandoned_work_holds_its_slot_until_its_thread_finishes() -> None:
         gate = Gate()
         async with trio.open_nursery() as nursery:
             scope = trio.CancelScope()
-            work = gate.work("abandoned")
-
-            async def abandoned() -> None:
-                with scope:
-                    await run_in_worker(work, sched.claim("a", F))
-
-            nursery.start_soon(abandoned)
+            await gate.submit(nursery, "abandoned", sched.claim("a", F), scope)
             await gate.started("abandoned")
             scope.cancel()  # the call ended: its decode is abandoned but still running
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(run_in_worker, gate.work("next"), sched.claim("b", F))
-            await trio.testing.wait_all_tasks_blocked()
+            await gate.submit(nursery, "next", sched.claim("b", F))
             assert gate.ran == ["abandoned"] and sched.waiting() == 1 and sched.busy == 1  # one decode at a time
             gate.finish("abandoned")
             await gate.started("next")
@@ -199,13 +197,11 @@ def test_a_waiting_claim_moved_up_overtakes_the_work_it_was_behind() -> None:
         sched = Scheduler(1)
         gate = Gate()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_in_worker, gate.work("running"), sched.claim("a", F))
+            await gate.submit(nursery, "running", sched.claim("a", F))
             await gate.started("running")
-            nursery.start_soon(run_in_worker, gate.work("other"), sched.claim("c", S))
-            await trio.testing.wait_all_tasks_blocked()
+            await gate.submit(nursery, "other", sched.claim("c", S))
             spec = sched.claim("b", S)
-            nursery.start_soon(run_in_worker, gate.work("promoted"), spec)
-            await trio.testing.wait_all_tasks_blocked()
+            await gate.submit(nursery, "promoted", spec)
             spec.raise_to(F)  # the caller stopped: the speculation is now the final
             assert spec.priority is F and sched.waiting(F) == 1
             gate.finish("running")
@@ -224,8 +220,7 @@ def test_slots_run_side_by_side_up_to_their_number() -> None:
         gate = Gate()
         async with trio.open_nursery() as nursery:
             for name in ("one", "two", "three"):
-                nursery.start_soon(run_in_worker, gate.work(name), sched.claim(name, F))
-                await trio.testing.wait_all_tasks_blocked()
+                await gate.submit(nursery, name, sched.claim(name, F))
             await gate.started("one")
             await gate.started("two")
             assert sched.busy == 2 and sched.waiting() == 1 and "three" not in gate.ran

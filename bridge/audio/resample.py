@@ -40,22 +40,18 @@ class StreamResampler:
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
         out: NDArray[np.float32] = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        # Reset the same resampler rather than make another: each soxr stream made costs memory
-        # that is never given back (about one Python object a stream, python-soxr 1.1).
-        self._stream.clear()
+        self._stream.clear()  # ready for the next stream
         return out
 
 
-def resample_once(samples: NDArray[np.float32], in_rate: int, out_rate: int, *,
-                  resampler: StreamResampler | None = None) -> NDArray[np.float32]:
-    """Convert a whole signal in one piece (the same result as streaming it and flushing).
-
-    ``resampler`` (of the same rates), if given, is used and left ready for the next signal.
-    """
-    r = resampler or StreamResampler(in_rate, out_rate)
-    if (r.in_rate, r.out_rate) != (in_rate, out_rate):
-        raise ValueError(f"the resampler converts {r.in_rate} -> {r.out_rate}, not {in_rate} -> {out_rate}")
-    return np.concatenate((r.process(samples), r.flush()))
+def resample_once(samples: NDArray[np.float32], in_rate: int, out_rate: int) -> NDArray[np.float32]:
+    """Convert a whole signal in one piece (soxr's one-shot call: the same samples as streaming it
+    through a ``StreamResampler`` and flushing, without making a stream)."""
+    x = np.ascontiguousarray(samples, dtype=np.float32)
+    if in_rate == out_rate:
+        return x.copy()
+    out: NDArray[np.float32] = soxr.resample(x, in_rate, out_rate, quality="HQ")
+    return out
 
 
 def pcm16_to_float(samples: NDArray[np.int16]) -> NDArray[np.float32]:

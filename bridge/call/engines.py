@@ -23,7 +23,7 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float, resample_once
+from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
 from bridge.engines.schedule import FairQueue, Priority, Ticket
 
@@ -83,22 +83,6 @@ class _InFlight:
 
 
 _IN_FLIGHT = _InFlight()
-
-_RESAMPLERS = threading.local()  # per worker thread: rate pair -> a resampler reused from signal to signal
-_RESAMPLER_PAIRS = 8
-
-
-def _resample(samples: NDArray[np.float32], in_rate: int, out_rate: int) -> NDArray[np.float32]:
-    """``resample_once`` with a resampler kept per thread: each soxr stream made costs memory that is
-    never given back (about one Python object a stream, python-soxr 1.1), so they are reused."""
-    cache: dict[tuple[int, int], StreamResampler] = _RESAMPLERS.__dict__.setdefault("by_rates", {})
-    r = cache.get((in_rate, out_rate))
-    if r is None:
-        if len(cache) >= _RESAMPLER_PAIRS:
-            cache.clear()
-        r = cache[(in_rate, out_rate)] = StreamResampler(in_rate, out_rate)
-    return resample_once(samples, in_rate, out_rate, resampler=r)
-
 
 def wait_engines_idle(timeout_s: float) -> bool:
     """Block until no engine work runs in a worker thread (True), or ``timeout_s`` passed (False)."""
@@ -294,7 +278,7 @@ class SpeechEngines:
         whisper_lang = asr_language(language or engines.code)
 
         def run() -> Recognised:
-            x = _resample(pcm16_to_float(audio), rate, transcriber.sample_rate)
+            x = resample_once(pcm16_to_float(audio), rate, transcriber.sample_rate)
             result = transcriber.transcribe(x, whisper_lang, hints=hints)
             if engines.code == MULTI:
                 return Recognised(result.text, result.language or MULTI)
@@ -331,6 +315,6 @@ class SpeechEngines:
             pieces = [pcm16_to_float(p) for p in synthesizer.synthesize(text)]
             if not pieces:
                 return np.zeros(0, dtype=np.int16)
-            return float_to_pcm16(_resample(np.concatenate(pieces), synthesizer.sample_rate, rate))
+            return float_to_pcm16(resample_once(np.concatenate(pieces), synthesizer.sample_rate, rate))
 
         return await run_in_worker(run, limiter)

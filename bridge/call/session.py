@@ -193,8 +193,8 @@ class Call:
         self._app_close = relay.CLOSE_NORMAL
         self._app_stuck = False  # a send to the app timed out: the socket may hold half a frame
         self._input_warnings: Counter[str] = Counter()
-        self._busy = {"provider": False, "app": False}  # a reader is handling a frame (see _dispatching)
-        self._busy_until = {"provider": -math.inf, "app": -math.inf}  # when it last finished one
+        # When each reader last finished handling a frame; inf while it handles one (see _dispatching).
+        self._busy_until = {"provider": -math.inf, "app": -math.inf}
         self._refused_token_languages: set[str] = set()
         self.app_ws: WebSocketConnection | None = None
         self._scope = trio.CancelScope()
@@ -256,7 +256,7 @@ class Call:
                 except ConnectionClosed as exc:
                     self.end(closed(side, exc))
                     return
-            if waited.cancelled_caught and (self._busy[side] or self._busy_until[side] >= sent_at):
+            if waited.cancelled_caught and self._busy_until[side] >= sent_at:
                 self.log.debug("no pong from the %s yet, but its reader was held up by this call", side)
             elif waited.cancelled_caught:
                 self.log.warning("no pong from the %s within %.1f s; ending the call", side,
@@ -421,11 +421,10 @@ class Call:
     def _dispatching(self, side: str) -> Iterator[None]:
         """Mark ``side``'s reader as busy with a frame: while it waits on this call (a full speech queue, say),
         the socket's library cannot read that peer's pongs either, so a late pong is not the peer's fault."""
-        self._busy[side] = True
+        self._busy_until[side] = math.inf
         try:
             yield
         finally:
-            self._busy[side] = False
             self._busy_until[side] = trio.current_time()
 
     @property

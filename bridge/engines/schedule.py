@@ -15,11 +15,13 @@ threads: the runtime (``bridge.call.engines``) grants slots in the order ``pop``
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from operator import attrgetter
 
 
 class Priority(IntEnum):
@@ -58,15 +60,10 @@ class FairQueue:
     def push(self, ticket: Ticket) -> None:
         if ticket.queued:
             raise ValueError("the ticket is already queued")
-        owners = self._classes[ticket.priority]
-        line = owners.get(ticket.owner)
-        if line is None:
-            owners[ticket.owner] = deque([ticket])  # a call new to this class waits its turn at the back
-        elif not line or line[-1].seq < ticket.seq:
-            line.append(ticket)
-        else:  # older than some of the call's queued work (moved up a class): keep arrival order
-            line.append(ticket)
-            owners[ticket.owner] = deque(sorted(line, key=lambda t: t.seq))
+        # A call new to this class waits its turn at the back; within the call, arrival order (a
+        # ticket moved up a class may be older than the call's work already there).
+        line = self._classes[ticket.priority].setdefault(ticket.owner, deque())
+        bisect.insort(line, ticket, key=attrgetter("seq"))
         ticket.queued = True
         self._len += 1
 

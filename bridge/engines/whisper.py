@@ -112,15 +112,17 @@ class WhisperTranscriber:
         self.model = WhisperModel(str(model_dir), device=s.device, compute_type=s.compute_type,
                                   cpu_threads=s.cpu_threads, num_workers=s.workers)
         self.multilingual = bool(self.model.model.is_multilingual)
-        self._tokenizers: dict[str, Any] = {}
+        self._tokenizers: dict[str, tuple[Any, list[int]]] = {}
 
-    def _tokenizer(self, language: str) -> Any:
+    def _tokenizer(self, language: str) -> tuple[Any, list[int]]:
+        """faster-whisper's tokenizer for ``language`` and the tokens it suppresses, made once."""
         from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         found = self._tokenizers.get(language)
         if found is None:
-            found = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
-            self._tokenizers[language] = found
+            tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+            found = self._tokenizers[language] = (tokenizer, list(get_suppressed_tokens(tokenizer, (-1,)) or ()))
         return found
 
     def transcribe(self, audio: NDArray[np.float32], language: str, *, hints: str = "") -> Transcript:
@@ -138,7 +140,6 @@ class WhisperTranscriber:
         """One utterance of at most ``window_s`` seconds, decoded over a window of that length (beam
         ``beam_size``, else the settings')."""
         import ctranslate2
-        from faster_whisper.transcribe import get_suppressed_tokens
 
         n = window_s * self.sample_rate
         if len(audio) > n:
@@ -153,7 +154,7 @@ class WhisperTranscriber:
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(features[None]))
         if not lang:
             lang = self.model.model.detect_language(encoded)[0][0][0][2:-2]  # "<|es|>" -> "es"
-        tokenizer = self._tokenizer(lang)
+        tokenizer, suppressed = self._tokenizer(lang)
         tokens = []
         if prompt:
             # As faster-whisper's initial_prompt: the hint tokens as the previous text, at most half
@@ -164,7 +165,7 @@ class WhisperTranscriber:
         result = self.model.model.generate(
             encoded, [tokens], beam_size=beam_size or self.settings.beam_size, max_length=max_length,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()),
+            suppress_tokens=suppressed,
         )[0]
         ids = result.sequences_ids[0]
         # faster-whisper's average log-probability (its length penalty is 1).
@@ -185,5 +186,4 @@ class WhisperTranscriber:
     def warm_up(self) -> None:
         """One decode in each window so the first call does not pay for lazy initialisation."""
         for w in self.settings.windows_s:
-            self.decode_window(np.zeros(self.sample_rate, dtype=np.float32), "en",
-                               "", w)
+            self.decode_window(np.zeros(self.sample_rate, dtype=np.float32), "en", "", w)
