@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast fuzz bench bench-languages bench-asr soak lint speech-data clean
+.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity soak lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -61,6 +61,14 @@ bench-asr: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
 		--beams 1 5 --no-today --out out/bench-asr-tiny.json
 	$(PY) benchmarks/bench_asr.py --speech-dir $(SPEECH_DIR)/root --modes base/en base/es --windows 12 15 30 \
 		--beams 5 --no-today --detect-windows 12 30 --out out/bench-asr-base.json
+
+# Concurrent conversational calls against the daemon, this checkout beside the last one without the
+# recognition scheduler, 1 to 40 calls, 3 runs each (about an hour on two cores); then the media path
+# alone with deterministic engines. Run it on an otherwise idle machine.
+bench-capacity: $(STAMP) speech-data
+	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-capacity.json
+	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --media --reps 1 \
+		--out ../out/bench-capacity-media.json
 
 # The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
 # leak or any call errs. Takes the full hour: run it on purpose.

@@ -99,6 +99,8 @@ class ServerSettings:
     app_connect_timeout_ms: int = 5000
     shutdown_grace_s: float = 30.0
     max_calls: int = 50
+    max_recognition_load: float = 0.8
+    max_recognition_wait_ms: int = 300
     max_pending_handshakes: int = 64
     handshake_timeout_ms: int = 5000
     max_call_duration_s: float = 14400.0
@@ -119,6 +121,9 @@ class ServerSettings:
             check_ws_url(self.public_url, "public_url")
         if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
             raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
+        if not 0 <= self.max_recognition_load <= 1:
+            raise ValueError(f"max_recognition_load must be from 0 (off) to 1, got {self.max_recognition_load}")
+        require_at_least(self, max_recognition_wait_ms=0)
         require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
                          handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
                          send_timeout_ms=100)
@@ -170,6 +175,10 @@ class MediaStreamsServer:
         for call in list(self._calls):
             call.end(reason)
 
+    def _count_calls(self, change: int) -> None:
+        self.active_calls += change
+        self.engines.asr_scheduler.load.calls(self.active_calls, trio.current_time())
+
     def _changed(self) -> None:
         if not self.active_calls and not self.pending:
             self._idle.set()
@@ -198,7 +207,7 @@ class MediaStreamsServer:
                 opened = await self._admit(conn, stream, deadline)
                 if opened is not None:
                     self.pending -= 1
-                    self.active_calls += 1
+                    self._count_calls(+1)
                     admitted = True
                     await self._run_call(opened)
                 conn.cancel_scope.cancel()
@@ -209,7 +218,7 @@ class MediaStreamsServer:
                 logger.exception("connection failed")
         finally:
             if admitted:
-                self.active_calls -= 1
+                self._count_calls(-1)
             else:
                 self.pending -= 1
             self._changed()
@@ -269,7 +278,7 @@ class MediaStreamsServer:
             if head.method not in ("GET", "HEAD"):
                 return 405, "method not allowed\n"
             if head.path == "/":
-                return (200, "relay-bridge: accepting calls\n") if self._has_room() else \
+                return (200, "relay-bridge: accepting calls\n") if self._no_room() is None else \
                     (503, "relay-bridge: not accepting calls\n")
             if head.path == MEDIA_PATH:
                 return 426, f"{MEDIA_PATH} takes WebSocket upgrades only\n"
@@ -280,13 +289,30 @@ class MediaStreamsServer:
         if verdict.refusal:
             self._refuse("auth", "%s", verdict.refusal)
             return 403, "forbidden: missing or invalid credentials\n"
-        if not self._has_room():
-            self._refuse("capacity", "%d calls in progress (server.max_calls)", self.active_calls)
+        no_room = self._no_room()
+        if no_room is not None:
+            cause, why = no_room
+            self._refuse(cause, "%s", why)
             return 503, "too many calls\n"
         return None
 
-    def _has_room(self) -> bool:
-        return self.accepting and self.active_calls < self.settings.max_calls
+    def _no_room(self) -> tuple[str, str] | None:
+        """Why a new call cannot be taken now (the cause and a message), or None.
+
+        Past ``max_calls``, or past the recognition budget: one more call would keep more than
+        ``max_recognition_load`` of the decode slots busy at what calls have cost lately, or finals
+        are already waiting longer than ``max_recognition_wait_ms`` (``RecognitionLoad``).
+        """
+        if not self.accepting:
+            return "draining", "the server is shutting down"
+        if self.active_calls >= self.settings.max_calls:
+            return "capacity", f"{self.active_calls} calls in progress (server.max_calls)"
+        over = self.engines.asr_scheduler.load.fits_another(
+            self.active_calls, trio.current_time(), max_load=self.settings.max_recognition_load,
+            max_wait_s=self.settings.max_recognition_wait_ms / 1000)
+        if over is not None:
+            return "recognition", f"{self.active_calls} calls in progress; {over}"
+        return None
 
     def _check_start(self, verdict: Verdict, provider: str, start: StartEvent) -> str | None:
         """Why a stream's ``start`` may not go on, or None."""

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from bridge.call.engines import Claim, Scheduler, run_in_worker
-from bridge.engines.schedule import FairQueue, Priority, Ticket
+from bridge.engines.schedule import LOAD_WINDOW_S, FairQueue, Priority, RecognitionLoad, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
 
@@ -236,3 +236,120 @@ def test_slots_run_side_by_side_up_to_their_number() -> None:
 def test_a_scheduler_needs_a_slot() -> None:
     with pytest.raises(ValueError):
         Scheduler(0)
+
+
+def test_partials_leave_the_last_free_slot_for_a_final() -> None:
+    async def main() -> None:
+        sched = Scheduler(2)
+        gate = Gate()
+        async with trio.open_nursery() as nursery:
+            await gate.submit(nursery, "partial-a", sched.claim("a", P))
+            await gate.started("partial-a")
+            await gate.submit(nursery, "partial-b", sched.claim("b", P))
+            assert sched.busy == 1 and sched.waiting(P) == 1  # the second slot is kept free
+            await gate.submit(nursery, "final-c", sched.claim("c", F))
+            await gate.started("final-c")  # at once, in the slot the partial left
+            assert sched.busy == 2 and gate.ran == ["partial-a", "final-c"]
+            gate.finish("final-c")
+            await until(lambda: sched.busy == 1)
+            assert "partial-b" not in gate.ran  # the one free slot is still kept
+            gate.finish("partial-a")
+            await gate.started("partial-b")
+            gate.finish("partial-b")
+        assert gate.ran == ["partial-a", "final-c", "partial-b"]
+
+    run(main)
+
+
+def test_a_held_back_partial_raised_to_a_final_runs_at_once() -> None:
+    async def main() -> None:
+        sched = Scheduler(2)
+        gate = Gate()
+        async with trio.open_nursery() as nursery:
+            await gate.submit(nursery, "partial-a", sched.claim("a", P))
+            await gate.started("partial-a")
+            claim = sched.claim("b", P)
+            await gate.submit(nursery, "partial-b", claim)
+            assert sched.waiting(P) == 1
+            claim.raise_to(F)  # it covers the whole utterance now
+            await gate.started("partial-b")
+            gate.finish("partial-a")
+            gate.finish("partial-b")
+        assert sched.busy == 0
+
+    run(main)
+
+
+def test_one_slot_runs_partials_when_free() -> None:
+    async def main() -> None:
+        sched = Scheduler(1)
+        gate = Gate()
+        async with trio.open_nursery() as nursery:
+            await gate.submit(nursery, "partial", sched.claim("a", P))
+            await gate.started("partial")
+            gate.finish("partial")
+        assert gate.ran == ["partial"]
+
+    run(main)
+
+
+# -- the load that admission control judges by -----------------------------------------------------
+
+
+def busy_calls(load: RecognitionLoad, calls: int, seconds: int, decode_s: float, every_s: float,
+               wait_s: float = 0.0, start: float = 0.0) -> float:
+    """``calls`` calls for ``seconds``, each running a final of ``decode_s`` every ``every_s``."""
+    load.calls(calls, start)
+    t = start
+    while t < start + seconds:
+        for _ in range(calls):
+            load.granted(F, wait_s, t)
+            load.ran(F, decode_s, t + decode_s)
+        t += every_s
+    return start + seconds
+
+
+def test_a_call_is_refused_when_it_would_keep_too_many_slots_busy() -> None:
+    load = RecognitionLoad(slots=2)
+    # 10 calls, each a 0.2 s decode every 2 s: a tenth of a slot per call, half of two slots in all.
+    now = busy_calls(load, calls=10, seconds=20, decode_s=0.2, every_s=2.0)
+    assert load.per_call(now) == pytest.approx(0.1, rel=0.05)
+    assert load.fits_another(10, now, max_load=0.8, max_wait_s=0.3) is None  # 11 calls: 55%
+    assert load.fits_another(15, now, max_load=0.8, max_wait_s=0.3) is None  # 16 calls: 80%
+    why = load.fits_another(16, now, max_load=0.8, max_wait_s=0.3)  # 17 calls: 85%
+    assert why is not None and "17 calls" in why
+    assert load.fits_another(16, now, max_load=0, max_wait_s=0.3) is None  # the test is off
+
+
+def test_a_call_is_refused_while_finals_wait_too_long_for_a_slot() -> None:
+    load = RecognitionLoad(slots=2)
+    now = busy_calls(load, calls=2, seconds=10, decode_s=0.1, every_s=5.0, wait_s=0.5)
+    why = load.fits_another(2, now, max_load=0.8, max_wait_s=0.3)
+    assert why is not None and "waited over 300 ms" in why
+    assert load.fits_another(2, now, max_load=0.8, max_wait_s=0.6) is None
+    assert load.fits_another(2, now, max_load=0.8, max_wait_s=0) is None  # the test is off
+
+
+def test_partials_are_not_counted_against_the_budget() -> None:
+    load = RecognitionLoad(slots=1)
+    load.calls(1, 0.0)
+    for i in range(20):
+        load.granted(P, 2.0, float(i))
+        load.ran(P, 0.9, i + 0.9)
+    assert load.per_call(20.0) == 0.0
+    assert load.fits_another(1, 20.0, max_load=0.5, max_wait_s=0.3) is None
+
+
+def test_the_load_is_forgotten_after_its_window() -> None:
+    load = RecognitionLoad(slots=1)
+    now = busy_calls(load, calls=4, seconds=10, decode_s=0.5, every_s=1.0, wait_s=1.0)
+    assert load.fits_another(4, now, max_load=0.8, max_wait_s=0.3) is not None
+    load.calls(0, now)
+    later = now + LOAD_WINDOW_S + 2
+    assert load.per_call(later) == 0.0 and load.fits_another(0, later, max_load=0.8, max_wait_s=0.3) is None
+
+
+def test_the_load_keeps_fixed_memory() -> None:
+    load = RecognitionLoad(slots=2)
+    busy_calls(load, calls=100, seconds=100, decode_s=0.01, every_s=0.01)
+    assert all(len(b.waits) <= 256 for b in load._buckets) and len(load._buckets) == LOAD_WINDOW_S

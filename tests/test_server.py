@@ -11,6 +11,7 @@ from trio_websocket import ConnectionRejected, WebSocketRequest
 
 from bridge.call.engines import SpeechEngines
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from bridge.engines.schedule import LOAD_WINDOW_S, Priority
 from bridge.protocols.signature import twilio_signature
 from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
 from bridge.sim.agent import AgentScript, ScriptedAgent
@@ -77,6 +78,27 @@ async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
     server = bridge_server(settings(server__max_calls=1), fake_engines())
     server.active_calls = 1
     assert await handshake(server) == 503
+
+
+async def test_a_call_over_the_recognition_budget_is_refused_and_counted(autojump_clock: object) -> None:
+    """Admission control: the calls in progress keep the decode slot busy; one more call would take it past
+    max_recognition_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after <Connect>).
+    Once recognition has been quiet for the window, calls are taken again."""
+    engines = fake_engines()
+    server = bridge_server(settings(server__max_recognition_load=0.8, server__max_recognition_wait_ms=0), engines)
+    assert engines.asr_scheduler.slots == 1
+    assert await handshake(server) == 101
+    server._count_calls(+3)  # three calls in progress, each recognising 0.25 s in every second
+    for _ in range(20):
+        for call in range(3):
+            async with engines.asr_scheduler.claim(call, Priority.FINAL):
+                await trio.sleep(0.25)
+        await trio.sleep(0.25)
+    assert await handshake(server) == 503  # 4 calls would keep 100% of the slot busy
+    assert server.refused["recognition"] == 1
+    server._count_calls(-3)
+    await trio.sleep(LOAD_WINDOW_S)
+    assert await handshake(server) == 101
 
 
 @pytest.mark.parametrize(("relay_url", "allowed", "expected"), [

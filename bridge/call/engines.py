@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
-from bridge.engines.schedule import FairQueue, Priority, Ticket
+from bridge.engines.schedule import FairQueue, Priority, RecognitionLoad, Ticket
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -108,6 +108,10 @@ class Scheduler:
     even when the task that waited for it was cancelled and abandoned the thread. A claim cancelled
     while it waits leaves the queue at once and never runs. A free slot goes to the queue's next
     ticket directly, so work that arrives later cannot overtake it.
+
+    With more than one slot, partials never take the last free one: it stays for a final (and the
+    CPU core it would use for the replies' speech), so partials thin out first under load.
+    ``load`` keeps what recognition cost lately, for admission control.
     """
 
     def __init__(self, slots: int) -> None:
@@ -115,10 +119,12 @@ class Scheduler:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
         self._free = slots
+        self._partial_reserve = 1 if slots > 1 else 0
         self._queue = FairQueue()
         self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
+        self.load = RecognitionLoad(slots)
 
     @property
     def busy(self) -> int:
@@ -135,12 +141,11 @@ class Scheduler:
 
     async def _acquire(self, ticket: Ticket) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._free and not self._queue:
-            self._free -= 1
-            self.granted[ticket.priority] += 1
+        ticket.queued_at = trio.current_time()
+        self._queue.push(ticket)
+        if self._dispatch(mine=ticket):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        self._queue.push(ticket)
         self._waiters[ticket] = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
@@ -151,16 +156,33 @@ class Scheduler:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def _release(self) -> None:
-        ticket = self._queue.pop()
-        if ticket is None:
-            self._free += 1
-            return
-        self.granted[ticket.priority] += 1
-        trio.lowlevel.reschedule(self._waiters.pop(ticket))  # the slot passes straight to it
+    def _dispatch(self, mine: Ticket | None = None) -> bool:
+        """Grant free slots to the queue's next tickets; whether ``mine`` (not yet waiting) got one."""
+        got = False
+        while self._free:
+            ticket = self._queue.pop(partials=self._free > self._partial_reserve)
+            if ticket is None:
+                break
+            self._free -= 1
+            now = trio.current_time()
+            ticket.granted_at = now
+            self.granted[ticket.priority] += 1
+            self.load.granted(ticket.priority, now - ticket.queued_at, now)
+            if ticket is mine:
+                got = True
+            else:
+                trio.lowlevel.reschedule(self._waiters.pop(ticket))
+        return got
+
+    def _release(self, ticket: Ticket) -> None:
+        now = trio.current_time()
+        self.load.ran(ticket.priority, now - ticket.granted_at, now)
+        self._free += 1
+        self._dispatch()
 
     def _raise(self, ticket: Ticket, priority: Priority) -> None:
         self._queue.raise_to(ticket, priority)
+        self._dispatch()  # a partial held back by the reserve may run now
 
 
 class Claim:
@@ -192,7 +214,7 @@ class Claim:
 
     def release_on_behalf_of(self, borrower: object) -> None:
         self.state = "done"
-        self._scheduler._release()
+        self._scheduler._release(self._ticket)
 
     async def __aenter__(self) -> None:
         """Hold the slot for work run on the event loop itself (as ``async with`` a CapacityLimiter)."""

@@ -9,19 +9,27 @@ call cannot hold back another's work of the same class, and no call's partials c
 final. Each call's own work stays in arrival order.
 
 A queued item can move up a class (a partial that turns out to cover the whole utterance becomes
-the final) and can leave the queue at any time (work that is no longer wanted). No clocks, no
-threads: the runtime (``bridge.call.engines``) grants slots in the order ``pop`` gives.
+the final) and can leave the queue at any time (work that is no longer wanted). No threads, and no
+clock but the times the runtime (``bridge.call.engines``) passes in: it grants slots in the order
+``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of recognition in a ``RecognitionLoad`` for
+admission control (``fits_another``: whether one more call would push recognition past its budget).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from operator import attrgetter
+
+LOAD_WINDOW_S = 30.0  # the recent past that admission control judges by
+LOAD_BUCKET_S = 1.0
+SLOW_SHARE = 0.1  # recognition is over budget when more than this share of finals waited too long
+WAITS_PER_BUCKET = 256  # the waits of the first this many finals of a second are kept (fixed memory)
 
 
 class Priority(IntEnum):
@@ -41,6 +49,8 @@ class Ticket:
     priority: Priority
     seq: int = field(default_factory=lambda: next(_SEQUENCE))  # arrival order
     queued: bool = False
+    queued_at: float = 0.0  # clock times, set by the runtime
+    granted_at: float = 0.0
 
 
 class FairQueue:
@@ -80,10 +90,11 @@ class FairQueue:
         self._len -= 1
         return True
 
-    def pop(self) -> Ticket | None:
-        """The next ticket to run, taken out of the queue; None when the queue is empty."""
-        for owners in self._classes.values():
-            if owners:
+    def pop(self, *, partials: bool = True) -> Ticket | None:
+        """The next ticket to run, taken out of the queue; None when the queue is empty (or holds only
+        partials and ``partials`` is False)."""
+        for priority, owners in self._classes.items():
+            if owners and (partials or priority is not Priority.PARTIAL):
                 owner, line = next(iter(owners.items()))
                 ticket = line.popleft()
                 if line:
@@ -104,3 +115,92 @@ class FairQueue:
             self.push(ticket)
         else:
             ticket.priority = priority
+
+
+@dataclass
+class _Bucket:
+    start: float = -math.inf
+    busy_s: float = 0.0  # slot time taken by final and speculative recognitions that ended in it
+    call_s: float = 0.0  # calls in progress x time
+    waits: list[float] = field(default_factory=list)  # how long finals and speculations granted in it waited
+
+
+class RecognitionLoad:
+    """The last ``LOAD_WINDOW_S`` of the process's recognition, in one-second buckets (fixed memory).
+
+    Partials are left out: they only use what is spare, and thin out first under load. What a call
+    costs is measured, not assumed: slot time of finals and speculations over call time, so the
+    projection follows the models, the machine and how much the callers talk.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._buckets = [_Bucket() for _ in range(round(LOAD_WINDOW_S / LOAD_BUCKET_S))]
+        self._calls = 0
+        self._since = 0.0  # calls have been ``_calls`` since then (integrated up to it)
+
+    def _bucket(self, now: float) -> _Bucket:
+        start = math.floor(now / LOAD_BUCKET_S) * LOAD_BUCKET_S
+        b = self._buckets[int(start / LOAD_BUCKET_S) % len(self._buckets)]
+        if b.start != start:
+            b.start, b.busy_s, b.call_s, b.waits = start, 0.0, 0.0, []
+        return b
+
+    def _integrate(self, now: float) -> None:
+        t = max(self._since, now - LOAD_WINDOW_S)
+        while t < now:
+            b = self._bucket(t)
+            end = min(now, b.start + LOAD_BUCKET_S)
+            b.call_s += self._calls * (end - t)
+            t = end
+        self._since = max(self._since, now)
+
+    def calls(self, active: int, now: float) -> None:
+        """The number of calls in progress changed to ``active``."""
+        self._integrate(now)
+        self._calls = active
+
+    def granted(self, priority: Priority, waited_s: float, now: float) -> None:
+        if priority is not Priority.PARTIAL:
+            b = self._bucket(now)
+            if len(b.waits) < WAITS_PER_BUCKET:
+                b.waits.append(waited_s)
+
+    def ran(self, priority: Priority, ran_s: float, now: float) -> None:
+        if priority is not Priority.PARTIAL:
+            self._bucket(now).busy_s += ran_s
+
+    def window(self, now: float) -> _Bucket:
+        """Totals over the window that ends at ``now``."""
+        self._integrate(now)
+        total = _Bucket(start=now - LOAD_WINDOW_S)
+        for b in self._buckets:
+            if now - LOAD_WINDOW_S - LOAD_BUCKET_S < b.start <= now:
+                total.busy_s += b.busy_s
+                total.call_s += b.call_s
+                total.waits += b.waits
+        return total
+
+    def per_call(self, now: float) -> float:
+        """Slots one call has kept busy lately (slot seconds per second); 0 before any call talked."""
+        w = self.window(now)
+        return w.busy_s / w.call_s if w.call_s > 0 else 0.0
+
+    def fits_another(self, active: int, now: float, *, max_load: float, max_wait_s: float) -> str | None:
+        """Why one more call would push recognition past its budget, or None when it fits.
+
+        Over budget: more than ``SLOW_SHARE`` of the window's final and speculative recognitions
+        waited longer than ``max_wait_s`` for a slot (callers are already waiting), or ``active`` + 1
+        calls at what a call has cost lately would keep more than ``max_load`` of the slots busy.
+        A ``max_wait_s`` or ``max_load`` of 0 turns its test off.
+        """
+        w = self.window(now)
+        slow = sum(1 for x in w.waits if x > max_wait_s)
+        if max_wait_s > 0 and w.waits and slow > SLOW_SHARE * len(w.waits):
+            return f"{slow} of the last {len(w.waits)} recognitions waited over {max_wait_s * 1000:.0f} ms for a slot"
+        if max_load > 0 and w.call_s > 0:
+            projected = (active + 1) * w.busy_s / w.call_s / self.slots
+            if projected > max_load:
+                return (f"{active + 1} calls would keep {projected:.0%} of {self.slots} recognition slot(s) busy "
+                        f"(at most {max_load:.0%})")
+        return None

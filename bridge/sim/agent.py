@@ -50,6 +50,8 @@ class AgentSession:
     infos: list[relay.Info] = field(default_factory=list)
     received: list[str] = field(default_factory=list)  # message types in arrival order
     replies_started: list[float] = field(default_factory=list)  # clock time of each reply's first token
+    prompt_times: list[float] = field(default_factory=list)  # clock time each final prompt arrived
+    partial_times: list[float] = field(default_factory=list)  # and each partial one
     closed: trio.Event = field(default_factory=trio.Event)
 
 
@@ -110,11 +112,12 @@ class ScriptedAgent:
                         await speak(self.script.greeting)
                     case relay.Prompt(last=True):
                         session.prompts.append(msg)
-                        self.timeline.add("app", "<- prompt", repr(msg.voice_prompt), prompt=msg.voice_prompt)
+                        session.prompt_times.append(
+                            self.timeline.add("app", "<- prompt", repr(msg.voice_prompt), prompt=msg.voice_prompt))
                         await speak(self.script.answer(msg.voice_prompt, len(session.prompts)))
                     case relay.Prompt():
                         session.partials.append(msg)
-                        self.timeline.add("app", "<- partial", repr(msg.voice_prompt))
+                        session.partial_times.append(self.timeline.add("app", "<- partial", repr(msg.voice_prompt)))
                     case relay.DtmfDigit():
                         session.digits.append(msg.digit)
                         self.timeline.add("app", "<- dtmf", msg.digit)

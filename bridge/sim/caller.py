@@ -59,6 +59,7 @@ class EarStats:
     media_arrivals: list[float] = field(default_factory=list)
     leads_ms: list[float] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
+    marks: list[float] = field(default_factory=list)  # when each mark arrived
     marks_echoed: int = 0
     frames_played: int = 0
     last_agent_frame_at: float = 0.0
@@ -214,6 +215,7 @@ class SimulatedCaller:
                         self.ear.media_arrivals.append(now)
                         self.ear.leads_ms.append((buffered + len(event.payload) / FRAME) * TICK_S * 1000)
                     case ms.Mark():
+                        self.ear.marks.append(now)
                         self._playout.append(event.name)
                         if not any(isinstance(x, bytes) for x in self._playout):
                             await self._echo_ready_marks()
