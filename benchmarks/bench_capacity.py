@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import os
 import platform
@@ -238,9 +239,12 @@ async def run_level(level: Level, args: argparse.Namespace, clips: list[Clip], c
                     await proc.wait()
         level.sessions = list(agent.sessions)
         nursery.cancel_scope.cancel()
+
+def read_log(level: Level, log_path: Path) -> None:
     level.log = scan_log(log_path)
     level.refused_logged = sum(1 for line in log_path.read_text(errors="replace").splitlines()
-                               if "refused a connection (capacity)" in line)
+                               if "refused a connection (capacity)" in line
+                               or "refused a connection (recognition)" in line)
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -317,7 +321,7 @@ def figures(level: Level, silence_ms: int) -> dict[str, Any]:
             else:
                 missed += 1
             partials = [t for t in (s.partial_times if s else []) if spoken.onset <= t < nxt]
-            partial_gaps += [(b - a) * 1000 for a, b in zip(partials, partials[1:], strict=False)]
+            partial_gaps += [(b - a) * 1000 for a, b in itertools.pairwise(partials)]
             if barge:
                 c = first_after(r.clears, spoken.onset)
                 if c is not None and c - spoken.onset < BARGE_IN_WINDOW_S:
@@ -364,7 +368,8 @@ def meets(fig: dict[str, Any], silence_ms: int) -> bool:
 MEDIAN_KEYS: list[tuple[str, ...]] = [
     ("eos_to_prompt_ms", "p50"), ("eos_to_prompt_ms", "p95"), ("token_to_audio_ms", "p50"),
     ("token_to_audio_ms", "p95"), ("onset_to_clear_ms", "p95"), ("partial_interval_ms", "p50"),
-    ("lateness_ms", "p99.9"), ("lateness_ms", "max"), ("underruns_ms", "n"), ("underruns_ms", "p95"), ("cpu", "daemon"), ("cpu", "harness"), ("rss_mib",),
+    ("lateness_ms", "p99.9"), ("lateness_ms", "max"), ("underruns_ms", "n"), ("underruns_ms", "p95"),
+    ("cpu", "daemon"), ("cpu", "harness"), ("rss_mib",),
     ("refused",), ("missed",), ("failed",)]
 
 
@@ -433,10 +438,12 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
                     log_path = out_dir / f"capacity-{'media' if args.media else variant}-{n}-{rep}.log"
                     t0 = time.perf_counter()
                     trio.run(run_level, level, args, clips, config, old_tree, log_path, args.media)
+                    read_log(level, log_path)
                     fig = figures(level, silence_ms)
                     per[variant][n].append(fig)
                     progress(f"[rep {rep + 1}/{args.reps}] {variant:>3} {n:>3} calls: "
-                             f"eos->prompt p50/p95 {fig['eos_to_prompt_ms']['p50']}/{fig['eos_to_prompt_ms']['p95']} ms, "
+                             f"eos->prompt p50/p95 {fig['eos_to_prompt_ms']['p50']}/"
+                             f"{fig['eos_to_prompt_ms']['p95']} ms, "
                              f"token->audio p95 {fig['token_to_audio_ms']['p95']} ms, "
                              f"onset->clear p95 {fig['onset_to_clear_ms']['p95']} ms, "
                              f"partials p50 {fig['partial_interval_ms']['p50']} ms, "
@@ -457,15 +464,17 @@ def print_table(r: dict[str, Any]) -> None:
     cols = [("eos->prompt p50", "eos_to_prompt_ms.p50"), ("p95", "eos_to_prompt_ms.p95"),
             ("tok->audio p50", "token_to_audio_ms.p50"), ("p95", "token_to_audio_ms.p95"),
             ("onset->clear p95", "onset_to_clear_ms.p95"), ("partials p50", "partial_interval_ms.p50"),
-            ("late p99.9", "lateness_ms.p99.9"), ("underruns", "underruns_ms.n"), ("cpu", "cpu.daemon"), ("harness cpu", "cpu.harness"),
+            ("late p99.9", "lateness_ms.p99.9"), ("underruns", "underruns_ms.n"), ("cpu", "cpu.daemon"),
+            ("harness cpu", "cpu.harness"),
             ("RSS MiB", "rss_mib"), ("refused", "refused"), ("missed", "missed"), ("meets", "meets")]
     print(f"\n{r['mode']} load, medians of {r['params']['reps']} runs (ms; silence {r['silence_ms']} ms)")
     print(f"{'variant':>8}{'calls':>6}" + "".join(f"{c:>17}" for c, _ in cols))
     for v in r["variants"]:
         for n in r["levels"]:
             m = r["medians"][v][str(n)]
-            print(f"{v:>8}{n:>6}" + "".join(f"{str(m[k]):>17}" for _, k in cols))
-    print("most calls meeting the targets: " + ", ".join(f"{v} {n}" for v, n in r["most_calls_meeting_targets"].items()))
+            print(f"{v:>8}{n:>6}" + "".join(f"{m[k]!s:>17}" for _, k in cols))
+    best = r["most_calls_meeting_targets"]
+    print("most calls meeting the targets: " + ", ".join(f"{v} {n}" for v, n in best.items()))
     if "old" in r["most_calls_meeting_targets"] and "new" in r["most_calls_meeting_targets"]:
         old, new = r["most_calls_meeting_targets"]["old"], r["most_calls_meeting_targets"]["new"]
         print(f"ratio new/old: {new / old:.1f}x" if old else "old meets the targets at no level")

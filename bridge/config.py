@@ -120,11 +120,17 @@ class AsrConfig:
 class TtsConfig:
     voice: str = "en_US-joe-medium"
     model_path: str = ""
-    concurrency: int = 1
+    concurrency: int = 0  # 0: one per CPU core
+    cpu_threads: int = 1
     allow_download: bool = False
 
     def __post_init__(self) -> None:
-        require_at_least(self, concurrency=1)
+        require_at_least(self, concurrency=0, cpu_threads=1)
+
+    @property
+    def syntheses(self) -> int:
+        """Syntheses run side by side: ``concurrency``, or one per CPU core when it is 0."""
+        return self.concurrency or max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
 
-from bridge.call.engines import LanguageEngines, SpeechEngines, wait_engines_idle
+from bridge.call.engines import LanguageEngines, SpeechEngines, built_at_engine_priority, wait_engines_idle
 from bridge.config import Config, ModelChoice
 from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
@@ -45,7 +46,8 @@ def load_engines(cfg: Config) -> SpeechEngines:
                       cache_dir=cache)
         if asr.path not in transcribers:
             t0 = time.perf_counter()
-            transcribers[asr.path] = t = WhisperTranscriber(asr.path, settings)
+            # CTranslate2 starts its decode threads as the model loads: they take the loader's priority.
+            transcribers[asr.path] = t = built_at_engine_priority(partial(WhisperTranscriber, asr.path, settings))
             t.warm_up()
             logger.info("ASR %s from %s (%s) ready in %.2f s", choice.name, asr.path, asr.source,
                         time.perf_counter() - t0)
@@ -57,7 +59,7 @@ def load_engines(cfg: Config) -> SpeechEngines:
         model_path = tts.path / f"{choice.name}.onnx" if tts.path.is_dir() else tts.path
         if model_path not in synthesizers:
             t0 = time.perf_counter()
-            synthesizers[model_path] = s = PiperSynthesizer(model_path)
+            synthesizers[model_path] = s = PiperSynthesizer(model_path, threads=cfg.tts.cpu_threads)
             s.warm_up()
             logger.info("TTS %s from %s (%s) ready in %.2f s", choice.name, model_path, tts.source,
                         time.perf_counter() - t0)
@@ -71,7 +73,7 @@ def load_engines(cfg: Config) -> SpeechEngines:
         declared.append(engines)
     default = next(x for x in declared if x.code.lower() == cfg.session.language.lower())
     return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.decodes,
-                         tts_concurrency=cfg.tts.concurrency, language=default.code,
+                         tts_concurrency=cfg.tts.syntheses, language=default.code,
                          more_languages=tuple(x for x in declared if x is not default))
 
 

@@ -179,7 +179,7 @@ def test_valid_interruptible(value: str) -> None:
         ({"asr__beam_size": 0}, "asr.beam_size"),
         ({"asr__cpu_threads": -1}, "asr.cpu_threads"),
         ({"asr__concurrency": -1}, "asr.concurrency"),
-        ({"tts__concurrency": 0}, "tts.concurrency"),
+        ({"tts__concurrency": -1}, "tts.concurrency"),
         ({"server__max_calls": 0}, "server.max_calls"),
         ({"server__app_connect_timeout_ms": 0}, "server.app_connect_timeout_ms"),
         ({"logging__level": "VERBOSE"}, "logging.level"),
@@ -340,3 +340,8 @@ def test_play_and_handoff_checks(override: dict[str, Any], needle: str) -> None:
 def test_asr_concurrency_0_runs_one_decode_per_core() -> None:
     assert load().asr.concurrency == 0 and load().asr.decodes == max(1, os.cpu_count() or 1)
     assert load(asr__concurrency=3).asr.decodes == 3
+
+
+def test_tts_concurrency_0_runs_one_synthesis_per_core() -> None:
+    assert load().tts.concurrency == 0 and load().tts.syntheses == max(1, os.cpu_count() or 1)
+    assert load(tts__concurrency=2).tts.syntheses == 2

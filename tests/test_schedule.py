@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -9,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.call.engines import Claim, Scheduler, run_in_worker
+from bridge.call.engines import ENGINE_NICE, Claim, Scheduler, built_at_engine_priority, run_in_worker
 from bridge.engines.schedule import LOAD_WINDOW_S, FairQueue, Priority, RecognitionLoad, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
@@ -353,3 +355,23 @@ def test_the_load_keeps_fixed_memory() -> None:
     load = RecognitionLoad(slots=2)
     busy_calls(load, calls=100, seconds=100, decode_s=0.01, every_s=0.01)
     assert all(len(b.waits) <= 256 for b in load._buckets) and len(load._buckets) == LOAD_WINDOW_S
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_engine_work_runs_below_the_event_loops_priority() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    wanted = min(19, base + ENGINE_NICE)
+
+    async def main() -> int:
+        return await run_in_worker(lambda: os.getpriority(os.PRIO_PROCESS, 0), trio.CapacityLimiter(1))
+
+    assert trio.run(main) == wanted
+    seen: list[int] = []
+
+    def load() -> None:  # an engine that starts its own thread as it loads
+        t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+        t.start()
+        t.join()
+
+    built_at_engine_priority(load)
+    assert seen == [wanted] and os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread is untouched

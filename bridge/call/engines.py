@@ -12,6 +12,8 @@ Whisper's form still reach the right model. "" means the default language.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import typing
 from collections.abc import Callable, Hashable, Sequence
@@ -68,6 +70,7 @@ class _InFlight:
         self._idle = threading.Condition()
 
     def run(self, fn: Callable[[], T]) -> T:
+        lower_thread_priority()
         with self._idle:
             self._count += 1
         try:
@@ -84,9 +87,49 @@ class _InFlight:
 
 _IN_FLIGHT = _InFlight()
 
+ENGINE_NICE = 10  # how much lower than the event loop engine work runs (Linux: per thread)
+
+
+def lower_thread_priority() -> None:
+    """Run the calling thread (and the threads it starts from now on) at ``ENGINE_NICE`` below the process.
+
+    Engine work is long and CPU-bound, the event loop's is short and due now: pacing 20 ms frames and
+    answering a barge-in must not wait for a core behind a decode. On Linux a nice value is per thread
+    and new threads inherit it; raising one's own needs no privilege. Elsewhere it does nothing.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        if os.getpriority(os.PRIO_PROCESS, 0) < base + ENGINE_NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, base + ENGINE_NICE))
+    except OSError:
+        pass
+
 def wait_engines_idle(timeout_s: float) -> bool:
     """Block until no engine work runs in a worker thread (True), or ``timeout_s`` passed (False)."""
     return _IN_FLIGHT.wait_idle(timeout_s)
+
+
+def built_at_engine_priority(build: Callable[[], T]) -> T:
+    """``build()`` run in a thread of engine priority, so the threads an engine starts as it loads (a
+    CTranslate2 model's workers) run there too."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        lower_thread_priority()
+        try:
+            result.append(build())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=target, name="engine-loader")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return result[0]
 
 
 async def run_in_worker(fn: Callable[[], T], limiter: trio.CapacityLimiter | Claim) -> T:

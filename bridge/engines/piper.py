@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,22 @@ from numpy.typing import NDArray
 
 
 class PiperSynthesizer:
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, *, threads: int = 1) -> None:
+        import onnxruntime  # type: ignore[import-untyped]
         from piper import PiperVoice
 
         config = model_path.with_name(model_path.name + ".json")
-        self.voice = PiperVoice.load(model_path, config_path=config if config.is_file() else None)
+        voice = PiperVoice.load(model_path, config_path=config if config.is_file() else None)
+        # ONNX Runtime's default is a thread per core that spins between runs: side by side with the
+        # recogniser's decodes that takes cores from them and from the event loop. One thread per
+        # synthesis runs on the calling (worker) thread, and several syntheses run side by side.
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        self.voice = dataclasses.replace(voice, session=session)
         self.sample_rate = int(self.voice.config.sample_rate)
 
     def synthesize(self, text: str) -> Iterator[NDArray[np.int16]]:
