@@ -47,6 +47,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -169,7 +170,7 @@ async def run_call(url: str, index: int, clips: list[Clip], args: argparse.Names
     return result
 
 
-def daemon_command(variant: str, port: int, app_port: int, config: Path, old_tree: Path | None,
+def daemon_command(variant: str, port: int, app_port: int, config: Path, trees: dict[str, Path],
                    media: bool) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     listen, app = f"127.0.0.1:{port}", f"ws://127.0.0.1:{app_port}"
@@ -177,21 +178,17 @@ def daemon_command(variant: str, port: int, app_port: int, config: Path, old_tre
         cmd = [sys.executable, str(ROOT / "benchmarks" / "fake_daemon.py")]
     else:
         cmd = [sys.executable, "-m", "bridge.cli", "serve"]
-    if variant == "old":
-        assert old_tree is not None
-        env["PYTHONPATH"] = str(old_tree)
-    else:
-        env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(trees[variant])
     return [*cmd, "--listen", listen, "--app-url", app, "--config", str(config)], env
 
 
 async def run_level(level: Level, args: argparse.Namespace, clips: list[Clip], config: Path,
-                    old_tree: Path | None, log_path: Path, media: bool) -> None:
+                    trees: dict[str, Path], log_path: Path, media: bool) -> None:
     agent = ScriptedAgent(Timeline(), AgentScript(greeting=GREETING, answer=answer), token_interval_s=TOKEN_INTERVAL_S)
     async with trio.open_nursery() as nursery:
         app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
         port = free_port()
-        cmd, env = daemon_command(level.variant, port, app_port, config, old_tree, media)
+        cmd, env = daemon_command(level.variant, port, app_port, config, trees, media)
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
             try:
@@ -429,6 +426,9 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
     per: dict[str, dict[int, list[dict[str, Any]]]] = {v: {n: [] for n in levels} for v in variants}
     silence_ms = load(None).vad.end_of_speech_silence_ms
     with tempfile.TemporaryDirectory(prefix="relay-bridge-capacity-") as tmp:
+        # The daemons run a copy of this checkout's package as it was at the start of the run.
+        shutil.copytree(ROOT / "bridge", Path(tmp) / "new" / "bridge")
+        trees = {"new": Path(tmp) / "new", **({"old": old_tree} if old_tree else {})}
         config = Path(tmp) / "capacity.toml"
         config.write_text(to_toml(daemon_config(max(levels) + 10, {})))
         for rep in range(args.reps):
@@ -437,7 +437,7 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
                     level = Level(variant, n, rep)
                     log_path = out_dir / f"capacity-{'media' if args.media else variant}-{n}-{rep}.log"
                     t0 = time.perf_counter()
-                    trio.run(run_level, level, args, clips, config, old_tree, log_path, args.media)
+                    trio.run(run_level, level, args, clips, config, trees, log_path, args.media)
                     read_log(level, log_path)
                     fig = figures(level, silence_ms)
                     per[variant][n].append(fig)

@@ -99,8 +99,8 @@ class ServerSettings:
     app_connect_timeout_ms: int = 5000
     shutdown_grace_s: float = 30.0
     max_calls: int = 50
-    max_recognition_load: float = 0.8
-    max_recognition_wait_ms: int = 300
+    max_engine_load: float = 0.8
+    max_engine_wait_ms: int = 300
     max_pending_handshakes: int = 64
     handshake_timeout_ms: int = 5000
     max_call_duration_s: float = 14400.0
@@ -121,9 +121,9 @@ class ServerSettings:
             check_ws_url(self.public_url, "public_url")
         if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
             raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
-        if not 0 <= self.max_recognition_load <= 1:
-            raise ValueError(f"max_recognition_load must be from 0 (off) to 1, got {self.max_recognition_load}")
-        require_at_least(self, max_recognition_wait_ms=0)
+        if not 0 <= self.max_engine_load <= 1:
+            raise ValueError(f"max_engine_load must be from 0 (off) to 1, got {self.max_engine_load}")
+        require_at_least(self, max_engine_wait_ms=0)
         require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
                          handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
                          send_timeout_ms=100)
@@ -177,7 +177,9 @@ class MediaStreamsServer:
 
     def _count_calls(self, change: int) -> None:
         self.active_calls += change
-        self.engines.asr_scheduler.load.calls(self.active_calls, trio.current_time())
+        now = trio.current_time()
+        self.engines.asr_scheduler.load.calls(self.active_calls, now)
+        self.engines.tts_scheduler.load.calls(self.active_calls, now)
 
     def _changed(self) -> None:
         if not self.active_calls and not self.pending:
@@ -299,19 +301,22 @@ class MediaStreamsServer:
     def _no_room(self) -> tuple[str, str] | None:
         """Why a new call cannot be taken now (the cause and a message), or None.
 
-        Past ``max_calls``, or past the recognition budget: one more call would keep more than
-        ``max_recognition_load`` of the decode slots busy at what calls have cost lately, or finals
-        are already waiting longer than ``max_recognition_wait_ms`` (``RecognitionLoad``).
+        Past ``max_calls``, or past an engine's budget: one more call would keep more than
+        ``max_engine_load`` of the recognition or synthesis slots busy at what calls have cost
+        lately, or callers' recognitions or urgent syntheses already wait longer than
+        ``max_engine_wait_ms`` for a slot (``EngineLoad``).
         """
         if not self.accepting:
             return "draining", "the server is shutting down"
         if self.active_calls >= self.settings.max_calls:
             return "capacity", f"{self.active_calls} calls in progress (server.max_calls)"
-        over = self.engines.asr_scheduler.load.fits_another(
-            self.active_calls, trio.current_time(), max_load=self.settings.max_recognition_load,
-            max_wait_s=self.settings.max_recognition_wait_ms / 1000)
-        if over is not None:
-            return "recognition", f"{self.active_calls} calls in progress; {over}"
+        for cause, scheduler in (("recognition", self.engines.asr_scheduler),
+                                 ("synthesis", self.engines.tts_scheduler)):
+            over = scheduler.load.fits_another(self.active_calls, trio.current_time(),
+                                               max_load=self.settings.max_engine_load,
+                                               max_wait_s=self.settings.max_engine_wait_ms / 1000)
+            if over is not None:
+                return cause, f"{self.active_calls} calls in progress; {cause}: {over}"
         return None
 
     def _check_start(self, verdict: Verdict, provider: str, start: StartEvent) -> str | None:

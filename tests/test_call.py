@@ -9,6 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
+from bridge.engines.schedule import Priority
 from bridge.protocols import relay
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SILENT_FRAME, SimulatedCaller
@@ -87,6 +88,22 @@ async def test_outbound_audio_is_paced_within_the_lead_with_marks(autojump_clock
     # Fake TTS: 40 ms per character, so the audio is about as long as the text says.
     expected_ms = sum(len(s) for s in LONG_REPLY.split(". ")) * 40
     assert abs(ear.frames_played * 20 - expected_ms) < 400
+
+
+async def test_a_replys_first_chunk_is_urgent_and_later_ones_are_made_ahead(autojump_clock: object) -> None:
+    """Synthesis scheduling: the chunk the caller waits for in silence goes before chunks made ahead."""
+    app = agent(greeting=LONG_REPLY)
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.wait_agent_done()
+        await caller.hang_up()
+
+    engines = fake_engines()
+    await run_memory_call(engines, settings(), app.handle, script)
+    granted = engines.tts_scheduler.granted
+    chunks = len(spoken_chunks(LONG_REPLY))
+    assert granted[Priority.FINAL] >= 1 and granted[Priority.SPECULATIVE] >= 1
+    assert granted[Priority.FINAL] + granted[Priority.SPECULATIVE] == chunks
 
 
 async def test_dtmf_reaches_the_app(autojump_clock: object) -> None:

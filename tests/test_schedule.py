@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from bridge.call.engines import ENGINE_NICE, Claim, Scheduler, built_at_engine_priority, run_in_worker
-from bridge.engines.schedule import LOAD_WINDOW_S, FairQueue, Priority, RecognitionLoad, Ticket
+from bridge.engines.schedule import LOAD_WINDOW_S, EngineLoad, FairQueue, Priority, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
 
@@ -298,7 +298,7 @@ def test_one_slot_runs_partials_when_free() -> None:
 # -- the load that admission control judges by -----------------------------------------------------
 
 
-def busy_calls(load: RecognitionLoad, calls: int, seconds: int, decode_s: float, every_s: float,
+def busy_calls(load: EngineLoad, calls: int, seconds: int, decode_s: float, every_s: float,
                wait_s: float = 0.0, start: float = 0.0) -> float:
     """``calls`` calls for ``seconds``, each running a final of ``decode_s`` every ``every_s``."""
     load.calls(calls, start)
@@ -312,7 +312,7 @@ def busy_calls(load: RecognitionLoad, calls: int, seconds: int, decode_s: float,
 
 
 def test_a_call_is_refused_when_it_would_keep_too_many_slots_busy() -> None:
-    load = RecognitionLoad(slots=2)
+    load = EngineLoad(slots=2)
     # 10 calls, each a 0.2 s decode every 2 s: a tenth of a slot per call, half of two slots in all.
     now = busy_calls(load, calls=10, seconds=20, decode_s=0.2, every_s=2.0)
     assert load.per_call(now) == pytest.approx(0.1, rel=0.05)
@@ -324,7 +324,7 @@ def test_a_call_is_refused_when_it_would_keep_too_many_slots_busy() -> None:
 
 
 def test_a_call_is_refused_while_finals_wait_too_long_for_a_slot() -> None:
-    load = RecognitionLoad(slots=2)
+    load = EngineLoad(slots=2)
     now = busy_calls(load, calls=2, seconds=10, decode_s=0.1, every_s=5.0, wait_s=0.5)
     why = load.fits_another(2, now, max_load=0.8, max_wait_s=0.3)
     assert why is not None and "waited over 300 ms" in why
@@ -333,7 +333,7 @@ def test_a_call_is_refused_while_finals_wait_too_long_for_a_slot() -> None:
 
 
 def test_partials_are_not_counted_against_the_budget() -> None:
-    load = RecognitionLoad(slots=1)
+    load = EngineLoad(slots=1)
     load.calls(1, 0.0)
     for i in range(20):
         load.granted(P, 2.0, float(i))
@@ -343,7 +343,7 @@ def test_partials_are_not_counted_against_the_budget() -> None:
 
 
 def test_the_load_is_forgotten_after_its_window() -> None:
-    load = RecognitionLoad(slots=1)
+    load = EngineLoad(slots=1)
     now = busy_calls(load, calls=4, seconds=10, decode_s=0.5, every_s=1.0, wait_s=1.0)
     assert load.fits_another(4, now, max_load=0.8, max_wait_s=0.3) is not None
     load.calls(0, now)
@@ -352,7 +352,7 @@ def test_the_load_is_forgotten_after_its_window() -> None:
 
 
 def test_the_load_keeps_fixed_memory() -> None:
-    load = RecognitionLoad(slots=2)
+    load = EngineLoad(slots=2)
     busy_calls(load, calls=100, seconds=100, decode_s=0.01, every_s=0.01)
     assert all(len(b.waits) <= 256 for b in load._buckets) and len(load._buckets) == LOAD_WINDOW_S
 

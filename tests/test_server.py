@@ -82,10 +82,10 @@ async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
 
 async def test_a_call_over_the_recognition_budget_is_refused_and_counted(autojump_clock: object) -> None:
     """Admission control: the calls in progress keep the decode slot busy; one more call would take it past
-    max_recognition_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after <Connect>).
+    max_engine_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after <Connect>).
     Once recognition has been quiet for the window, calls are taken again."""
     engines = fake_engines()
-    server = bridge_server(settings(server__max_recognition_load=0.8, server__max_recognition_wait_ms=0), engines)
+    server = bridge_server(settings(server__max_engine_load=0.8, server__max_engine_wait_ms=0), engines)
     assert engines.asr_scheduler.slots == 1
     assert await handshake(server) == 101
     server._count_calls(+3)  # three calls in progress, each recognising 0.25 s in every second
@@ -99,6 +99,23 @@ async def test_a_call_over_the_recognition_budget_is_refused_and_counted(autojum
     server._count_calls(-3)
     await trio.sleep(LOAD_WINDOW_S)
     assert await handshake(server) == 101
+
+
+async def test_a_call_is_refused_while_urgent_speech_waits_too_long_for_synthesis(autojump_clock: object) -> None:
+    engines = fake_engines()
+    server = bridge_server(settings(server__max_engine_load=0, server__max_engine_wait_ms=300), engines)
+    server._count_calls(+2)
+    tts = engines.tts_scheduler
+    async with trio.open_nursery() as nursery:  # a long synthesis holds the slot; urgent chunks queue behind it
+        async def hold(seconds: float, priority: Priority) -> None:
+            async with tts.claim("a", priority):
+                await trio.sleep(seconds)
+        nursery.start_soon(hold, 2.0, Priority.SPECULATIVE)
+        await trio.sleep(0.01)
+        for _ in range(3):
+            nursery.start_soon(hold, 0.1, Priority.FINAL)
+    assert await handshake(server) == 503
+    assert server.refused["synthesis"] == 1 and server.refused["recognition"] == 0
 
 
 @pytest.mark.parametrize(("relay_url", "allowed", "expected"), [

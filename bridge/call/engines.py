@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
-from bridge.engines.schedule import FairQueue, Priority, RecognitionLoad, Ticket
+from bridge.engines.schedule import EngineLoad, FairQueue, Priority, Ticket
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -157,7 +157,7 @@ class Scheduler:
     ``load`` keeps what recognition cost lately, for admission control.
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
@@ -167,7 +167,7 @@ class Scheduler:
         self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
-        self.load = RecognitionLoad(slots)
+        self.load = EngineLoad(slots, waits_of)
 
     @property
     def busy(self) -> int:
@@ -278,7 +278,7 @@ class SpeechEngines:
     # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
     _asr_scheduler: Scheduler | None = field(default=None, init=False)
-    _tts_limiter: trio.CapacityLimiter | None = field(default=None, init=False)
+    _tts_scheduler: Scheduler | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         all_codes = [self.language, *(x.code for x in self.more_languages)]
@@ -314,17 +314,23 @@ class SpeechEngines:
             raise UnknownLanguage(code, self.languages)
         return found
 
-    def _limiters(self) -> tuple[Scheduler, trio.CapacityLimiter]:
+    def _schedulers(self) -> tuple[Scheduler, Scheduler]:
         # Created lazily, inside the trio run that uses them.
-        if self._asr_scheduler is None or self._tts_limiter is None:
+        if self._asr_scheduler is None or self._tts_scheduler is None:
             self._asr_scheduler = Scheduler(self.asr_concurrency)
-            self._tts_limiter = trio.CapacityLimiter(self.tts_concurrency)
-        return self._asr_scheduler, self._tts_limiter
+            # A synthesis someone waits for in silence is FINAL; one made ahead, SPECULATIVE.
+            self._tts_scheduler = Scheduler(self.tts_concurrency, waits_of=(Priority.FINAL,))
+        return self._asr_scheduler, self._tts_scheduler
 
     @property
     def asr_scheduler(self) -> Scheduler:
         """The process's recognition slots (see ``Scheduler``)."""
-        return self._limiters()[0]
+        return self._schedulers()[0]
+
+    @property
+    def tts_scheduler(self) -> Scheduler:
+        """The process's synthesis slots: urgent chunks (``Priority.FINAL``) before those made ahead."""
+        return self._schedulers()[1]
 
     async def recognise(self, audio: NDArray[np.int16], rate: int, language: str = "", *,
                         hints: str = "", claim: Claim | None = None) -> Recognised:
@@ -364,17 +370,20 @@ class SpeechEngines:
                 audio.flags.writeable = False
                 self._presynthesized[(text, rate, code)] = audio
 
-    async def synthesize(self, text: str, rate: int, *, language: str = "") -> NDArray[np.int16]:
+    async def synthesize(self, text: str, rate: int, *, language: str = "",
+                         claim: Claim | None = None) -> NDArray[np.int16]:
         """Speech for ``text`` at ``rate`` Hz in the voice of ``language``, resampled in the worker.
 
-        Raises ``UnknownLanguage`` before any work when ``language`` is not declared.
+        ``claim`` (from ``tts_scheduler.claim``) says whose it is and how urgent; without one it is
+        urgent work of no call in particular. Raises ``UnknownLanguage`` before any work when
+        ``language`` is not declared.
         """
         engines = self.engines_for(language)
         ready = self._presynthesized.get((text, rate, engines.code))
         if ready is not None:
             return ready
         synthesizer = engines.synthesizer
-        limiter = self._limiters()[1]
+        limiter = claim or self.tts_scheduler.claim(None, Priority.FINAL)
 
         def run() -> NDArray[np.int16]:
             pieces = [pcm16_to_float(p) for p in synthesizer.synthesize(text)]

@@ -89,6 +89,10 @@ class Playback:
     def queued_ms(self) -> int:
         return self._queued_frames * FRAME_MS
 
+    def ahead_ms(self) -> float:
+        """Audio the caller has still to hear: queued here, and sent but not yet played."""
+        return self.queued_ms + max(0.0, self._play_end - trio.current_time()) * 1000
+
     async def wait_queued_below(self, ms: int) -> None:
         while self.queued_ms > ms:
             await self._wait_change()

@@ -32,8 +32,12 @@ from bridge.audio.g711 import ulaw_encode
 from bridge.call.engines import SpeechEngines
 from bridge.call.media import MediaError
 from bridge.call.playback import MarkRequest, Playback
+from bridge.engines.schedule import Priority
 
 OUTPUT_RATE = 8000
+# A chunk is urgent (synthesised before chunks made ahead) when the caller has less than this to hear
+# before it: about the time one long sentence takes to synthesise on one core.
+URGENT_AHEAD_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,11 @@ class Speaker:
             audio = ulaw_encode(dtmf_tones(chunk.digits))
         elif chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
-            audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE, language=chunk.language))
+            # Urgent when the caller would hear silence before it is ready; otherwise made ahead.
+            urgent = self._playback.ahead_ms() < URGENT_AHEAD_MS
+            claim = self._engines.tts_scheduler.claim(self, Priority.FINAL if urgent else Priority.SPECULATIVE)
+            audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE, language=chunk.language,
+                                                               claim=claim))
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
             # resumed; never queue audio behind a clear.
             await trio.lowlevel.checkpoint_if_cancelled()

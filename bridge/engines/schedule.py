@@ -11,8 +11,12 @@ final. Each call's own work stays in arrival order.
 A queued item can move up a class (a partial that turns out to cover the whole utterance becomes
 the final) and can leave the queue at any time (work that is no longer wanted). No threads, and no
 clock but the times the runtime (``bridge.call.engines``) passes in: it grants slots in the order
-``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of recognition in a ``RecognitionLoad`` for
-admission control (``fits_another``: whether one more call would push recognition past its budget).
+``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of work in an ``EngineLoad`` for admission
+control (``fits_another``: whether one more call would push the engine past its budget).
+
+Speech synthesis queues the same way: the chunk a caller is waiting for in silence (the first of a
+reply, or one due before the audio ahead of it runs out) is ``FINAL``, a chunk synthesised ahead is
+``SPECULATIVE``.
 """
 
 from __future__ import annotations
@@ -125,16 +129,18 @@ class _Bucket:
     waits: list[float] = field(default_factory=list)  # how long finals and speculations granted in it waited
 
 
-class RecognitionLoad:
-    """The last ``LOAD_WINDOW_S`` of the process's recognition, in one-second buckets (fixed memory).
+class EngineLoad:
+    """The last ``LOAD_WINDOW_S`` of one engine's slots, in one-second buckets (fixed memory).
 
     Partials are left out: they only use what is spare, and thin out first under load. What a call
-    costs is measured, not assumed: slot time of finals and speculations over call time, so the
-    projection follows the models, the machine and how much the callers talk.
+    costs is measured, not assumed: slot time of the other work over call time, so the projection
+    follows the models, the machine, how much the callers talk and how much the app says. Waits are
+    judged for the classes in ``waits_of`` (work someone is waiting for now).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
         self.slots = slots
+        self.waits_of = waits_of
         self._buckets = [_Bucket() for _ in range(round(LOAD_WINDOW_S / LOAD_BUCKET_S))]
         self._calls = 0
         self._since = 0.0  # calls have been ``_calls`` since then (integrated up to it)
@@ -161,7 +167,7 @@ class RecognitionLoad:
         self._calls = active
 
     def granted(self, priority: Priority, waited_s: float, now: float) -> None:
-        if priority is not Priority.PARTIAL:
+        if priority in self.waits_of:
             b = self._bucket(now)
             if len(b.waits) < WAITS_PER_BUCKET:
                 b.waits.append(waited_s)
@@ -189,18 +195,18 @@ class RecognitionLoad:
     def fits_another(self, active: int, now: float, *, max_load: float, max_wait_s: float) -> str | None:
         """Why one more call would push recognition past its budget, or None when it fits.
 
-        Over budget: more than ``SLOW_SHARE`` of the window's final and speculative recognitions
-        waited longer than ``max_wait_s`` for a slot (callers are already waiting), or ``active`` + 1
-        calls at what a call has cost lately would keep more than ``max_load`` of the slots busy.
+        Over budget: more than ``SLOW_SHARE`` of the window's work of ``waits_of`` waited longer than
+        ``max_wait_s`` for a slot (callers are already waiting), or ``active`` + 1 calls at what a
+        call has cost lately would keep more than ``max_load`` of the slots busy.
         A ``max_wait_s`` or ``max_load`` of 0 turns its test off.
         """
         w = self.window(now)
         slow = sum(1 for x in w.waits if x > max_wait_s)
         if max_wait_s > 0 and w.waits and slow > SLOW_SHARE * len(w.waits):
-            return f"{slow} of the last {len(w.waits)} recognitions waited over {max_wait_s * 1000:.0f} ms for a slot"
+            return f"{slow} of the last {len(w.waits)} waited over {max_wait_s * 1000:.0f} ms for a slot"
         if max_load > 0 and w.call_s > 0:
             projected = (active + 1) * w.busy_s / w.call_s / self.slots
             if projected > max_load:
-                return (f"{active + 1} calls would keep {projected:.0%} of {self.slots} recognition slot(s) busy "
+                return (f"{active + 1} calls would keep {projected:.0%} of {self.slots} slot(s) busy "
                         f"(at most {max_load:.0%})")
         return None
