@@ -55,6 +55,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -430,7 +431,12 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
         shutil.copytree(ROOT / "bridge", Path(tmp) / "new" / "bridge")
         trees = {"new": Path(tmp) / "new", **({"old": old_tree} if old_tree else {})}
         config = Path(tmp) / "capacity.toml"
-        config.write_text(to_toml(daemon_config(max(levels) + 10, {})))
+        extra: dict[str, Any] = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            section, _, name = key.partition(".")
+            extra.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+        config.write_text(to_toml(daemon_config(max(levels) + 10, extra)))
         for rep in range(args.reps):
             for n in levels:
                 for variant in variants:
@@ -493,6 +499,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--media", action="store_true", help="the media path alone, with deterministic engines")
     parser.add_argument("--media-levels", type=int, nargs="+", default=[50, 100, 150, 200])
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="daemon config settings for every variant (a TOML value)")
     parser.add_argument("--out", type=Path, default=Path("out/bench-capacity.json"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -375,3 +375,24 @@ def test_engine_work_runs_below_the_event_loops_priority() -> None:
 
     built_at_engine_priority(load)
     assert seen == [wanted] and os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread is untouched
+
+
+def test_synthesis_keeps_its_last_free_slot_for_a_replys_first_chunk() -> None:
+    async def main() -> None:
+        sched = Scheduler(3, held_back=S)  # two syntheses side by side, one slot kept for first chunks
+        gate = Gate()
+        async with trio.open_nursery() as nursery:
+            for name, owner, priority in (("ahead-a", "a", P), ("due-b", "b", S), ("due-c", "c", S)):
+                await gate.submit(nursery, name, sched.claim(owner, priority))
+            await gate.started("ahead-a")
+            await gate.started("due-b")
+            assert sched.busy == 2 and sched.waiting(S) == 1  # the third slot is kept
+            await gate.submit(nursery, "first-d", sched.claim("d", F))
+            await gate.started("first-d")  # at once, though due-c waited longer
+            for name in ("ahead-a", "due-b", "first-d"):
+                gate.finish(name)
+            await gate.started("due-c")
+            gate.finish("due-c")
+        assert sorted(gate.ran[:2]) == ["ahead-a", "due-b"] and gate.ran[2:] == ["first-d", "due-c"]
+
+    run(main)

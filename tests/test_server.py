@@ -106,11 +106,13 @@ async def test_a_call_is_refused_while_urgent_speech_waits_too_long_for_synthesi
     server = bridge_server(settings(server__max_engine_load=0, server__max_engine_wait_ms=300), engines)
     server._count_calls(+2)
     tts = engines.tts_scheduler
-    async with trio.open_nursery() as nursery:  # a long synthesis holds the slot; urgent chunks queue behind it
+    async with trio.open_nursery() as nursery:  # long syntheses hold both slots; first chunks queue behind
         async def hold(seconds: float, priority: Priority) -> None:
             async with tts.claim("a", priority):
                 await trio.sleep(seconds)
         nursery.start_soon(hold, 2.0, Priority.SPECULATIVE)
+        await trio.sleep(0.01)
+        nursery.start_soon(hold, 2.0, Priority.FINAL)  # in the slot kept for first chunks
         await trio.sleep(0.01)
         for _ in range(3):
             nursery.start_soon(hold, 0.1, Priority.FINAL)

@@ -152,22 +152,25 @@ class Scheduler:
     while it waits leaves the queue at once and never runs. A free slot goes to the queue's next
     ticket directly, so work that arrives later cannot overtake it.
 
-    With more than one slot, partials never take the last free one: it stays for a final (and the
-    CPU core it would use for the replies' speech), so partials thin out first under load.
+    With more than one slot, work of class ``held_back`` or less urgent never takes the last free
+    one: it stays for more urgent work. Recognition holds back partials (the last slot stays for a
+    final, and its core for the replies' speech: partials thin out first under load); synthesis holds
+    back everything but a reply's first chunk.
     ``load`` keeps what recognition cost lately, for admission control.
     """
 
-    def __init__(self, slots: int, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
+    def __init__(self, slots: int, *, held_back: Priority = Priority.PARTIAL, load: EngineLoad | None = None) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
         self._free = slots
-        self._partial_reserve = 1 if slots > 1 else 0
+        self._reserve = 1 if slots > 1 else 0
+        self._held_back = held_back
         self._queue = FairQueue()
         self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
-        self.load = EngineLoad(slots, waits_of)
+        self.load = load or EngineLoad(slots)
 
     @property
     def busy(self) -> int:
@@ -203,7 +206,8 @@ class Scheduler:
         """Grant free slots to the queue's next tickets; whether ``mine`` (not yet waiting) got one."""
         got = False
         while self._free:
-            ticket = self._queue.pop(partials=self._free > self._partial_reserve)
+            up_to = Priority.PARTIAL if self._free > self._reserve else Priority(self._held_back - 1)
+            ticket = self._queue.pop(up_to=up_to)
             if ticket is None:
                 break
             self._free -= 1
@@ -318,8 +322,11 @@ class SpeechEngines:
         # Created lazily, inside the trio run that uses them.
         if self._asr_scheduler is None or self._tts_scheduler is None:
             self._asr_scheduler = Scheduler(self.asr_concurrency)
-            # A synthesis someone waits for in silence is FINAL; one made ahead, SPECULATIVE.
-            self._tts_scheduler = Scheduler(self.tts_concurrency, waits_of=(Priority.FINAL,))
+            # One slot more than the syntheses that run side by side, kept for the first chunk of a
+            # reply: the caller hears nothing until it is ready, and it never waits behind a long one.
+            slots = self.tts_concurrency + 1
+            self._tts_scheduler = Scheduler(slots, held_back=Priority.SPECULATIVE, load=EngineLoad(
+                slots, waits_of=(Priority.FINAL,), busy_of=tuple(Priority)))
         return self._asr_scheduler, self._tts_scheduler
 
     @property
@@ -329,7 +336,8 @@ class SpeechEngines:
 
     @property
     def tts_scheduler(self) -> Scheduler:
-        """The process's synthesis slots: urgent chunks (``Priority.FINAL``) before those made ahead."""
+        """The process's synthesis slots: a reply's first chunk (``Priority.FINAL``), then chunks due
+        soon (``SPECULATIVE``), then chunks made ahead (``PARTIAL``)."""
         return self._schedulers()[1]
 
     async def recognise(self, audio: NDArray[np.int16], rate: int, language: str = "", *,

@@ -121,9 +121,7 @@ class Speaker:
             audio = ulaw_encode(dtmf_tones(chunk.digits))
         elif chunk.text.strip():
             await self._playback.wait_queued_below(self._max_ahead_ms)
-            # Urgent when the caller would hear silence before it is ready; otherwise made ahead.
-            urgent = self._playback.ahead_ms() < URGENT_AHEAD_MS
-            claim = self._engines.tts_scheduler.claim(self, Priority.FINAL if urgent else Priority.SPECULATIVE)
+            claim = self._engines.tts_scheduler.claim(self, self._urgency(chunk))
             audio = ulaw_encode(await self._engines.synthesize(chunk.text, OUTPUT_RATE, language=chunk.language,
                                                                claim=claim))
             # A barge-in may have cancelled this chunk after synthesis finished but before this task
@@ -140,6 +138,13 @@ class Speaker:
                                                 chunk.final, chunk.interruptible, samples=len(audio)))
         if chunk.final:
             self._cycle_text.pop(chunk.cycle, None)
+
+    def _urgency(self, chunk: SpeechChunk) -> Priority:
+        """A reply's first chunk is the most urgent (the caller hears nothing until it is ready); a
+        later one is due soon when less than ``URGENT_AHEAD_MS`` is left to hear before it."""
+        if chunk.cycle not in self._cycle_text:
+            return Priority.FINAL
+        return Priority.SPECULATIVE if self._playback.ahead_ms() < URGENT_AHEAD_MS else Priority.PARTIAL
 
     async def _play(self, chunk: SpeechChunk) -> None:
         if self._load_media is None:

@@ -14,9 +14,9 @@ clock but the times the runtime (``bridge.call.engines``) passes in: it grants s
 ``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of work in an ``EngineLoad`` for admission
 control (``fits_another``: whether one more call would push the engine past its budget).
 
-Speech synthesis queues the same way: the chunk a caller is waiting for in silence (the first of a
-reply, or one due before the audio ahead of it runs out) is ``FINAL``, a chunk synthesised ahead is
-``SPECULATIVE``.
+Speech synthesis queues the same way: the first chunk of a reply (the caller hears nothing yet) is
+``FINAL``, a later chunk due before the audio ahead of it runs out is ``SPECULATIVE``, and one made
+further ahead is ``PARTIAL``.
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ class FairQueue:
         self._len -= 1
         return True
 
-    def pop(self, *, partials: bool = True) -> Ticket | None:
-        """The next ticket to run, taken out of the queue; None when the queue is empty (or holds only
-        partials and ``partials`` is False)."""
+    def pop(self, *, up_to: Priority = Priority.PARTIAL) -> Ticket | None:
+        """The next ticket of class ``up_to`` or more urgent, taken out of the queue; None when there is
+        none."""
         for priority, owners in self._classes.items():
-            if owners and (partials or priority is not Priority.PARTIAL):
+            if owners and priority <= up_to:
                 owner, line = next(iter(owners.items()))
                 ticket = line.popleft()
                 if line:
@@ -132,15 +132,18 @@ class _Bucket:
 class EngineLoad:
     """The last ``LOAD_WINDOW_S`` of one engine's slots, in one-second buckets (fixed memory).
 
-    Partials are left out: they only use what is spare, and thin out first under load. What a call
-    costs is measured, not assumed: slot time of the other work over call time, so the projection
-    follows the models, the machine, how much the callers talk and how much the app says. Waits are
-    judged for the classes in ``waits_of`` (work someone is waiting for now).
+    What a call costs is measured, not assumed: slot time of the classes in ``busy_of`` over call
+    time, so the projection follows the models, the machine, how much the callers talk and how much
+    the app says (partial recognitions are left out by default: they only use what is spare, and
+    thin out first under load). Waits are judged for the classes in ``waits_of`` (work someone is
+    waiting for now).
     """
 
-    def __init__(self, slots: int, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
+    def __init__(self, slots: int, *, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE),
+                 busy_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
         self.slots = slots
         self.waits_of = waits_of
+        self.busy_of = busy_of
         self._buckets = [_Bucket() for _ in range(round(LOAD_WINDOW_S / LOAD_BUCKET_S))]
         self._calls = 0
         self._since = 0.0  # calls have been ``_calls`` since then (integrated up to it)
@@ -173,7 +176,7 @@ class EngineLoad:
                 b.waits.append(waited_s)
 
     def ran(self, priority: Priority, ran_s: float, now: float) -> None:
-        if priority is not Priority.PARTIAL:
+        if priority in self.busy_of:
             self._bucket(now).busy_s += ran_s
 
     def window(self, now: float) -> _Bucket:
