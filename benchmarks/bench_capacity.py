@@ -443,7 +443,11 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
                     level = Level(variant, n, rep)
                     log_path = out_dir / f"capacity-{'media' if args.media else variant}-{n}-{rep}.log"
                     t0 = time.perf_counter()
-                    trio.run(run_level, level, args, clips, config, trees, log_path, args.media)
+                    try:
+                        trio.run(run_level, level, args, clips, config, trees, log_path, args.media)
+                    except Exception as exc:  # one broken level is reported, the rest still run
+                        progress(f"[rep {rep + 1}/{args.reps}] {variant} {n} calls: the level failed: {exc!r}")
+                        continue
                     read_log(level, log_path)
                     fig = figures(level, silence_ms)
                     per[variant][n].append(fig)

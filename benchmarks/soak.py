@@ -123,6 +123,8 @@ def proc_sample(pid: int) -> dict[str, Any] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:
+        return None  # exited, not yet reaped (a zombie has no memory)
     after_comm = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; field 3 is index 0
     cpu_s = (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
     return {"rss_kib": int(fields["VmRSS"].split()[0]), "fds": fds, "threads": int(fields["Threads"]),
