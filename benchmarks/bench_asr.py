@@ -20,7 +20,9 @@ JSON out (``--out``), with every clip's text at every window.
 ``--throughput 1x2 2x1 ...`` measures instead how to spend the cores: for each ``WxT`` (W decodes
 side by side, T threads each; CTranslate2's ``num_workers`` and ``cpu_threads``), W threads
 decode the English clips with tiny.en and the default windows as fast as they can; reported are
-decodes per second and each decode's time (p50, p90).
+decodes per second and each decode's time (p50, p90). ``WxTbB`` (e.g. ``1x2b2``) decodes B clips at
+once in one CTranslate2 call (the same window, the longest clip's): encoder and decoder batched, as
+a scheduler that merged queued decodes of several calls would run them.
 """
 
 from __future__ import annotations
@@ -140,6 +142,27 @@ def detection(results: list[ClipResult], language: str) -> dict[str, Any]:
     return out
 
 
+def batched(tr: WhisperTranscriber, batch: list[Any], language: str) -> list[str]:
+    """``batch`` decoded in one encoder and one decoder call over the window of its longest clip."""
+    import ctranslate2
+    import numpy as np
+
+    window = tr.settings.window_for(max(len(a) for a in batch) / tr.sample_rate)
+    extractor = tr.model.feature_extractor
+    features = np.zeros((len(batch), extractor.feature_size, window * tr.sample_rate // extractor.hop_length),
+                        dtype=np.float32)
+    for i, a in enumerate(batch):
+        content = extractor(a)[:, :-1]
+        features[i, :, :content.shape[1]] = content[:, :features.shape[2]]
+    encoded = tr.model.model.encode(ctranslate2.StorageView.from_array(features))
+    tokenizer, suppressed = tr._tokenizer(language)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    results = tr.model.model.generate(encoded, [prompt] * len(batch), beam_size=tr.settings.beam_size,
+                                      max_length=min(tr.model.max_length, len(prompt) + 8 * window),
+                                      suppress_blank=True, suppress_tokens=suppressed)
+    return [tokenizer.decode(r.sequences_ids[0]) for r in results]
+
+
 def throughput(speech_dir: Path, configs: list[str], clips_n: int | None, seed: int) -> dict[str, Any]:
     import concurrent.futures
 
@@ -147,21 +170,29 @@ def throughput(speech_dir: Path, configs: list[str], clips_n: int | None, seed: 
     audio = [phone_line(c) for c in clips]
     out: dict[str, Any] = {"clips": len(clips), "configs": {}}
     for config in configs:
-        workers, _, threads = config.partition("x")
-        w, t = int(workers), int(threads)
+        workers, _, rest = config.partition("x")
+        threads, _, size = rest.partition("b")
+        w, t, b = int(workers), int(threads), int(size or 1)
         tr = WhisperTranscriber(resolve("tiny.en", "asr").path, WhisperSettings(cpu_threads=t, workers=w))
         tr.warm_up()
         times: list[float] = []
+        # Batches of clips of similar length (as a queue of the same window would give).
+        order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
+        groups = [[audio[i] for i in order[j:j + b]] for j in range(0, len(order), b)]
 
-        def one(a: Any, tr: WhisperTranscriber = tr, times: list[float] = times) -> None:
-            times.append(timed(tr.transcribe, a, "en")[1])
+        def one(group: list[Any], tr: WhisperTranscriber = tr, times: list[float] = times) -> None:
+            if len(group) == 1:
+                times.append(timed(tr.transcribe, group[0], "en")[1])
+            else:
+                times.append(timed(batched, tr, group, "en")[1])
 
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(w) as pool:
-            list(pool.map(one, audio))
+            list(pool.map(one, groups))
         wall = time.perf_counter() - t0
-        out["configs"][config] = {"decodes_per_s": round(len(audio) / wall, 2), "decode_ms": stats(times)}
-        print(f"{config}: {len(audio) / wall:.2f} decodes/s, decode p50 {statistics.median(times):.0f} ms",
+        out["configs"][config] = {"decodes_per_s": round(len(audio) / wall, 2), "batch": b,
+                                  "call_ms": stats(times)}
+        print(f"{config}: {len(audio) / wall:.2f} decodes/s, call p50 {statistics.median(times):.0f} ms",
               file=sys.stderr)
     return out
 

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -37,6 +38,7 @@ from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallLimits, CallStats,
 from bridge.call.settings import CallSettings, require_at_least
 from bridge.call.speaker import OUTPUT_RATE
 from bridge.call.upgrade import BadRequest, PrefixedStream, RequestHead, read_request_head, response
+from bridge.engines.schedule import LOAD_BUCKET_S
 from bridge.protocols.auth import TWILIO, Credentials, Verdict, authenticate
 from bridge.protocols.printable import printable
 from bridge.protocols.provider import ProviderCodec, StartEvent
@@ -99,7 +101,7 @@ class ServerSettings:
     app_connect_timeout_ms: int = 5000
     shutdown_grace_s: float = 30.0
     max_calls: int = 50
-    max_engine_load: float = 0.8
+    max_cpu_load: float = 0.8
     max_engine_wait_ms: int = 300
     max_pending_handshakes: int = 64
     handshake_timeout_ms: int = 5000
@@ -121,8 +123,8 @@ class ServerSettings:
             check_ws_url(self.public_url, "public_url")
         if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
             raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
-        if not 0 <= self.max_engine_load <= 1:
-            raise ValueError(f"max_engine_load must be from 0 (off) to 1, got {self.max_engine_load}")
+        if not 0 <= self.max_cpu_load <= 1:
+            raise ValueError(f"max_cpu_load must be from 0 (off) to 1, got {self.max_cpu_load}")
         require_at_least(self, max_engine_wait_ms=0)
         require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
                          handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
@@ -175,11 +177,15 @@ class MediaStreamsServer:
         for call in list(self._calls):
             call.end(reason)
 
+    async def sample_load(self) -> None:
+        """Read the process's CPU time for admission control, once a second."""
+        while True:
+            self.engines.load.cpu(time.process_time(), trio.current_time())
+            await trio.sleep(LOAD_BUCKET_S)
+
     def _count_calls(self, change: int) -> None:
         self.active_calls += change
-        now = trio.current_time()
-        self.engines.asr_scheduler.load.calls(self.active_calls, now)
-        self.engines.tts_scheduler.load.calls(self.active_calls, now)
+        self.engines.load.calls(self.active_calls, trio.current_time())
 
     def _changed(self) -> None:
         if not self.active_calls and not self.pending:
@@ -301,22 +307,21 @@ class MediaStreamsServer:
     def _no_room(self) -> tuple[str, str] | None:
         """Why a new call cannot be taken now (the cause and a message), or None.
 
-        Past ``max_calls``, or past an engine's budget: one more call would keep more than
-        ``max_engine_load`` of the recognition or synthesis slots busy at what calls have cost
-        lately, or callers' recognitions or urgent syntheses already wait longer than
-        ``max_engine_wait_ms`` for a slot (``EngineLoad``).
+        Past ``max_calls``, or past what the host carries (``ProcessLoad``): one more call, at what
+        calls have cost lately, would use more than ``max_cpu_load`` of the cores, or callers'
+        recognitions and replies' first chunks already wait longer than ``max_engine_wait_ms`` for an
+        engine slot.
         """
         if not self.accepting:
             return "draining", "the server is shutting down"
         if self.active_calls >= self.settings.max_calls:
             return "capacity", f"{self.active_calls} calls in progress (server.max_calls)"
-        for cause, scheduler in (("recognition", self.engines.asr_scheduler),
-                                 ("synthesis", self.engines.tts_scheduler)):
-            over = scheduler.load.fits_another(self.active_calls, trio.current_time(),
-                                               max_load=self.settings.max_engine_load,
-                                               max_wait_s=self.settings.max_engine_wait_ms / 1000)
-            if over is not None:
-                return cause, f"{self.active_calls} calls in progress; {cause}: {over}"
+        now = trio.current_time()
+        self.engines.load.cpu(time.process_time(), now)
+        over = self.engines.load.fits_another(self.active_calls, now, max_load=self.settings.max_cpu_load,
+                                              max_wait_s=self.settings.max_engine_wait_ms / 1000)
+        if over is not None:
+            return "load", f"{self.active_calls} calls in progress; {over}"
         return None
 
     def _check_start(self, verdict: Verdict, provider: str, start: StartEvent) -> str | None:
@@ -417,6 +422,7 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
             await accept.start(partial(trio.serve_listeners, server.handle_stream, list(listeners),
                                        handler_nursery=calls))
             await server.prepare()
+            accept.start_soon(server.sample_load)
             task_status.started()
             if shutdown is None:
                 await trio.sleep_forever()

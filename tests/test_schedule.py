@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from bridge.call.engines import ENGINE_NICE, Claim, Scheduler, built_at_engine_priority, run_in_worker
-from bridge.engines.schedule import LOAD_WINDOW_S, EngineLoad, FairQueue, Priority, Ticket
+from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, FairQueue, Priority, ProcessLoad, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
 
@@ -298,62 +298,67 @@ def test_one_slot_runs_partials_when_free() -> None:
 # -- the load that admission control judges by -----------------------------------------------------
 
 
-def busy_calls(load: EngineLoad, calls: int, seconds: int, decode_s: float, every_s: float,
-               wait_s: float = 0.0, start: float = 0.0) -> float:
-    """``calls`` calls for ``seconds``, each running a final of ``decode_s`` every ``every_s``."""
+def busy_calls(load: ProcessLoad, calls: int, seconds: int, cores_per_call: float, start: float = 0.0,
+               cpu_at_start: float = 0.0) -> tuple[float, float]:
+    """``calls`` calls for ``seconds``, each using ``cores_per_call``; the clock and CPU time at the end."""
     load.calls(calls, start)
-    t = start
-    while t < start + seconds:
-        for _ in range(calls):
-            load.granted(F, wait_s, t)
-            load.ran(F, decode_s, t + decode_s)
-        t += every_s
-    return start + seconds
+    load.cpu(cpu_at_start, start)
+    cpu = cpu_at_start
+    for t in range(1, seconds + 1):
+        cpu += calls * cores_per_call
+        load.cpu(cpu, start + t)
+    return start + seconds, cpu
 
 
-def test_a_call_is_refused_when_it_would_keep_too_many_slots_busy() -> None:
-    load = EngineLoad(slots=2)
-    # 10 calls, each a 0.2 s decode every 2 s: a tenth of a slot per call, half of two slots in all.
-    now = busy_calls(load, calls=10, seconds=20, decode_s=0.2, every_s=2.0)
-    assert load.per_call(now) == pytest.approx(0.1, rel=0.05)
-    assert load.fits_another(10, now, max_load=0.8, max_wait_s=0.3) is None  # 11 calls: 55%
-    assert load.fits_another(15, now, max_load=0.8, max_wait_s=0.3) is None  # 16 calls: 80%
+def test_a_call_is_refused_when_it_would_use_too_much_of_the_cores() -> None:
+    load = ProcessLoad(cores=2)
+    now, _ = busy_calls(load, calls=10, seconds=20, cores_per_call=0.1)
+    assert load.per_call(now) == pytest.approx(0.1, rel=0.01)
+    assert load.fits_another(10, now, max_load=0.8, max_wait_s=0.3) is None  # 11 calls: 55% of two cores
+    assert load.fits_another(14, now, max_load=0.8, max_wait_s=0.3) is None  # 15 calls: 75%
     why = load.fits_another(16, now, max_load=0.8, max_wait_s=0.3)  # 17 calls: 85%
-    assert why is not None and "17 calls" in why
+    assert why is not None and "17 calls would use 85% of 2 core(s)" in why
     assert load.fits_another(16, now, max_load=0, max_wait_s=0.3) is None  # the test is off
 
 
-def test_a_call_is_refused_while_finals_wait_too_long_for_a_slot() -> None:
-    load = EngineLoad(slots=2)
-    now = busy_calls(load, calls=2, seconds=10, decode_s=0.1, every_s=5.0, wait_s=0.5)
+def test_work_that_only_uses_spare_capacity_is_not_counted() -> None:
+    load = ProcessLoad(cores=1)
+    now, _ = busy_calls(load, calls=2, seconds=10, cores_per_call=0.4)  # 0.8 of the core in all...
+    for t in range(10):
+        load.spare(0.6, float(t) + 0.5)  # ...of which 0.6 went to partial recognitions
+    assert load.per_call(now) == pytest.approx(0.1, rel=0.01)
+    assert load.fits_another(2, now, max_load=0.8, max_wait_s=0.3) is None
+
+
+def test_a_call_is_refused_while_urgent_work_waits_too_long_for_a_slot() -> None:
+    load = ProcessLoad(cores=2)
+    now, _ = busy_calls(load, calls=2, seconds=10, cores_per_call=0.01)
+    for i in range(MIN_WAITS - 1):
+        load.waited(0.5, now - 5 + i * 0.1)
+    assert load.fits_another(2, now, max_load=0.8, max_wait_s=0.3) is None  # too few waits to judge
+    load.waited(0.5, now)
     why = load.fits_another(2, now, max_load=0.8, max_wait_s=0.3)
     assert why is not None and "waited over 300 ms" in why
     assert load.fits_another(2, now, max_load=0.8, max_wait_s=0.6) is None
     assert load.fits_another(2, now, max_load=0.8, max_wait_s=0) is None  # the test is off
 
 
-def test_partials_are_not_counted_against_the_budget() -> None:
-    load = EngineLoad(slots=1)
-    load.calls(1, 0.0)
-    for i in range(20):
-        load.granted(P, 2.0, float(i))
-        load.ran(P, 0.9, i + 0.9)
-    assert load.per_call(20.0) == 0.0
-    assert load.fits_another(1, 20.0, max_load=0.5, max_wait_s=0.3) is None
-
-
 def test_the_load_is_forgotten_after_its_window() -> None:
-    load = EngineLoad(slots=1)
-    now = busy_calls(load, calls=4, seconds=10, decode_s=0.5, every_s=1.0, wait_s=1.0)
+    load = ProcessLoad(cores=1)
+    now, cpu = busy_calls(load, calls=4, seconds=10, cores_per_call=0.5)
+    for _ in range(MIN_WAITS):
+        load.waited(1.0, now)
     assert load.fits_another(4, now, max_load=0.8, max_wait_s=0.3) is not None
     load.calls(0, now)
     later = now + LOAD_WINDOW_S + 2
+    load.cpu(cpu, later)
     assert load.per_call(later) == 0.0 and load.fits_another(0, later, max_load=0.8, max_wait_s=0.3) is None
 
 
 def test_the_load_keeps_fixed_memory() -> None:
-    load = EngineLoad(slots=2)
-    busy_calls(load, calls=100, seconds=100, decode_s=0.01, every_s=0.01)
+    load = ProcessLoad(cores=2)
+    for i in range(100_000):
+        load.waited(0.01, i * 0.001)
     assert all(len(b.waits) <= 256 for b in load._buckets) and len(load._buckets) == LOAD_WINDOW_S
 
 
@@ -394,5 +399,24 @@ def test_synthesis_keeps_its_last_free_slot_for_a_replys_first_chunk() -> None:
             await gate.started("due-c")
             gate.finish("due-c")
         assert sorted(gate.ran[:2]) == ["ahead-a", "due-b"] and gate.ran[2:] == ["first-d", "due-c"]
+
+    run(main)
+
+
+def test_each_scheduler_reports_only_its_urgent_waits_and_its_spare_work() -> None:
+    async def main() -> None:
+        load = ProcessLoad(cores=2)
+        tts = Scheduler(1, held_back=S, load=load, urgent=(F,), spare=())
+        for priority in (F, S, P):
+            async with tts.claim("a", priority):
+                await trio.sleep(1)
+        w = load.window(trio.current_time())
+        assert len(w.waits) == 1 and w.spare_s == 0
+        asr = Scheduler(1, load=load)
+        for priority in (F, S, P):
+            async with asr.claim("a", priority):
+                await trio.sleep(1)
+        w = load.window(trio.current_time())
+        assert len(w.waits) == 3 and w.spare_s == pytest.approx(1.0)
 
     run(main)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, WebSocketRequest
 
+from bridge import server as server_module
 from bridge.call.engines import SpeechEngines
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.engines.schedule import LOAD_WINDOW_S, Priority
+from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, Priority
 from bridge.protocols.signature import twilio_signature
 from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
 from bridge.sim.agent import AgentScript, ScriptedAgent
@@ -80,44 +82,43 @@ async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
     assert await handshake(server) == 503
 
 
-async def test_a_call_over_the_recognition_budget_is_refused_and_counted(autojump_clock: object) -> None:
-    """Admission control: the calls in progress keep the decode slot busy; one more call would take it past
-    max_engine_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after <Connect>).
-    Once recognition has been quiet for the window, calls are taken again."""
+async def test_a_call_the_cores_cannot_carry_is_refused_and_counted(autojump_clock: object,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission control: three calls in progress have used 0.25 of a core each; a fourth would take the
+    process past max_cpu_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after
+    <Connect>). Once the load has gone, calls are taken again."""
+    cpu = [0.0]
+    monkeypatch.setattr(server_module, "time", SimpleNamespace(process_time=lambda: cpu[0]))
     engines = fake_engines()
-    server = bridge_server(settings(server__max_engine_load=0.8, server__max_engine_wait_ms=0), engines)
-    assert engines.asr_scheduler.slots == 1
+    engines.load.cores = 1
+    server = bridge_server(settings(server__max_cpu_load=0.8, server__max_engine_wait_ms=0), engines)
     assert await handshake(server) == 101
-    server._count_calls(+3)  # three calls in progress, each recognising 0.25 s in every second
+    server._count_calls(+3)
     for _ in range(20):
-        for call in range(3):
-            async with engines.asr_scheduler.claim(call, Priority.FINAL):
-                await trio.sleep(0.25)
-        await trio.sleep(0.25)
-    assert await handshake(server) == 503  # 4 calls would keep 100% of the slot busy
-    assert server.refused["recognition"] == 1
+        cpu[0] += 0.75
+        engines.load.cpu(cpu[0], trio.current_time())
+        await trio.sleep(1)
+    assert await handshake(server) == 503  # 4 calls would use 100% of the core
+    assert server.refused["load"] == 1
     server._count_calls(-3)
     await trio.sleep(LOAD_WINDOW_S)
     assert await handshake(server) == 101
 
 
-async def test_a_call_is_refused_while_urgent_speech_waits_too_long_for_synthesis(autojump_clock: object) -> None:
+async def test_a_call_is_refused_while_urgent_engine_work_waits_too_long(autojump_clock: object) -> None:
+    """Recognitions the callers wait for queue behind long ones: the latency is gone already."""
     engines = fake_engines()
-    server = bridge_server(settings(server__max_engine_load=0, server__max_engine_wait_ms=300), engines)
+    server = bridge_server(settings(server__max_cpu_load=0, server__max_engine_wait_ms=300), engines)
     server._count_calls(+2)
-    tts = engines.tts_scheduler
-    async with trio.open_nursery() as nursery:  # long syntheses hold both slots; first chunks queue behind
+    asr = engines.asr_scheduler
+    async with trio.open_nursery() as nursery:  # one slot, and finals queue for it 0.5 s each
         async def hold(seconds: float, priority: Priority) -> None:
-            async with tts.claim("a", priority):
+            async with asr.claim("a", priority):
                 await trio.sleep(seconds)
-        nursery.start_soon(hold, 2.0, Priority.SPECULATIVE)
-        await trio.sleep(0.01)
-        nursery.start_soon(hold, 2.0, Priority.FINAL)  # in the slot kept for first chunks
-        await trio.sleep(0.01)
-        for _ in range(3):
-            nursery.start_soon(hold, 0.1, Priority.FINAL)
+        for _ in range(MIN_WAITS + 1):
+            nursery.start_soon(hold, 0.5, Priority.FINAL)
     assert await handshake(server) == 503
-    assert server.refused["synthesis"] == 1 and server.refused["recognition"] == 0
+    assert server.refused["load"] == 1
 
 
 @pytest.mark.parametrize(("relay_url", "allowed", "expected"), [

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
-from bridge.engines.schedule import EngineLoad, FairQueue, Priority, Ticket
+from bridge.engines.schedule import FairQueue, Priority, ProcessLoad, Ticket
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -159,7 +159,9 @@ class Scheduler:
     ``load`` keeps what recognition cost lately, for admission control.
     """
 
-    def __init__(self, slots: int, *, held_back: Priority = Priority.PARTIAL, load: EngineLoad | None = None) -> None:
+    def __init__(self, slots: int, *, held_back: Priority = Priority.PARTIAL, load: ProcessLoad | None = None,
+                 urgent: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE),
+                 spare: tuple[Priority, ...] = (Priority.PARTIAL,)) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
@@ -170,7 +172,10 @@ class Scheduler:
         self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
-        self.load = load or EngineLoad(slots)
+        # Where the waits of ``urgent`` work and the slot time of ``spare`` work (which only uses what
+        # is spare) go, for admission control.
+        self.load = load or ProcessLoad(slots)
+        self._urgent, self._spare = urgent, spare
 
     @property
     def busy(self) -> int:
@@ -214,7 +219,8 @@ class Scheduler:
             now = trio.current_time()
             ticket.granted_at = now
             self.granted[ticket.priority] += 1
-            self.load.granted(ticket.priority, now - ticket.queued_at, now)
+            if ticket.priority in self._urgent:
+                self.load.waited(now - ticket.queued_at, now)
             if ticket is mine:
                 got = True
             else:
@@ -223,7 +229,8 @@ class Scheduler:
 
     def _release(self, ticket: Ticket) -> None:
         now = trio.current_time()
-        self.load.ran(ticket.priority, now - ticket.granted_at, now)
+        if ticket.priority in self._spare:
+            self.load.spare(now - ticket.granted_at, now)
         self._free += 1
         self._dispatch()
 
@@ -281,6 +288,8 @@ class SpeechEngines:
     more_languages: tuple[LanguageEngines, ...] = ()
     # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
+    # The whole process's load (CPU time per call, urgent engine waits), for admission control.
+    load: ProcessLoad = field(default_factory=lambda: ProcessLoad(os.cpu_count() or 1), init=False)
     _asr_scheduler: Scheduler | None = field(default=None, init=False)
     _tts_scheduler: Scheduler | None = field(default=None, init=False)
 
@@ -321,12 +330,11 @@ class SpeechEngines:
     def _schedulers(self) -> tuple[Scheduler, Scheduler]:
         # Created lazily, inside the trio run that uses them.
         if self._asr_scheduler is None or self._tts_scheduler is None:
-            self._asr_scheduler = Scheduler(self.asr_concurrency)
+            self._asr_scheduler = Scheduler(self.asr_concurrency, load=self.load)
             # One slot more than the syntheses that run side by side, kept for the first chunk of a
             # reply: the caller hears nothing until it is ready, and it never waits behind a long one.
-            slots = self.tts_concurrency + 1
-            self._tts_scheduler = Scheduler(slots, held_back=Priority.SPECULATIVE, load=EngineLoad(
-                slots, waits_of=(Priority.FINAL,), busy_of=tuple(Priority)))
+            self._tts_scheduler = Scheduler(self.tts_concurrency + 1, held_back=Priority.SPECULATIVE, load=self.load,
+                                            urgent=(Priority.FINAL,), spare=())
         return self._asr_scheduler, self._tts_scheduler
 
     @property

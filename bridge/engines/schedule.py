@@ -11,8 +11,8 @@ final. Each call's own work stays in arrival order.
 A queued item can move up a class (a partial that turns out to cover the whole utterance becomes
 the final) and can leave the queue at any time (work that is no longer wanted). No threads, and no
 clock but the times the runtime (``bridge.call.engines``) passes in: it grants slots in the order
-``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of work in an ``EngineLoad`` for admission
-control (``fits_another``: whether one more call would push the engine past its budget).
+``pop`` gives, and keeps the last ``LOAD_WINDOW_S`` of the process in a ``ProcessLoad`` for
+admission control (``fits_another``: whether one more call fits the cores and the latency budget).
 
 Speech synthesis queues the same way: the first chunk of a reply (the caller hears nothing yet) is
 ``FINAL``, a later chunk due before the audio ahead of it runs out is ``SPECULATIVE``, and one made
@@ -33,7 +33,8 @@ from operator import attrgetter
 LOAD_WINDOW_S = 30.0  # the recent past that admission control judges by
 LOAD_BUCKET_S = 1.0
 SLOW_SHARE = 0.1  # recognition is over budget when more than this share of finals waited too long
-WAITS_PER_BUCKET = 256  # the waits of the first this many finals of a second are kept (fixed memory)
+WAITS_PER_BUCKET = 256  # the waits of the first this many urgent items of a second are kept (fixed memory)
+MIN_WAITS = 20  # fewer waits than this in the window say nothing yet
 
 
 class Priority(IntEnum):
@@ -124,92 +125,101 @@ class FairQueue:
 @dataclass
 class _Bucket:
     start: float = -math.inf
-    busy_s: float = 0.0  # slot time taken by final and speculative recognitions that ended in it
+    cpu_s: float = 0.0  # the process's CPU time
+    spare_s: float = 0.0  # slot time of work that only uses what is spare (partial recognitions)
     call_s: float = 0.0  # calls in progress x time
-    waits: list[float] = field(default_factory=list)  # how long finals and speculations granted in it waited
+    waits: list[float] = field(default_factory=list)  # how long urgent engine work waited for a slot
 
 
-class EngineLoad:
-    """The last ``LOAD_WINDOW_S`` of one engine's slots, in one-second buckets (fixed memory).
+class ProcessLoad:
+    """The last ``LOAD_WINDOW_S`` of the process, in one-second buckets (fixed memory): whether one more
+    call fits.
 
-    What a call costs is measured, not assumed: slot time of the classes in ``busy_of`` over call
-    time, so the projection follows the models, the machine, how much the callers talk and how much
-    the app says (partial recognitions are left out by default: they only use what is spare, and
-    thin out first under load). Waits are judged for the classes in ``waits_of`` (work someone is
-    waiting for now).
+    What a call costs is measured, not assumed: the process's CPU time over call time, less the
+    slot time of work that only uses what is spare (partial recognitions thin out first under
+    load), so the projection follows the models, the machine, how much the callers talk and how
+    much the app says. And how long urgent engine work (final recognitions, a reply's first
+    chunk) waited for a slot: the latency the callers get now.
     """
 
-    def __init__(self, slots: int, *, waits_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE),
-                 busy_of: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE)) -> None:
-        self.slots = slots
-        self.waits_of = waits_of
-        self.busy_of = busy_of
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
         self._buckets = [_Bucket() for _ in range(round(LOAD_WINDOW_S / LOAD_BUCKET_S))]
         self._calls = 0
-        self._since = 0.0  # calls have been ``_calls`` since then (integrated up to it)
+        self._since = -math.inf  # calls have been ``_calls`` since then (integrated up to it)
+        self._cpu: tuple[float, float] | None = None  # the last CPU reading: (clock, CPU seconds)
 
     def _bucket(self, now: float) -> _Bucket:
         start = math.floor(now / LOAD_BUCKET_S) * LOAD_BUCKET_S
         b = self._buckets[int(start / LOAD_BUCKET_S) % len(self._buckets)]
         if b.start != start:
-            b.start, b.busy_s, b.call_s, b.waits = start, 0.0, 0.0, []
+            b.start, b.cpu_s, b.spare_s, b.call_s, b.waits = start, 0.0, 0.0, 0.0, []
         return b
 
-    def _integrate(self, now: float) -> None:
-        t = max(self._since, now - LOAD_WINDOW_S)
+    def _spread(self, since: float, now: float, attr: str, rate: float) -> None:
+        """Add ``rate`` per second from ``since`` to ``now`` to the buckets it spans (within the window)."""
+        t = max(since, now - LOAD_WINDOW_S)
         while t < now:
             b = self._bucket(t)
             end = min(now, b.start + LOAD_BUCKET_S)
-            b.call_s += self._calls * (end - t)
+            setattr(b, attr, getattr(b, attr) + rate * (end - t))
             t = end
-        self._since = max(self._since, now)
 
     def calls(self, active: int, now: float) -> None:
         """The number of calls in progress changed to ``active``."""
-        self._integrate(now)
-        self._calls = active
+        self._spread(self._since, now, "call_s", self._calls)
+        self._since, self._calls = max(self._since, now), active
 
-    def granted(self, priority: Priority, waited_s: float, now: float) -> None:
-        if priority in self.waits_of:
-            b = self._bucket(now)
-            if len(b.waits) < WAITS_PER_BUCKET:
-                b.waits.append(waited_s)
+    def cpu(self, cpu_s: float, now: float) -> None:
+        """The process's CPU time so far (``time.process_time``), read at ``now``; read it often."""
+        if self._cpu is not None and now > self._cpu[0]:
+            then, used = self._cpu
+            self._spread(then, now, "cpu_s", max(0.0, cpu_s - used) / (now - then))
+        self._cpu = (now, cpu_s)
 
-    def ran(self, priority: Priority, ran_s: float, now: float) -> None:
-        if priority in self.busy_of:
-            self._bucket(now).busy_s += ran_s
+    def waited(self, waited_s: float, now: float) -> None:
+        """Urgent engine work waited ``waited_s`` for a slot."""
+        b = self._bucket(now)
+        if len(b.waits) < WAITS_PER_BUCKET:
+            b.waits.append(waited_s)
+
+    def spare(self, ran_s: float, now: float) -> None:
+        """Work that only uses spare capacity held a slot for ``ran_s``."""
+        self._bucket(now).spare_s += ran_s
 
     def window(self, now: float) -> _Bucket:
         """Totals over the window that ends at ``now``."""
-        self._integrate(now)
+        self.calls(self._calls, now)
         total = _Bucket(start=now - LOAD_WINDOW_S)
         for b in self._buckets:
             if now - LOAD_WINDOW_S - LOAD_BUCKET_S < b.start <= now:
-                total.busy_s += b.busy_s
+                total.cpu_s += b.cpu_s
+                total.spare_s += b.spare_s
                 total.call_s += b.call_s
                 total.waits += b.waits
         return total
 
     def per_call(self, now: float) -> float:
-        """Slots one call has kept busy lately (slot seconds per second); 0 before any call talked."""
+        """Cores one call has kept busy lately (CPU seconds per second, spare work left out)."""
         w = self.window(now)
-        return w.busy_s / w.call_s if w.call_s > 0 else 0.0
+        return max(0.0, w.cpu_s - w.spare_s) / w.call_s if w.call_s > 0 else 0.0
 
     def fits_another(self, active: int, now: float, *, max_load: float, max_wait_s: float) -> str | None:
-        """Why one more call would push recognition past its budget, or None when it fits.
+        """Why one more call would not fit, or None when it does.
 
-        Over budget: more than ``SLOW_SHARE`` of the window's work of ``waits_of`` waited longer than
-        ``max_wait_s`` for a slot (callers are already waiting), or ``active`` + 1 calls at what a
-        call has cost lately would keep more than ``max_load`` of the slots busy.
-        A ``max_wait_s`` or ``max_load`` of 0 turns its test off.
+        It would not: when more than ``SLOW_SHARE`` of the window's urgent engine work (at least
+        ``MIN_WAITS`` of it) waited longer than ``max_wait_s`` for a slot (callers already wait), or
+        when ``active`` + 1 calls at what a call has cost lately would use more than ``max_load`` of
+        the cores. A ``max_wait_s`` or ``max_load`` of 0 turns its test off.
         """
         w = self.window(now)
         slow = sum(1 for x in w.waits if x > max_wait_s)
-        if max_wait_s > 0 and w.waits and slow > SLOW_SHARE * len(w.waits):
-            return f"{slow} of the last {len(w.waits)} waited over {max_wait_s * 1000:.0f} ms for a slot"
+        if max_wait_s > 0 and len(w.waits) >= MIN_WAITS and slow > SLOW_SHARE * len(w.waits):
+            return f"{slow} of the last {len(w.waits)} urgent recognitions and syntheses waited over " \
+                   f"{max_wait_s * 1000:.0f} ms for a slot"
         if max_load > 0 and w.call_s > 0:
-            projected = (active + 1) * w.busy_s / w.call_s / self.slots
+            projected = (active + 1) * self.per_call(now) / self.cores
             if projected > max_load:
-                return (f"{active + 1} calls would keep {projected:.0%} of {self.slots} slot(s) busy "
+                return (f"{active + 1} calls would use {projected:.0%} of {self.cores} core(s) "
                         f"(at most {max_load:.0%})")
         return None
