@@ -68,7 +68,7 @@ bench-asr: $(STAMP) speech-data $(SPEECH_DIR)/.done-es
 bench-capacity: $(STAMP) speech-data
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-capacity.json
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --media --reps 1 \
-		--out ../out/bench-capacity-media.json
+		--media-levels 25 50 75 100 --out ../out/bench-capacity-media.json
 
 # The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
 # leak or any call errs. Takes the full hour: run it on purpose.
