@@ -323,11 +323,19 @@ def test_a_call_is_refused_when_it_would_use_too_much_of_the_cores() -> None:
 
 def test_work_that_only_uses_spare_capacity_is_not_counted() -> None:
     load = ProcessLoad(cores=1)
-    now, _ = busy_calls(load, calls=2, seconds=10, cores_per_call=0.4)  # 0.8 of the core in all...
-    for t in range(10):
+    now, _ = busy_calls(load, calls=6, seconds=25, cores_per_call=0.15)  # 0.9 of the core in all...
+    for t in range(25):
         load.spare(0.6, float(t) + 0.5)  # ...of which 0.6 went to partial recognitions
-    assert load.per_call(now) == pytest.approx(0.1, rel=0.01)
-    assert load.fits_another(2, now, max_load=0.8, max_wait_s=0.3) is None
+    assert load.per_call(now) == pytest.approx(0.05, rel=0.01)
+    assert load.fits_another(6, now, max_load=0.8, max_wait_s=0.3) is None
+
+
+def test_the_first_seconds_of_calls_do_not_stand_for_what_calls_cost() -> None:
+    load = ProcessLoad(cores=1)
+    now, cpu = busy_calls(load, calls=4, seconds=20, cores_per_call=0.5)  # 80 call-seconds: not enough
+    assert load.fits_another(4, now, max_load=0.8, max_wait_s=0.3) is None
+    now, _ = busy_calls(load, calls=4, seconds=10, cores_per_call=0.5, start=now, cpu_at_start=cpu)
+    assert load.fits_another(4, now, max_load=0.8, max_wait_s=0.3) is not None  # 120 call-seconds
 
 
 def test_a_call_is_refused_while_urgent_work_waits_too_long_for_a_slot() -> None:

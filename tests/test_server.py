@@ -84,7 +84,7 @@ async def test_calls_over_the_limit_are_refused(autojump_clock: object) -> None:
 
 async def test_a_call_the_cores_cannot_carry_is_refused_and_counted(autojump_clock: object,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Admission control: three calls in progress have used 0.25 of a core each; a fourth would take the
+    """Admission control: five calls in progress have used 0.15 of a core each; a sixth would take the
     process past max_cpu_load, so its upgrade is refused with 503 (Twilio then runs the TwiML after
     <Connect>). Once the load has gone, calls are taken again."""
     cpu = [0.0]
@@ -93,14 +93,14 @@ async def test_a_call_the_cores_cannot_carry_is_refused_and_counted(autojump_clo
     engines.load.cores = 1
     server = bridge_server(settings(server__max_cpu_load=0.8, server__max_engine_wait_ms=0), engines)
     assert await handshake(server) == 101
-    server._count_calls(+3)
-    for _ in range(20):
+    server._count_calls(+5)
+    for _ in range(30):
         cpu[0] += 0.75
         engines.load.cpu(cpu[0], trio.current_time())
         await trio.sleep(1)
-    assert await handshake(server) == 503  # 4 calls would use 100% of the core
+    assert await handshake(server) == 503  # 6 calls would use 90% of the core
     assert server.refused["load"] == 1
-    server._count_calls(-3)
+    server._count_calls(-5)
     await trio.sleep(LOAD_WINDOW_S)
     assert await handshake(server) == 101
 

@@ -35,6 +35,9 @@ LOAD_BUCKET_S = 1.0
 SLOW_SHARE = 0.1  # recognition is over budget when more than this share of finals waited too long
 WAITS_PER_BUCKET = 256  # the waits of the first this many urgent items of a second are kept (fixed memory)
 MIN_WAITS = 20  # fewer waits than this in the window say nothing yet
+# Less call time than this in the window says nothing yet about what a call costs: a call's first
+# seconds (its greeting synthesised, no caller speech yet) are not what the rest of it costs.
+MIN_CALL_S = 120.0
 
 
 class Priority(IntEnum):
@@ -210,14 +213,15 @@ class ProcessLoad:
         It would not: when more than ``SLOW_SHARE`` of the window's urgent engine work (at least
         ``MIN_WAITS`` of it) waited longer than ``max_wait_s`` for a slot (callers already wait), or
         when ``active`` + 1 calls at what a call has cost lately would use more than ``max_load`` of
-        the cores. A ``max_wait_s`` or ``max_load`` of 0 turns its test off.
+        the cores (judged once the window holds ``MIN_CALL_S`` of call time). A ``max_wait_s`` or
+        ``max_load`` of 0 turns its test off.
         """
         w = self.window(now)
         slow = sum(1 for x in w.waits if x > max_wait_s)
         if max_wait_s > 0 and len(w.waits) >= MIN_WAITS and slow > SLOW_SHARE * len(w.waits):
             return f"{slow} of the last {len(w.waits)} urgent recognitions and syntheses waited over " \
                    f"{max_wait_s * 1000:.0f} ms for a slot"
-        if max_load > 0 and w.call_s > 0:
+        if max_load > 0 and w.call_s >= MIN_CALL_S:
             projected = (active + 1) * self.per_call(now) / self.cores
             if projected > max_load:
                 return (f"{active + 1} calls would use {projected:.0%} of {self.cores} core(s) "
