@@ -149,7 +149,7 @@ def batched(tr: WhisperTranscriber, batch: list[Any], language: str) -> list[str
 
     window = tr.settings.window_for(max(len(a) for a in batch) / tr.sample_rate)
     extractor = tr.model.feature_extractor
-    features = np.zeros((len(batch), extractor.feature_size, window * tr.sample_rate // extractor.hop_length),
+    features = np.zeros((len(batch), tr.model.model.n_mels, window * tr.sample_rate // extractor.hop_length),
                         dtype=np.float32)
     for i, a in enumerate(batch):
         content = extractor(a)[:, :-1]
