@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machine import machine
 from speechset import fold, phone_line, select_clips
 
 from bridge.config import MULTILINGUAL_MODEL
@@ -225,7 +224,7 @@ def main() -> int:
     models = {"tiny.en": "tiny.en", "base": MULTILINGUAL_MODEL}
     loaded: dict[str, WhisperTranscriber] = {}
     out: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "cpu_threads": args.cpu_threads, "compute_type": "int8", "windows_s": windows, "beams": args.beams,
         "modes": {},
     }

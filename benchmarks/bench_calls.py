@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import random
 import statistics
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from machine import machine
 from speechset import transcripts
 
 from bridge import logs
@@ -239,8 +239,7 @@ def main() -> int:
     logs.configure("WARNING")
     t0 = time.perf_counter()
     results = trio.run(bench, args)
-    results["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
-                          "platform": platform.platform()}
+    results["machine"] = machine()
     results["wall_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -44,7 +44,6 @@ import bisect
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -62,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from soak import free_port, listening, proc_sample, scan_log, to_toml
+from machine import machine
+from soak import free_port, listening, pct, proc_sample, scan_log, to_toml
 from speechset import select_clips
 from trio_websocket import ConnectionRejected
 
@@ -248,13 +248,6 @@ def read_log(level: Level, log_path: Path) -> None:
 # -- figures ------------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, round(q * (len(s) - 1)))], 1)
-
-
 def summary(values: list[float], *qs: float) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(values)}
     for q in qs:
@@ -347,20 +340,22 @@ def figures(level: Level, silence_ms: int) -> dict[str, Any]:
         "cpu": level.cpu, "rss_mib": round(max(level.rss_kib, default=0) / 1024),
         "daemon_log_errors": level.log.get("errors", 0), "daemon_log_warnings": level.log.get("warnings", 0),
     }
-    out["meets"] = meets(out, silence_ms)
+    out["meets"] = meets(lambda path: dig(out, path), silence_ms)
     return out
 
 
-def meets(fig: dict[str, Any], silence_ms: int) -> bool:
-    def within(value: float | None, bound: float) -> bool:
-        return value is None or value <= bound  # no sample (no barge-in at one call): nothing missed
+def meets(value: Callable[[tuple[str, ...]], Any], silence_ms: int) -> bool:
+    """Whether the figures ``value`` gives (by path, e.g. ("lateness_ms", "p99.9")) meet the targets."""
+    def within(path: tuple[str, ...], bound: float) -> bool:
+        v = value(path)
+        return v is None or v <= bound  # no sample (no barge-in at one call): nothing missed
 
-    return (fig["refused"] == 0 and fig["missed"] == 0 and fig["failed"] == 0
-            and fig["eos_to_prompt_ms"]["p95"] is not None
-            and fig["eos_to_prompt_ms"]["p95"] <= silence_ms + TARGETS["eos_to_prompt_p95_over_silence_ms"]
-            and within(fig["token_to_audio_ms"]["p95"], TARGETS["token_to_audio_p95_ms"])
-            and within(fig["onset_to_clear_ms"]["p95"], TARGETS["onset_to_clear_p95_ms"])
-            and within(fig["lateness_ms"]["p99.9"], TARGETS["lateness_p999_ms"]))
+    eos = value(("eos_to_prompt_ms", "p95"))
+    return (value(("refused",)) == 0 and value(("missed",)) == 0 and value(("failed",)) == 0
+            and eos is not None and eos <= silence_ms + TARGETS["eos_to_prompt_p95_over_silence_ms"]
+            and within(("token_to_audio_ms", "p95"), TARGETS["token_to_audio_p95_ms"])
+            and within(("onset_to_clear_ms", "p95"), TARGETS["onset_to_clear_p95_ms"])
+            and within(("lateness_ms", "p99.9"), TARGETS["lateness_p999_ms"]))
 
 
 MEDIAN_KEYS: list[tuple[str, ...]] = [
@@ -382,13 +377,7 @@ def median_of_reps(reps: list[dict[str, Any]], silence_ms: int) -> dict[str, Any
     for path in MEDIAN_KEYS:
         values = [v for r in reps if (v := dig(r, path)) is not None]
         med[".".join(path)] = round(statistics.median(values), 1) if values else None
-    ok = (med["refused"] == 0 and med["missed"] == 0 and med["failed"] == 0
-          and med["eos_to_prompt_ms.p95"] is not None
-          and med["eos_to_prompt_ms.p95"] <= silence_ms + TARGETS["eos_to_prompt_p95_over_silence_ms"])
-    for key, target in (("token_to_audio_ms.p95", "token_to_audio_p95_ms"),
-                        ("onset_to_clear_ms.p95", "onset_to_clear_p95_ms"), ("lateness_ms.p99.9", "lateness_p999_ms")):
-        ok = ok and (med[key] is None or med[key] <= TARGETS[target])
-    med["meets"] = ok
+    med["meets"] = meets(lambda path: med[".".join(path)], silence_ms)
     return med
 
 
@@ -510,7 +499,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = bench(args, args.out.parent, lambda line: print(line, file=sys.stderr, flush=True))
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    results["machine"] = machine()
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(results, indent=2))
     print_table(results)

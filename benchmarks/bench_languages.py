@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import machine
 from numpy.typing import NDArray
 from speechset import fold, phone_line, select_clips
 
@@ -116,7 +115,7 @@ def main() -> int:
         "base/es+hints-open": (base, "es", "es", "open"),
     }
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "cpu_threads": args.cpu_threads, "beam_size": settings.beam_size, "compute_type": settings.compute_type,
         "clips": {lang: len(c) for lang, c in clips.items()},
         "speech_seconds": {lang: sum(x.seconds for x in c) for lang, c in clips.items()},

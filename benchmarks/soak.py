@@ -58,7 +58,6 @@ import bisect
 import dataclasses
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -77,6 +76,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import trio
+from machine import machine
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto.utilities import LocalProtocolError
 
@@ -823,8 +823,7 @@ def main() -> int:
                       file=sys.stderr)
                 return 2
     results = soak.report(log_path, config_text)
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()}
+    results["machine"] = machine()
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(results, indent=2))
     print_summary(results, args.out)

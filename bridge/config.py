@@ -37,6 +37,7 @@ from bridge.call.settings import (
     SessionSettings,
     require_at_least,
 )
+from bridge.engines.schedule import cpu_cores
 from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
 from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
@@ -107,7 +108,7 @@ class AsrConfig:
     @property
     def decodes(self) -> int:
         """Recognitions run side by side: ``concurrency``, or one per CPU core when it is 0."""
-        return self.concurrency or max(1, os.cpu_count() or 1)
+        return self.concurrency or cpu_cores()
 
     def whisper(self) -> WhisperSettings:
         """The recogniser's settings."""
@@ -130,7 +131,7 @@ class TtsConfig:
     @property
     def syntheses(self) -> int:
         """Syntheses run side by side: ``concurrency``, or one per CPU core when it is 0."""
-        return self.concurrency or max(1, os.cpu_count() or 1)
+        return self.concurrency or cpu_cores()
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,9 @@ class ServerSettings:
             raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
         if not 0 <= self.max_cpu_load <= 1:
             raise ValueError(f"max_cpu_load must be from 0 (off) to 1, got {self.max_cpu_load}")
-        require_at_least(self, max_engine_wait_ms=0)
-        require_at_least(self, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1, max_pending_handshakes=1,
-                         handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100, pong_timeout_ms=100,
-                         send_timeout_ms=100)
+        require_at_least(self, max_engine_wait_ms=0, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1,
+                         max_pending_handshakes=1, handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100,
+                         pong_timeout_ms=100, send_timeout_ms=100)
 
     @property
     def credentials(self) -> Credentials:

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
 from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
-from bridge.engines.schedule import FairQueue, Priority, ProcessLoad, Ticket
+from bridge.engines.schedule import FairQueue, Priority, ProcessLoad, Ticket, cpu_cores
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -155,8 +155,8 @@ class Scheduler:
     With more than one slot, work of class ``held_back`` or less urgent never takes the last free
     one: it stays for more urgent work. Recognition holds back partials (the last slot stays for a
     final, and its core for the replies' speech: partials thin out first under load); synthesis holds
-    back everything but a reply's first chunk.
-    ``load`` keeps what recognition cost lately, for admission control.
+    back everything but a reply's first chunk. ``load`` (the process's, for admission control) gets
+    how long ``urgent`` work waited and how long ``spare`` work held a slot.
     """
 
     def __init__(self, slots: int, *, held_back: Priority = Priority.PARTIAL, load: ProcessLoad | None = None,
@@ -172,9 +172,7 @@ class Scheduler:
         self._waiters: dict[Ticket, trio.lowlevel.Task] = {}
         self.granted: dict[Priority, int] = dict.fromkeys(Priority, 0)  # slots granted so far, by class
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
-        # Where the waits of ``urgent`` work and the slot time of ``spare`` work (which only uses what
-        # is spare) go, for admission control.
-        self.load = load or ProcessLoad(slots)
+        self.load = load or ProcessLoad(cpu_cores())
         self._urgent, self._spare = urgent, spare
 
     @property
@@ -289,7 +287,7 @@ class SpeechEngines:
     # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
     # The whole process's load (CPU time per call, urgent engine waits), for admission control.
-    load: ProcessLoad = field(default_factory=lambda: ProcessLoad(os.cpu_count() or 1), init=False)
+    load: ProcessLoad = field(default_factory=lambda: ProcessLoad(cpu_cores()), init=False)
     _asr_scheduler: Scheduler | None = field(default=None, init=False)
     _tts_scheduler: Scheduler | None = field(default=None, init=False)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +13,11 @@ from numpy.typing import NDArray
 class PiperSynthesizer:
     def __init__(self, model_path: Path, *, threads: int = 1) -> None:
         import onnxruntime  # type: ignore[import-untyped]
-        from piper import PiperVoice
+        from piper import PiperConfig, PiperVoice
 
-        config = model_path.with_name(model_path.name + ".json")
-        voice = PiperVoice.load(model_path, config_path=config if config.is_file() else None)
+        # As PiperVoice.load, but with our own session options (it would load the model once more).
+        with model_path.with_name(model_path.name + ".json").open(encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
         # ONNX Runtime's default is a thread per core that spins between runs: side by side with the
         # recogniser's decodes that takes cores from them and from the event loop. One thread per
         # synthesis runs on the calling (worker) thread, and several syntheses run side by side.
@@ -26,7 +27,7 @@ class PiperSynthesizer:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
                                                providers=["CPUExecutionProvider"])
-        self.voice = dataclasses.replace(voice, session=session)
+        self.voice = PiperVoice(session=session, config=config)
         self.sample_rate = int(self.voice.config.sample_rate)
 
     def synthesize(self, text: str) -> Iterator[NDArray[np.int16]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import os
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -123,6 +124,11 @@ class FairQueue:
             self.push(ticket)
         else:
             ticket.priority = priority
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may use (what "one per core" defaults count)."""
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass
