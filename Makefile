@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity soak lint speech-data clean
+.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity bench-cost soak lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -69,6 +69,10 @@ bench-capacity: $(STAMP) speech-data
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-capacity.json
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --media --reps 1 \
 		--media-levels 25 50 75 100 --out ../out/bench-capacity-media.json
+
+# Engine CPU per conversational call, and so the most calls the cores could carry at all.
+bench-cost: $(STAMP) speech-data
+	cd benchmarks && ../$(PY) bench_cost.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-cost.json
 
 # The daemon under load for an hour (20 simulated calls back to back); fails if RSS grows, descriptors
 # leak or any call errs. Takes the full hour: run it on purpose.

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import trio
 
-from bridge.call.engines import LanguageEngines, SpeechEngines, built_at_engine_priority, wait_engines_idle
+from bridge.call.engines import (
+    LanguageEngines,
+    SpeechEngines,
+    built_at_engine_priority,
+    single_threaded_blas,
+    wait_engines_idle,
+)
 from bridge.config import Config, ModelChoice
 from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
@@ -36,6 +42,7 @@ def load_engines(cfg: Config) -> SpeechEngines:
 
     Languages that name the same model or voice share one loaded instance.
     """
+    single_threaded_blas()
     cache = model_cache_dir()
     transcribers: dict[Path, WhisperTranscriber] = {}
     synthesizers: dict[Path, PiperSynthesizer] = {}

@@ -11,7 +11,14 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.call.engines import ENGINE_NICE, Claim, Scheduler, built_at_engine_priority, run_in_worker
+from bridge.call.engines import (
+    ENGINE_NICE,
+    Claim,
+    Scheduler,
+    built_at_engine_priority,
+    run_in_worker,
+    single_threaded_blas,
+)
 from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, FairQueue, Priority, ProcessLoad, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
@@ -388,6 +395,14 @@ def test_engine_work_runs_below_the_event_loops_priority() -> None:
 
     built_at_engine_priority(load)
     assert seen == [wanted] and os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread is untouched
+
+
+def test_numpys_blas_runs_on_the_calling_thread_once_the_engines_load() -> None:
+    from threadpoolctl import threadpool_info
+
+    single_threaded_blas()
+    blas = [x for x in threadpool_info() if x["user_api"] == "blas"]
+    assert blas and all(x["num_threads"] == 1 for x in blas)
 
 
 def test_synthesis_keeps_its_last_free_slot_for_a_replys_first_chunk() -> None:

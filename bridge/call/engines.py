@@ -106,6 +106,20 @@ def lower_thread_priority() -> None:
     except OSError:
         pass
 
+def single_threaded_blas() -> None:
+    """Make numpy's BLAS (OpenBLAS) run every call on the calling thread, for the whole process.
+
+    OpenBLAS starts a helper thread per core and, after each call that used it, keeps it spinning
+    for about a tenth of a second. Whisper's feature extraction makes one such call per recognition,
+    so each recognition also burnt a core on a spinning thread for as long as its decode ran
+    (``make bench-cost``: the CPU of a final recognition halved, its wall time the same). The engines'
+    matrices are small; their threads are CTranslate2's and ONNX Runtime's own, sized by the config.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def wait_engines_idle(timeout_s: float) -> bool:
     """Block until no engine work runs in a worker thread (True), or ``timeout_s`` passed (False)."""
     return _IN_FLIGHT.wait_idle(timeout_s)
