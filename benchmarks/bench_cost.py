@@ -11,9 +11,10 @@ process, on a seeded sample of the capacity benchmark's clips (English prompts o
   reply_s          the seconds of speech that reply lasts
 
 and, for comparison, ``final_cpu_s`` again with numpy's BLAS at its default of a thread per core
-(what the daemon paid before ``single_threaded_blas``). CPU time is the process's (``time.process_time``:
-the engines' own threads included). Then the capacity benchmark's call script (greeting, ``--turns`` turns, barge-ins with ``--barge-in-p``) is
-replayed on paper, ``--calls`` times with seeded draws over the sampled clips, to give the engine CPU
+(what the daemon paid before ``single_threaded_blas``). CPU time is the process's
+(``time.process_time``: the engines' own threads included). Then the capacity benchmark's call
+script (greeting, ``--turns`` turns, barge-ins with ``--barge-in-p``) is replayed on paper,
+``--calls`` times with seeded draws over the sampled clips, to give the engine CPU
 one call needs per second of call, two ways:
 
   floor            the least a call can cost: its final recognitions, its greeting (the app speaks
