@@ -45,12 +45,12 @@ from machine import machine
 from speechset import phone_line, select_clips
 
 from bridge.audio.resample import pcm16_to_float, resample_once
-from bridge.call.listener import PARTIAL_INTERVAL_MS
+from bridge.audio.telephony import SAMPLE_RATE_HZ
+from bridge.call.hearing import PARTIAL_INTERVAL_MS
 from bridge.config import load
 from bridge.daemon import load_engines
 from bridge.engines.schedule import cpu_cores
 
-OUTPUT_RATE = 8000
 QUIET_S = 0.4  # the caller's wait for the agent to fall quiet (bench_capacity's wait_agent_done)
 PAUSE_S = (0.3, 1.0)  # the caller's pause after a reply before its next utterance
 BARGE_PAUSE_S = (0.6, 1.5)  # how long into the reply the caller barges in
@@ -77,10 +77,10 @@ def synthesize(synthesizer: Any, text: str) -> tuple[float, float]:
     def work() -> int:
         samples = 0
         for piece in synthesizer.synthesize(text):
-            samples += len(resample_once(pcm16_to_float(piece), synthesizer.sample_rate, OUTPUT_RATE))
+            samples += len(resample_once(pcm16_to_float(piece), synthesizer.sample_rate, SAMPLE_RATE_HZ))
         return samples
     cpu, samples = cpu_of(work)
-    return cpu, samples / OUTPUT_RATE
+    return cpu, samples / SAMPLE_RATE_HZ
 
 
 def measure(clips: list[Any], engines: Any, progress: Any) -> list[ClipCost]:

@@ -26,20 +26,21 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from bridge.call.settings import (
+from bridge.engines.schedule import cpu_cores
+from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
+from bridge.settings import (
     CallSettings,
     HandoffSettings,
     PlaybackSettings,
     PlaySettings,
+    ServerSettings,
     SessionSettings,
     require_at_least,
 )
-from bridge.engines.schedule import cpu_cores
-from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
-from bridge.server import ServerSettings
 from bridge.speech.endpointer import EndpointerSettings
 
 
@@ -232,8 +233,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if hint is int and not -MAX_NUMBER <= value <= MAX_NUMBER:
         raise ConfigError(f"{path}: expected an integer of at most {MAX_NUMBER}, got {value!r}")
-    if hint in (str, bool) and not isinstance(value, hint):
-        raise ConfigError(f"{path}: expected {'a string' if hint is str else 'true or false'}, got {value!r}")
+    if (hint is str or (isinstance(hint, type) and issubclass(hint, StrEnum))) and not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
     return value
 
 

@@ -24,7 +24,8 @@ from bridge.config import Config, ModelChoice
 from bridge.engines.models import DEFAULT_CACHE, resolve
 from bridge.engines.piper import PiperSynthesizer
 from bridge.engines.whisper import WhisperTranscriber
-from bridge.server import MediaStreamsServer, serve_media_streams, split_listen
+from bridge.server import MediaStreamsServer, serve_media_streams
+from bridge.settings import split_listen
 
 logger = logging.getLogger(__name__)
 

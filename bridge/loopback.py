@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import CallStats
+from bridge.call.record import CallStats
 from bridge.config import Config
 from bridge.server import MediaStreamsServer, serve_media_streams
 from bridge.sim.agent import AgentScript, ScriptedAgent

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,7 +19,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -31,19 +29,22 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
+from bridge.audio.telephony import SAMPLE_RATE_HZ
+from bridge.call.call import TEARDOWN_TIMEOUT_S, Call
 from bridge.call.engines import SpeechEngines
-from bridge.call.handoff import deliver_session_end
-from bridge.call.media import MediaCache
-from bridge.call.session import TEARDOWN_TIMEOUT_S, Call, CallLimits, CallStats, open_call, provider_of
-from bridge.call.settings import CallSettings, require_at_least
-from bridge.call.speaker import OUTPUT_RATE
+from bridge.call.opening import open_call
+from bridge.call.record import CallStats
 from bridge.call.upgrade import BadRequest, PrefixedStream, RequestHead, read_request_head, response
+from bridge.conversation.events import EndReason
 from bridge.engines.schedule import LOAD_BUCKET_S
-from bridge.protocols.auth import TWILIO, Credentials, Verdict, authenticate
+from bridge.net.handoff import deliver_session_end
+from bridge.net.media import MediaCache
+from bridge.protocols.auth import TWILIO, Verdict, authenticate
 from bridge.protocols.printable import printable
 from bridge.protocols.provider import ProviderCodec, StartEvent
 from bridge.protocols.signature import twilio_signature
 from bridge.protocols.wsquirks import closing_pongs_only
+from bridge.settings import CallSettings, ServerSettings
 from bridge.speech.chunker import chunk_text
 
 logger = logging.getLogger(__name__)
@@ -62,83 +63,6 @@ def connect_app(url: str, timeout_s: float,
     """Open the WebSocket to the ConversationRelay app (the bridge is its client, as Twilio is)."""
     return open_websocket_url(url, connect_timeout=timeout_s, disconnect_timeout=TEARDOWN_TIMEOUT_S,
                               max_message_size=MAX_MESSAGE_BYTES, extra_headers=headers)
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen must be HOST:PORT, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def check_ws_url(url: str, name: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
-        raise ValueError(f"{name} is not a valid URL ({exc}): {url!r}") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """The Media Streams server (the config's ``[server]``).
-
-    The ``*_file`` keys name files holding a secret; the config loader reads them (and the
-    environment, and systemd credentials) into the secret's own key, so the server only sees values.
-    """
-
-    listen: str = "127.0.0.1:8080"
-    app_url: str = ""
-    relay_url_allowlist: tuple[str, ...] = ()
-    allow_unauthenticated: bool = False
-    twilio_auth_token: str = ""
-    twilio_auth_token_file: str = ""
-    twilio_account_sid: str = ""
-    public_url: str = ""
-    telnyx_stream_token: str = ""
-    telnyx_stream_token_file: str = ""
-    app_connect_timeout_ms: int = 5000
-    shutdown_grace_s: float = 30.0
-    max_calls: int = 50
-    max_cpu_load: float = 0.8
-    max_engine_wait_ms: int = 300
-    max_pending_handshakes: int = 64
-    handshake_timeout_ms: int = 5000
-    max_call_duration_s: float = 14400.0
-    ping_interval_ms: int = 10000
-    pong_timeout_ms: int = 10000
-    send_timeout_ms: int = 5000
-
-    def __post_init__(self) -> None:
-        split_listen(self.listen)
-        if self.app_url:
-            check_ws_url(self.app_url, "app_url")
-        for i, url in enumerate(self.relay_url_allowlist):
-            check_ws_url(url, f"relay_url_allowlist[{i}]")
-        if self.twilio_auth_token and not self.public_url:
-            raise ValueError("twilio_auth_token needs public_url: the wss:// URL of the TwiML <Stream>, which "
-                             "Twilio signs (a URL built from request headers could be any host)")
-        if self.public_url:
-            check_ws_url(self.public_url, "public_url")
-        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
-            raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
-        if not 0 <= self.max_cpu_load <= 1:
-            raise ValueError(f"max_cpu_load must be from 0 (off) to 1, got {self.max_cpu_load}")
-        require_at_least(self, max_engine_wait_ms=0, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1,
-                         max_pending_handshakes=1, handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100,
-                         pong_timeout_ms=100, send_timeout_ms=100)
-
-    @property
-    def credentials(self) -> Credentials:
-        return Credentials(twilio_auth_token=self.twilio_auth_token, public_url=self.public_url,
-                           telnyx_stream_token=self.telnyx_stream_token,
-                           allow_unauthenticated=self.allow_unauthenticated)
-
-    @property
-    def limits(self) -> CallLimits:
-        return CallLimits(max_duration_s=self.max_call_duration_s, ping_interval_s=self.ping_interval_ms / 1000,
-                          pong_timeout_s=self.pong_timeout_ms / 1000, send_timeout_s=self.send_timeout_ms / 1000)
 
 
 @dataclass(frozen=True)
@@ -171,7 +95,7 @@ class MediaStreamsServer:
         while self.active_calls or self.pending:
             await self._idle.wait()
 
-    def end_all(self, reason: str) -> None:
+    def end_all(self, reason: EndReason) -> None:
         """End every call through its normal teardown (sockets closed properly)."""
         for call in list(self._calls):
             call.end(reason)
@@ -256,7 +180,7 @@ class MediaStreamsServer:
                 return None
             codec, start = await open_call(ws, timeout_s=self.settings.handshake_timeout_ms / 1000)
             if start is not None:
-                problem = self._check_start(verdict, provider_of(start), start)
+                problem = self._check_start(verdict, start.provider, start)
                 if problem is None and not self.accepting:
                     self._refuse("draining", "the server is shutting down")
                     problem, close = "shutting down", CLOSE_GOING_AWAY
@@ -357,7 +281,7 @@ class MediaStreamsServer:
         if not session.welcome_greeting:
             return
         try:
-            await self.engines.presynthesize(chunk_text(session.welcome_greeting), OUTPUT_RATE,
+            await self.engines.presynthesize(chunk_text(session.welcome_greeting), SAMPLE_RATE_HZ,
                                              language=session.speech_language)
         except Exception:
             logger.exception("could not pre-synthesise the welcome greeting; calls will synthesise it")
@@ -378,7 +302,7 @@ class MediaStreamsServer:
         try:
             url = self.app_url_for(start.custom_parameters)
             if not url:
-                call.end("no app URL configured")
+                call.end(EndReason.NO_APP_URL)
                 call.log.error("no app URL: set server.app_url (or --app-url); ending the call")
                 return
             try:
@@ -386,11 +310,11 @@ class MediaStreamsServer:
                                         self.app_headers(url)) as app_ws:
                     await call.run(app_ws)
             except (OSError, HandshakeError) as exc:
-                call.end(f"app unreachable at {url}: {exc!r}")
+                call.end(EndReason.APP_UNREACHABLE, f"{url}: {exc!r}")
                 call.log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
             self._calls.discard(call)
-            call.log.info("call ended: %s; %s", call.stats.end_reason or "unknown", call.stats.summary())
+            call.log.info("call ended: %s; %s", call.stats.ended_because or "unknown", call.stats.summary())
             if self.call_settings.handoff.configured:
                 # Before the provider socket closes: a REST redirect must land while the stream still holds
                 # the call, or Twilio moves on to the TwiML after <Connect>.
@@ -434,6 +358,6 @@ async def serve_media_streams(server: MediaStreamsServer, listeners: Sequence[tr
             await server.wait_idle()
         if server.active_calls:
             logger.warning("ending %d call(s) still in progress after %.0f s", server.active_calls, grace)
-            server.end_all("server shutting down")
+            server.end_all(EndReason.SHUTDOWN)
         # A backstop: teardown is itself time-bounded, so this only fires if something is stuck.
         calls.cancel_scope.deadline = trio.current_time() + 3 * TEARDOWN_TIMEOUT_S

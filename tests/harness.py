@@ -27,7 +27,7 @@ from trio_websocket import (
 )
 
 from bridge.call.engines import SpeechEngines
-from bridge.call.session import CallStats
+from bridge.call.record import CallStats
 from bridge.config import Config, replace
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.protocols.wsquirks import closing_pongs_only

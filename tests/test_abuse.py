@@ -22,8 +22,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 
 from bridge.call import engines as engines_module
-from bridge.call.session import MAX_RECORDED_EVENTS, CallStats
+from bridge.call.record import MAX_RECORDED_EVENTS, CallStats
 from bridge.config import load
+from bridge.conversation.events import EndReason
 from bridge.engines.fake import FakeTranscriber
 from bridge.logs import SafeFormatter
 from bridge.protocols import relay
@@ -128,7 +129,7 @@ async def test_idle_tcp_connections_take_no_call_slot(autojump_clock: object) ->
         with trio.fail_after(10):
             await server.wait_idle()  # the idle ones are dropped at the handshake deadline
         nursery.cancel_scope.cancel()
-    assert len(server.finished) == 1 and server.finished[0].end_reason == "provider sent stop"
+    assert len(server.finished) == 1 and server.finished[0].end_reason is EndReason.PROVIDER_STOPPED
     assert server.refused["timeout"] == 51
 
 
@@ -318,7 +319,7 @@ async def test_an_app_that_stops_reading_does_not_hold_the_call_after_hangup(aut
         gone_after = trio.current_time() - hung_up
         nursery.cancel_scope.cancel()
     assert gone_after < 10
-    assert server.finished[0].end_reason in ("app stopped reading", "provider sent stop")
+    assert server.finished[0].end_reason in (EndReason.APP_STUCK, EndReason.PROVIDER_STOPPED)
 
 
 async def test_a_half_open_app_socket_ends_the_call(autojump_clock: object) -> None:
@@ -336,7 +337,7 @@ async def test_a_half_open_app_socket_ends_the_call(autojump_clock: object) -> N
             await caller.run(script, connect=lambda: net.connect_bridge(server))
             await server.wait_idle()
         nursery.cancel_scope.cancel()
-    assert server.finished[0].end_reason == "app did not answer a ping"
+    assert server.finished[0].end_reason is EndReason.APP_NO_PONG
 
 
 async def test_a_healthy_app_streaming_a_long_reply_is_not_taken_for_dead(autojump_clock: object) -> None:
@@ -356,7 +357,7 @@ async def test_a_healthy_app_streaming_a_long_reply_is_not_taken_for_dead(autoju
 
     cfg = settings(server__ping_interval_ms=2000, server__pong_timeout_ms=2000)
     result = await run_memory_call(fake_engines(), cfg, scripted_app(app_script, log), script)
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
 
 
 async def test_a_call_is_ended_at_the_maximum_call_duration(autojump_clock: object) -> None:
@@ -366,7 +367,7 @@ async def test_a_call_is_ended_at_the_maximum_call_duration(autojump_clock: obje
         await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(server__max_call_duration_s=60), app.handle, script)
-    assert result.stats.end_reason == "maximum call duration reached"
+    assert result.stats.end_reason is EndReason.MAX_DURATION
     assert app.sessions[0].errors[-1].startswith("Session ended")
 
 
@@ -474,7 +475,7 @@ async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_
     assert engines.synthesizer.texts == []  # nothing of the greeting was spoken
     assert engines.transcriber.hints == []  # the hints never reached a recognition
     # The same limits hold for the config's session defaults (call parameters stop at the codec's limit).
-    from bridge.call.settings import SessionSettings
+    from bridge.settings import SessionSettings
 
     with pytest.raises(ValueError, match="hints must be at most 4096"):
         SessionSettings(hints="word, " * 1000)
@@ -487,7 +488,7 @@ async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_
 
 def test_a_call_sid_with_a_newline_cannot_forge_a_log_line() -> None:
     formatter = SafeFormatter("%(levelname)s %(message)s")
-    record = logging.LogRecord("bridge.call.session", logging.INFO, __file__, 1, "[%s MZ1] call started",
+    record = logging.LogRecord("bridge.call.call", logging.INFO, __file__, 1, "[%s MZ1] call started",
                                ("CA1\nERROR bridge: forged",), None)
     line = formatter.format(record)
     assert "\n" not in line and "CA1\\nERROR bridge: forged" in line

@@ -9,6 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
+from bridge.conversation.events import EndReason
 from bridge.engines.schedule import Priority
 from bridge.protocols import relay
 from bridge.sim.agent import AgentScript, ScriptedAgent
@@ -67,7 +68,7 @@ async def test_speech_becomes_a_final_prompt_and_the_reply_is_heard(autojump_clo
     played = [d["text"] for _, name, d in result.stats.events if name == "played"]
     assert played == ["Hi.", "I heard:", "please enter your password"]
     assert result.caller.ear.frames_played > 0
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
 
 
 async def test_outbound_audio_is_paced_within_the_lead_with_marks(autojump_clock: object) -> None:
@@ -264,7 +265,7 @@ async def test_ten_consecutive_invalid_app_frames_close_with_1007(autojump_clock
     assert sum(r.startswith('{"type":"error"') for r in record) == 10
     assert record[-1] == "closed 1007 Too many consecutive malformed messages."
     assert result.caller.bridge_closed
-    assert result.stats.end_reason == "app sent too many malformed messages"
+    assert result.stats.end_reason is EndReason.APP_MALFORMED
 
 
 async def test_invalid_provider_frames_are_dropped_and_the_call_goes_on(autojump_clock: object,
@@ -303,7 +304,7 @@ async def test_unreachable_app_ends_the_call_cleanly(autojump_clock: object) -> 
 
     result = await run_memory_call(fake_engines(), settings(), None, script)
     assert result.caller.bridge_closed
-    assert result.stats.end_reason.startswith("app unreachable")
+    assert result.stats.end_reason is EndReason.APP_UNREACHABLE
 
 
 async def test_app_dropping_mid_call_ends_the_call(autojump_clock: object) -> None:
@@ -319,7 +320,7 @@ async def test_app_dropping_mid_call_ends_the_call(autojump_clock: object) -> No
             await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), app, script)
-    assert result.stats.end_reason == "app socket closed (1011)"
+    assert (result.stats.end_reason, result.stats.end_detail) == (EndReason.APP_CLOSED, "1011")
 
 
 async def test_app_end_closes_the_stream_and_keeps_handoff_data(autojump_clock: object) -> None:
@@ -332,7 +333,7 @@ async def test_app_end_closes_the_stream_and_keeps_handoff_data(autojump_clock: 
             await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(), app.handle, script)
-    assert result.stats.end_reason == "app sent end"
+    assert result.stats.end_reason is EndReason.APP_ENDED
     assert [d["handoff_data"] for _, n, d in result.stats.events if n == "end"] == ['{"to":"sales"}']
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -10,20 +11,24 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
+from bridge.call.call import PROVIDER_IDLE_TIMEOUT_S
 from bridge.call.engines import SpeechEngines
-from bridge.call.playback import AudioFrame, Playback
-from bridge.call.session import PROVIDER_IDLE_TIMEOUT_S, START_TIMEOUT_S, Call, CallLogger
-from bridge.call.speaker import Speaker, SpeechChunk
+from bridge.call.inbox import Inbox
+from bridge.call.opening import START_TIMEOUT_S
+from bridge.call.playback import Playback
+from bridge.call.record import CallLogger
+from bridge.call.speaker import Speaker
+from bridge.conversation import events as ev
+from bridge.conversation.events import EndReason
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.protocols import media_streams as ms
 from bridge.protocols import relay
-from bridge.protocols.marks import Heard, MarkLedger
 from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
 from bridge.protocols.telnyx_media import TelnyxMediaProvider
 from bridge.sim.agent import AgentScript, ScriptedAgent
@@ -32,52 +37,78 @@ from bridge.sim.timeline import Timeline
 from tests.harness import MemoryNetwork, bridge_server, fake_engines, run_memory_call, settings
 
 
-def quiet_playback(sent: list[str]) -> tuple[Playback, MarkLedger]:
+def quiet_playback(sent: list[str]) -> tuple[Playback, Inbox[ev.Event]]:
     codec = MediaStreamsBridge()
     codec.stream_sid = "MZ1"
 
     async def send(frame: str) -> None:
         sent.append(frame)
 
-    ledger = MarkLedger()
-    return Playback(send, codec, ledger, lead_ms=300), ledger
+    inbox: Inbox[ev.Event] = Inbox()
+    return Playback(send, codec, inbox, lead_ms=300), inbox
 
 
-async def test_a_barge_in_drops_chunks_of_the_cut_cycle_still_on_their_way() -> None:
+async def test_a_chunk_cancelled_while_it_is_synthesised_yields_nothing() -> None:
     # Real clock: synthesis runs in a worker thread, which a mock clock would jump over.
     sent: list[str] = []
-    playback, _ = quiet_playback(sent)
-    speaker = Speaker(fake_engines(), playback, max_ahead_ms=3000,
+    playback, inbox = quiet_playback(sent)
+    speaker = Speaker(fake_engines(), playback, inbox, max_ahead_ms=3000,
                       logger=CallLogger(logging.getLogger("test"), {}))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(speaker.run)
-        await trio.sleep(0.1)  # the speaker is waiting in receive: a submit hands the chunk straight over
-        await speaker.submit(SpeechChunk(1, "Old reply, first part.", final=False))
-        speaker.cancel(keep_from_cycle=2)  # the barge-in lands while that chunk is being handed over
-        await speaker.submit(SpeechChunk(1, "Old reply, second part.", final=True))  # still on its way
-        await speaker.submit(SpeechChunk(2, "New reply.", final=True))
+        speaker.render(ev.SpeechChunk(1, 1, "Old reply, first part.", first=True))
+        await trio.lowlevel.checkpoint()
+        speaker.cancel(1)  # the barge-in lands while it is being synthesised
+        speaker.render(ev.SpeechChunk(2, 2, "New reply.", first=True, final=True))
         with trio.fail_after(5):
-            while not any(isinstance(item, AudioFrame) for item in playback._queue):
-                await playback._wait_change()
-            await trio.sleep(0.1)  # anything wrongly let through would be queued by now
+            event = await inbox.get()
+        await trio.sleep(0.1)  # anything wrongly let through would be in the inbox by now
         nursery.cancel_scope.cancel()
-    queued_cycles = {item.cycle for item in playback._queue if isinstance(item, AudioFrame)}
-    assert playback.frames_sent == 0  # the pacer is not running here
-    assert queued_cycles == {2}
+    assert isinstance(event, ev.Rendered) and event.seq == 2 and event.audio
+    assert inbox.waiting("provider") == inbox.waiting("app") == 0
+    with trio.move_on_after(0.01) as nothing_more:
+        await inbox.get()
+    assert nothing_more.cancelled_caught
 
 
-async def test_every_barge_in_forgets_what_was_heard_before(autojump_clock: object) -> None:
+@pytest.mark.parametrize(("unheard", "cleared"), [(False, False), (True, True)])
+async def test_a_clear_is_sent_only_when_the_provider_may_hold_agent_audio(autojump_clock: object, unheard: bool,
+                                                                            cleared: bool) -> None:
     sent: list[str] = []
-    playback, ledger = quiet_playback(sent)
-    start = ledger.place(1, "", "")
-    ledger.note_sent(1, 8000)
-    first = ledger.place(1, "One.", "One.")
-    ledger.echo(start.name, 1.0)
-    ledger.echo(first.name, 2.0)  # nothing pending now: a barge-in needs no clear frame
-    assert ledger.heard(2.5).text == "One."
-    await playback.clear()
-    assert sent == []  # no clear sent: nothing was buffered at the provider
-    assert ledger.heard(3.0) == Heard(cycle=None, text="", duration_ms=0.0)
+    playback, _ = quiet_playback(sent)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(playback.run)
+        playback.enqueue_audio(1, b"\xff" * 1600)  # queued, never sent: the pacer is held by the lead
+        playback.clear(unheard=unheard)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert [json.loads(f)["event"] for f in sent] == (["clear"] if cleared else [])
+    assert playback.queued_ms == 0
+
+
+async def test_no_frame_of_the_old_audio_follows_a_clear(autojump_clock: object) -> None:
+    sent: list[str] = []
+    playback, inbox = quiet_playback(sent)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(playback.run)
+        playback.enqueue_audio(1, b"\xff" * 16000)  # 2 s: paced out over time
+        playback.enqueue_mark("c1-1")
+        await trio.sleep(0.5)
+        playback.clear(unheard=False)
+        playback.enqueue_audio(2, b"\x7f" * 160)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    events = [json.loads(f) for f in sent]
+    cut = next(i for i, e in enumerate(events) if e["event"] == "clear")
+    assert all(e["event"] == "media" for e in events[:cut]) and cut > 0
+    assert [e["event"] for e in events[cut + 1:]] == ["media"]  # only the new audio, and no mark of the old
+    first_audio = []
+    while inbox.waiting("provider") == 0:
+        with trio.move_on_after(0.01):
+            first_audio.append(await inbox.get())
+            continue
+        break
+    assert [e.cycle for e in first_audio if isinstance(e, ev.FirstAudio)] == [1, 2]
 
 
 async def test_a_hangup_during_agent_speech_is_an_ordinary_end(autojump_clock: object,
@@ -91,7 +122,7 @@ async def test_a_hangup_during_agent_speech_is_an_ordinary_end(autojump_clock: o
 
     with caplog.at_level(logging.WARNING):
         result = await run_memory_call(fake_engines(), settings(), app.handle, script)
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -123,7 +154,7 @@ async def test_a_synthesis_failure_skips_the_chunk_and_the_call_goes_on(autojump
     played = [d["text"] for _, n, d in result.stats.events if n == "played"]
     assert played == ["Still talking."]
     assert any("speech synthesis failed" in r.getMessage() for r in caplog.records)
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
 
 
 async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object) -> None:
@@ -142,7 +173,7 @@ async def test_a_provider_that_goes_silent_ends_the_call(autojump_clock: object)
                 await server.wait_idle()
             assert trio.current_time() - started >= PROVIDER_IDLE_TIMEOUT_S
         nursery.cancel_scope.cancel()
-    assert server.finished[0].end_reason == "provider went silent"
+    assert server.finished[0].end_reason is EndReason.PROVIDER_SILENT
     # The app is told why before its socket closes (a session-level failure, 64108 RTP timeout).
     assert app.sessions[0].errors == ["Session ended (64108): provider went silent"]
 
@@ -187,58 +218,7 @@ async def test_an_app_that_never_answers_the_malformed_close_does_not_hold_the_c
             await server.wait_idle()
         nursery.cancel_scope.cancel()
     assert closes == [1007]
-    assert server.finished[0].end_reason == "app sent too many malformed messages"
-
-
-class _Sent:
-    """A socket stand-in that keeps what is sent and yields, as a real send does."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.closed = None
-
-    async def send_message(self, message: str) -> None:
-        self.sent.append(message)
-        await trio.lowlevel.checkpoint()
-
-
-@pytest.mark.parametrize("kind", ["play", "digits", "text"])
-async def test_a_message_whose_handling_spans_a_barge_in_is_dropped(autojump_clock: object, kind: str) -> None:
-    """A barge-in that lands while an app message is still being handled (at one of its awaits) purges that
-    message too: it was sent before the interrupt, so nothing of it may play after the clear."""
-    start = ms.Start(stream_sid="MZ1", account_sid="AC1", call_sid="CA1", tracks=("inbound",),
-                     custom_parameters={}, media_format=ms.MediaFormat("audio/x-mulaw", 8000, 1))
-    codec = MediaStreamsBridge()
-    codec.stream_sid = "MZ1"
-    call = Call(_Sent(), fake_engines(), settings().call, start, codec)  # type: ignore[arg-type]
-    call.app_ws = _Sent()  # type: ignore[assignment]
-    await call._on_text(relay.Text(token="Hello there. How are", last=False))  # a cycle left open
-    submit, barged = call.speaker.submit, []
-
-    async def submit_then_barge_in(chunk: SpeechChunk) -> None:
-        await submit(chunk)
-        if not barged:  # the caller speaks while the message is being handled
-            barged.append(chunk)
-            await call.barge_in("speech")
-
-    call.speaker.submit = submit_then_barge_in  # type: ignore[method-assign]
-    if kind == "play":
-        await call._on_play(relay.Play(source="https://media.example/a.wav"))
-    elif kind == "digits":
-        await call._on_send_digits("123")
-    else:
-        await call._on_text(relay.Text(token=" you? Fine", last=False))
-    survivors = []
-    while True:
-        try:
-            chunk = call.speaker._receive.receive_nowait()
-        except trio.WouldBlock:
-            break
-        if chunk.cycle >= call.speaker._keep_from_cycle:
-            survivors.append(chunk)
-    assert barged and survivors == []
-    assert call._preemptible == {} and not call._cycle_open
-    assert call.chunker.flush() == []  # nothing of the interrupted text is held for the next cycle
+    assert server.finished[0].end_reason is EndReason.APP_MALFORMED
 
 
 async def test_a_stream_the_bridge_cannot_serve_is_closed_at_once(autojump_clock: object) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from bridge.call.settings import SessionSettings
 from bridge.config import (
     AsrConfig,
     Config,
@@ -21,7 +20,7 @@ from bridge.config import (
     load,
     replace,
 )
-from bridge.server import ServerSettings, check_ws_url, split_listen
+from bridge.settings import ServerSettings, SessionSettings, check_ws_url, split_listen
 from bridge.speech.endpointer import EndpointerSettings
 
 REPO = Path(__file__).resolve().parent.parent

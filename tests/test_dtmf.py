@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.audio.dtmf import FREQUENCIES, GAP_MS, PAUSE_MS, RATE, TONE_MS, detect_dtmf, dtmf_tones
+from bridge.audio.dtmf import FREQUENCIES, GAP_MS, PAUSE_MS, TONE_MS, detect_dtmf, dtmf_tones
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
+from bridge.audio.telephony import SAMPLE_RATE_HZ
 
 
 def phone_line(samples: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
@@ -24,10 +25,10 @@ def test_repeated_digits_are_separate_presses() -> None:
 
 
 def test_durations_and_the_half_second_pause() -> None:
-    per_digit = (TONE_MS + GAP_MS) * RATE // 1000
+    per_digit = (TONE_MS + GAP_MS) * SAMPLE_RATE_HZ // 1000
     assert len(dtmf_tones("12")) == 2 * per_digit
-    assert len(dtmf_tones("1w2")) == 2 * per_digit + PAUSE_MS * RATE // 1000
-    assert len(dtmf_tones("W")) == PAUSE_MS * RATE // 1000
+    assert len(dtmf_tones("1w2")) == 2 * per_digit + PAUSE_MS * SAMPLE_RATE_HZ // 1000
+    assert len(dtmf_tones("W")) == PAUSE_MS * SAMPLE_RATE_HZ // 1000
     assert TONE_MS >= 40 and GAP_MS >= 40  # ITU-T Q.24 minimums
 
 
@@ -45,6 +46,6 @@ def test_silence_noise_and_speech_like_tones_are_not_digits() -> None:
     rng = np.random.default_rng(1)
     assert detect_dtmf(np.zeros(8000, dtype=np.int16)) == ""
     assert detect_dtmf((rng.normal(0, 3000, 8000)).astype(np.int16)) == ""
-    t = np.arange(8000) / RATE
+    t = np.arange(8000) / SAMPLE_RATE_HZ
     single = (8000 * np.sin(2 * np.pi * 697 * t)).astype(np.int16)  # a row tone alone is no key
     assert detect_dtmf(single) == ""

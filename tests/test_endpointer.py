@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from bridge.audio.telephony import FRAME_SAMPLES, SAMPLE_RATE_HZ
 from bridge.sim.clips import BUNDLED, Clip, read_wav, speech_bounds
 from bridge.speech.endpointer import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
     Endpointer,
     EndpointerEvent,
     EndpointerSettings,
@@ -27,12 +26,12 @@ from bridge.speech.endpointer import (
 CLIP_NAMES = ["hello-world", "vm-sorry", "agent-pass", "privacy-prompt", "pls-hold-while-try",
               "please-try-call-later"]
 DEFAULTS = EndpointerSettings()
-PRE_ROLL = DEFAULTS.pre_roll_ms * SAMPLE_RATE // 1000
-HANGOVER = DEFAULTS.hangover_ms * SAMPLE_RATE // 1000
+PRE_ROLL = DEFAULTS.pre_roll_ms * SAMPLE_RATE_HZ // 1000
+HANGOVER = DEFAULTS.hangover_ms * SAMPLE_RATE_HZ // 1000
 
 
 def silence(ms: int) -> NDArray[np.int16]:
-    return np.zeros(ms * SAMPLE_RATE // 1000, dtype=np.int16)
+    return np.zeros(ms * SAMPLE_RATE_HZ // 1000, dtype=np.int16)
 
 
 def kinds(events: list[EndpointerEvent]) -> list[type]:
@@ -96,7 +95,7 @@ def test_one_utterance_per_clip(speech: dict[str, NDArray[np.int16]], name: str,
     assert clip_start - FRAME_SAMPLES < started.start <= energy_start
     assert started.start % FRAME_SAMPLES == 0
     assert started.start < started.detected_at
-    assert started.detected_at - started.start >= DEFAULTS.speech_start_ms * SAMPLE_RATE // 1000
+    assert started.detected_at - started.start >= DEFAULTS.speech_start_ms * SAMPLE_RATE_HZ // 1000
     assert started.detected_at <= energy_start + 4 * FRAME_SAMPLES  # confirmed promptly
 
     # The utterance covers the energy bounds, padded by exactly pre-roll and hangover.

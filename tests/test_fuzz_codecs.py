@@ -32,7 +32,7 @@ from bridge.protocols import relay
 from bridge.protocols.fields import FrameError
 from bridge.protocols.media_streams import InvalidFrame, MediaStreamsBridge, MediaStreamsProvider
 from bridge.protocols.provider import ProviderSniffer
-from bridge.protocols.telnyx_media import TelnyxMediaBridge, TelnyxMediaProvider, TelnyxStart, telnyx_setup
+from bridge.protocols.telnyx_media import TelnyxMediaBridge, TelnyxMediaProvider, TelnyxStart
 from tests.harness import fuzz_settings
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
@@ -187,7 +187,7 @@ def assert_utf8(value: Any) -> None:
 def assert_echoable(event: Any) -> None:
     """What a codec accepts from a start can go into the app's ``setup``."""
     if isinstance(event, TelnyxStart):
-        setup = telnyx_setup(event, "VX1")
+        setup = relay.Setup.of("VX1", event.call_details())
     elif hasattr(event, "custom_parameters"):
         setup = relay.Setup(session_id="VX1", call_sid=event.call_sid, account_sid=event.account_sid,
                             custom_parameters=dict(event.custom_parameters))

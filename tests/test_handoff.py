@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.call.handoff import SessionReport, deliver_session_end
-from bridge.call.settings import HandoffSettings
+from bridge.net.handoff import SessionReport, deliver_session_end
+from bridge.settings import HandoffSettings
 from tests.httpserver import Received, answer, open_http_server, response
 
 ACCOUNT = "AC" + "a1" * 16

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "bridge"
-PURE = ("bridge.audio", "bridge.protocols", "bridge.speech", "bridge.engines")
-RUNTIME = ("bridge.call", "bridge.server")
+PURE = ("bridge.audio", "bridge.protocols", "bridge.speech", "bridge.engines", "bridge.conversation", "bridge.settings")
+RUNTIME = ("bridge.call", "bridge.net", "bridge.server")
 SIM = ("bridge.sim",)
 PROCESS = ("bridge.config", "bridge.daemon", "bridge.cli", "bridge.logs", "bridge.demo", "bridge.loopback")
 IO_MODULES = ("trio", "trio_websocket", "socket", "logging", "asyncio", "threading", "time")
@@ -68,3 +70,12 @@ def test_imports_point_downward(name: str, path: Path) -> None:
         if own == "pure":
             root = imported.split(".")[0]
             assert root not in IO_MODULES, f"pure module {name} imports {imported}"
+
+
+def test_loading_the_config_imports_no_runtime() -> None:
+    """Settings live at the bottom of the tree: a tool that only reads the config needs no event loop."""
+    code = ("import sys, bridge.config; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'trio_websocket', 'wsproto'}), "
+            "sorted(m for m in sys.modules if m.startswith(('bridge.call', 'bridge.server', 'bridge.net'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []"

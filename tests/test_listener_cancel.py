@@ -1,4 +1,4 @@
-"""The listener's cancellation of unwanted recognitions never cancels a final one.
+"""The hearing stage's cancellation of unwanted recognitions never cancels a final one.
 
 A partial that covered the whole utterance doubles as the speculative and then the final recognition;
 it must survive the caller's next utterance even when the ASR queue is slow.
@@ -15,7 +15,9 @@ import trio
 from numpy.typing import NDArray
 
 from bridge.call.engines import Claim, Recognised, Scheduler
-from bridge.call.listener import Listener, Recognition
+from bridge.call.hearing import Hearing
+from bridge.call.inbox import Inbox
+from bridge.conversation import events as ev
 from bridge.engines.schedule import Priority
 from bridge.speech.endpointer import EndpointerSettings, SpeechEnded, SpeechPaused, SpeechStarted
 
@@ -51,18 +53,24 @@ class SlowEngines:
         return Recognised(text=f"{len(audio)} samples", language="en-US")
 
 
+def hearing_of(engines: SlowEngines) -> tuple[Hearing, Inbox[ev.Event]]:
+    inbox: Inbox[ev.Event] = Inbox()
+    hearing = Hearing(engines, EndpointerSettings(), inbox, language="en-US",  # type: ignore[arg-type]
+                      logger=logging.LoggerAdapter(logging.getLogger(__name__), {}), partials=True)
+    return hearing, inbox
+
+
+async def received(inbox: Inbox[ev.Event]) -> list[ev.Event]:
+    found = []
+    while True:
+        with trio.move_on_after(0.001) as waited:
+            found.append(await inbox.get())
+        if waited.cancelled_caught:
+            return found
+
+
 async def test_a_partial_that_became_the_final_survives_the_next_utterance(autojump_clock: object) -> None:
-    prompts: list[str] = []
-
-    async def ignore(*args: object) -> None:
-        pass
-
-    async def on_utterance(rec: Recognition) -> None:
-        prompts.append(rec.text)
-
-    listener = Listener(SlowEngines(), EndpointerSettings(), language="en-US",  # type: ignore[arg-type]
-                        on_speech_started=ignore, on_speech_ended=ignore, on_utterance=on_utterance,
-                        logger=logging.LoggerAdapter(logging.getLogger(__name__), {}), on_partial=ignore)
+    listener, inbox = hearing_of(SlowEngines())
     listener.endpointer = ScriptedEndpointer([  # type: ignore[assignment]
         ([SpeechStarted(start=0, detected_at=480)], True, (0, 4000)),  # a partial of (0, 4000) starts
         ([SpeechPaused(start=0, end=4000)], True, (0, 4200)),  # it covers the utterance: the speculation
@@ -76,22 +84,13 @@ async def test_a_partial_that_became_the_final_survives_the_next_utterance(autoj
             await trio.sleep(0.1)
         await trio.sleep(5)
         nursery.cancel_scope.cancel()
+    prompts = [e.text for e in await received(inbox) if isinstance(e, ev.Recognised)]
     assert len(prompts) == 1  # the first utterance was recognised and sent (it used to be cancelled: none)
 
 
 async def test_a_partial_still_queued_when_the_next_is_due_is_replaced_by_it(autojump_clock: object) -> None:
-    partials: list[str] = []
-
-    async def ignore(*args: object) -> None:
-        pass
-
-    async def on_partial(text: str, language: str) -> None:
-        partials.append(text)
-
     engines = SlowEngines()
-    listener = Listener(engines, EndpointerSettings(), language="en-US",  # type: ignore[arg-type]
-                        on_speech_started=ignore, on_speech_ended=ignore, on_utterance=ignore,
-                        logger=logging.LoggerAdapter(logging.getLogger(__name__), {}), on_partial=on_partial)
+    listener, inbox = hearing_of(engines)
     # One frame (160 samples) a step; a partial is due every 1,600 samples (PARTIAL_INTERVAL_MS).
     listener.endpointer = ScriptedEndpointer([  # type: ignore[assignment]
         ([SpeechStarted(start=0, detected_at=0)] if k == 1 else [], True, (0, 160 * k)) for k in range(1, 22)
@@ -108,4 +107,5 @@ async def test_a_partial_still_queued_when_the_next_is_due_is_replaced_by_it(aut
         await trio.sleep(5)
         nursery.cancel_scope.cancel()
     assert listener.partials_overtaken == 1 and engines.asr_scheduler.cancelled[Priority.PARTIAL] == 1
+    partials = [e.text for e in await received(inbox) if isinstance(e, ev.PartialRecognised)]
     assert partials == ["3200 samples"]  # the replacement, with more audio; the first never ran

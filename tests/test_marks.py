@@ -2,52 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from bridge.protocols.marks import SAMPLE_RATE, EchoKind, Heard, MarkInfo, MarkLedger, fragment
+from bridge.audio.telephony import SAMPLE_RATE_HZ
+from bridge.protocols.marks import EchoKind, Heard, MarkInfo, MarkLedger, fragment
+
+
+def placed(ledger: MarkLedger, cycle: int, text: str, chunk: str, **kwargs: Any) -> MarkInfo:
+    """A mark placed and sent, as the pacer sends it."""
+    mark = ledger.place(cycle, text, chunk, **kwargs)
+    ledger.mark_sent(mark.name)
+    return mark
 
 
 def cycle_with_chunks(
     ledger: MarkLedger, cycle: int, chunks: list[tuple[str, int]], *, final: bool = True
 ) -> list[MarkInfo]:
     """Place a cycle-start mark, then audio and a mark per chunk; the last mark closes the cycle."""
-    marks = [ledger.place(cycle, "", "")]
+    marks = [placed(ledger, cycle, "", "")]
     text = ""
     for i, (chunk, samples) in enumerate(chunks):
-        ledger.note_sent(cycle, samples)
+        ledger.note_queued(cycle, samples)
         text += chunk
-        marks.append(ledger.place(cycle, text, chunk, final=final and i == len(chunks) - 1))
+        marks.append(placed(ledger, cycle, text, chunk, final=final and i == len(chunks) - 1))
     return marks
 
 
 def test_place_records_position_and_names() -> None:
     ledger = MarkLedger()
-    start = ledger.place(1, "", "")
+    start = placed(ledger, 1, "", "")
     assert (start.cycle, start.text, start.chunk, start.position, start.final) == (1, "", "", 0, False)
-    ledger.note_sent(1, 8000)
-    m = ledger.place(1, "Hello.", "Hello.", final=True)
+    ledger.note_queued(1, 8000)
+    m = placed(ledger, 1, "Hello.", "Hello.", final=True)
     assert (m.position, m.text, m.chunk, m.final) == (8000, "Hello.", "Hello.", True)
     assert m.name != start.name
     assert ledger.pending
-    assert ledger.sent == 8000
-    assert ledger.cycle_sent(1) == 8000
-    assert ledger.cycle_sent(2) == 0
+    assert ledger.queued == 8000
+    assert ledger.cycle_queued(1) == 8000
+    assert ledger.cycle_queued(2) == 0
 
 
 def test_mark_names_unique_across_cycles() -> None:
     ledger = MarkLedger()
-    names = [ledger.place(c, "", "").name for c in (1, 1, 2, 3, 3)]
+    names = [placed(ledger, c, "", "").name for c in (1, 1, 2, 3, 3)]
     assert len(set(names)) == len(names)
 
 
 def test_positions_are_per_cycle() -> None:
     ledger = MarkLedger()
-    ledger.note_sent(1, 1600)
-    ledger.note_sent(2, 320)
-    ledger.note_sent(1, 160)
-    assert ledger.place(1, "a", "a").position == 1760
-    assert ledger.place(2, "b", "b").position == 320
-    assert ledger.sent == 2080
+    ledger.note_queued(1, 1600)
+    ledger.note_queued(2, 320)
+    ledger.note_queued(1, 160)
+    assert placed(ledger, 1, "a", "a").position == 1760
+    assert placed(ledger, 2, "b", "b").position == 320
+    assert ledger.queued == 2080
 
 
 def test_echoes_in_order() -> None:
@@ -75,7 +85,7 @@ def test_echo_implies_earlier_marks_played() -> None:
 
 def test_unknown_echo() -> None:
     ledger = MarkLedger()
-    m = ledger.place(1, "", "")
+    m = placed(ledger, 1, "", "")
     echo = ledger.echo("nonsense", now=0.0)
     assert echo.kind is EchoKind.UNKNOWN
     assert echo.mark is None
@@ -142,7 +152,7 @@ def test_heard_bounded_by_audio_sent_in_cycle() -> None:
     # 12000 samples (1.5 s) sent in the cycle: however long ago the echo, no more than that was heard.
     assert ledger.heard(60.0).duration_ms == 1500.0
     # Audio of another cycle does not raise the bound.
-    ledger.note_sent(2, 80000)
+    ledger.note_queued(2, 80000)
     assert ledger.heard(60.0).duration_ms == 1500.0
     assert start.position == 0
 
@@ -156,8 +166,8 @@ def test_heard_before_echo_time_is_not_negative() -> None:
 
 def test_heard_duration_is_rounded_to_tenth_of_ms() -> None:
     ledger = MarkLedger()
-    start = ledger.place(1, "", "")
-    ledger.note_sent(1, 8000)
+    start = placed(ledger, 1, "", "")
+    ledger.note_queued(1, 8000)
     ledger.echo(start.name, now=0.0)
     h = ledger.heard(1 / 3)
     assert h.duration_ms == 333.3
@@ -189,8 +199,8 @@ def test_heard_after_interrupted_cycle_does_not_leak_into_next_cycle() -> None:
     ledger.echo(first[1].name, now=10.0)
     ledger.clear()
     ledger.echo(first[2].name, now=10.2)  # cleared echo
-    second = ledger.place(2, "", "")
-    ledger.note_sent(2, 1600)
+    second = placed(ledger, 2, "", "")
+    ledger.note_queued(2, 1600)
     assert ledger.pending
     heard = ledger.heard(20.0)
     assert heard.cycle != 1, heard
@@ -202,7 +212,7 @@ def test_heard_after_interrupted_cycle_does_not_leak_into_next_cycle() -> None:
 
 
 def test_sample_rate() -> None:
-    assert SAMPLE_RATE == 8000
+    assert SAMPLE_RATE_HZ == 8000
 
 
 @pytest.mark.parametrize(("position", "expected"), [
@@ -220,13 +230,32 @@ def test_fragment_is_the_words_whose_middle_the_audio_reached(position: float, e
 
 def test_fragment_of_a_chunk_that_starts_later_in_the_cycle() -> None:
     ledger = MarkLedger()
-    ledger.place(1, "", "")  # the cycle's start mark
-    ledger.note_sent(1, 800)
-    first = ledger.place(1, "One two.", "One two.")
-    ledger.note_sent(1, 800)
-    second = ledger.place(1, "One two. Three four.", "Three four.")
+    placed(ledger, 1, "", "")  # the cycle's start mark
+    ledger.note_queued(1, 800)
+    first = placed(ledger, 1, "One two.", "One two.")
+    ledger.note_queued(1, 800)
+    second = placed(ledger, 1, "One two. Three four.", "Three four.")
     assert (first.start, first.position, second.start, second.position) == (0, 800, 800, 1600)
     assert ledger.chunk_start(1) == 1600 and ledger.chunk_start(2) == 0
     assert fragment(second.chunk, second.start, second.position, 800 + 500) == "Three"
     ledger.echo(first.name, now=10.0)
     assert ledger.position(10.0 + 500 / 8000) == (1, 1300.0)
+
+
+def test_only_a_sent_mark_can_be_echoed_and_queued_marks_are_dropped_by_a_clear() -> None:
+    ledger = MarkLedger()
+    sent = placed(ledger, 1, "", "")
+    queued = ledger.place(1, "One.", "One.", final=True)
+    assert ledger.echo(queued.name, now=0.0).kind is EchoKind.UNKNOWN  # not sent: a guessed name
+    assert ledger.pending and ledger.unheard_sent
+    assert ledger.clear() == [sent]
+    assert not ledger.pending and not ledger.unheard_sent
+    ledger.mark_sent(queued.name)  # it was on its way out when the clear dropped the queue
+    assert ledger.echo(queued.name, now=0.1).kind is EchoKind.CLEARED
+    assert ledger.echo(sent.name, now=0.1).kind is EchoKind.CLEARED
+
+
+def test_a_queued_mark_counts_as_pending_but_not_as_sent() -> None:
+    ledger = MarkLedger()
+    ledger.place(1, "", "")
+    assert ledger.pending and not ledger.unheard_sent

@@ -139,7 +139,7 @@ def test_media() -> None:
     b = streaming()
     payload = bytes(range(160))
     ev = b.receive(dumps(media_obj(chunk="7", timestamp="140", payload=base64.b64encode(payload).decode())))
-    assert ev == Media(track="inbound", chunk=7, timestamp_ms=140, payload=payload)
+    assert ev == Media(track="inbound", number=7, timestamp_ms=140, payload=payload)
 
 
 def test_media_tolerates_integer_counters_and_missing_track() -> None:
@@ -147,7 +147,7 @@ def test_media_tolerates_integer_counters_and_missing_track() -> None:
     obj = without(media_obj(chunk=3, timestamp=60), "media", "track")
     ev = b.receive(dumps(obj))
     assert isinstance(ev, Media)
-    assert (ev.track, ev.chunk, ev.timestamp_ms) == ("inbound", 3, 60)
+    assert (ev.track, ev.number, ev.timestamp_ms) == ("inbound", 3, 60)
 
 
 def test_media_empty_payload() -> None:
@@ -442,7 +442,7 @@ def test_provider_frames_parse() -> None:
     payloads = [bytes([i]) * 160 for i in range(5)]
     for i, payload in enumerate(payloads):
         assert b.receive(p.media(payload, timestamp_ms=20 * i)) == Media(
-            track="inbound", chunk=i + 1, timestamp_ms=20 * i, payload=payload)
+            track="inbound", number=i + 1, timestamp_ms=20 * i, payload=payload)
     assert b.receive(p.dtmf("#")) == Dtmf("#")
     assert b.receive(p.mark("c1-1")) == Mark("c1-1")
     assert b.receive(p.stop()) == Stop(account_sid=ACCOUNT, call_sid=CALL)
@@ -473,7 +473,7 @@ def test_bridge_frames_parse_with_provider() -> None:
     b = MediaStreamsBridge()
     b.receive(p.start())
     payload = bytes(range(256))
-    assert p.receive(b.media(payload)) == Media(track="outbound", chunk=0, timestamp_ms=0, payload=payload)
+    assert p.receive(b.media(payload)) == Media(track="outbound", number=0, timestamp_ms=0, payload=payload)
     assert p.receive(b.mark("c2-7")) == Mark("c2-7")
     assert p.receive(b.clear()) == Clear()
 

@@ -23,10 +23,10 @@ import pytest
 import trio
 
 from bridge.audio.decode import NO_PROTOCOLS, DecodeError, DecodeStopped, decode_audio, encode_audio
-from bridge.call import media
-from bridge.call.media import MediaCache, MediaError, load_media
-from bridge.call.settings import PlaySettings
+from bridge.net import media
+from bridge.net.media import MediaCache, MediaError, load_media
 from bridge.protocols import relay
+from bridge.settings import PlaySettings
 from tests import httpserver
 from tests.httpserver import Received, answer, open_http_server, response
 from tests.test_relay_behaviours import call, listen_to_the_end, play, played, sends

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from trio_websocket import WebSocketConnection
 
 from bridge.call.engines import LanguageEngines, SpeechEngines
+from bridge.conversation.events import EndReason
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.protocols import relay
 from bridge.sim.caller import SimulatedCaller
@@ -535,7 +536,7 @@ async def test_a_play_that_fails(autojump_clock: object) -> None:
     [error] = log.of("error")
     assert error["description"].startswith(f"Cannot play {source}")
     assert played(result) == ["One moment.", "Here it is."]
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
 
 
 @pytest.mark.parametrize(("fields", "cut"), [({}, True), ({"interruptible": False}, False),
@@ -792,4 +793,4 @@ async def test_end_posts_the_session_ended_callback() -> None:
     assert (form["SessionStatus"], form["CallStatus"], form["HandoffData"]) == ("ended", "in-progress", handoff)
     assert form["SessionId"] == log.of("setup")[0]["sessionId"] and form["CallSid"] == "CA" + "0" * 32
     assert log.closed == "1000 Closing websocket session"
-    assert result.caller.bridge_closed and result.stats.end_reason == "app sent end"
+    assert result.caller.bridge_closed and result.stats.end_reason is EndReason.APP_ENDED

@@ -12,6 +12,7 @@ from trio_websocket import ConnectionRejected, WebSocketRequest
 
 from bridge import server as server_module
 from bridge.call.engines import SpeechEngines
+from bridge.conversation.events import EndReason
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, Priority
 from bridge.protocols.signature import twilio_signature
@@ -206,7 +207,7 @@ async def test_shutdown_stops_accepting_and_drains_calls(autojump_clock: object)
         with trio.fail_after(6):
             await bridge.served.wait()
         nursery.cancel_scope.cancel()
-    assert bridge.server.finished[0].end_reason == "provider sent stop"
+    assert bridge.server.finished[0].end_reason is EndReason.PROVIDER_STOPPED
     assert bridge.listener.closed and refused == [True]
 
 
@@ -227,7 +228,7 @@ async def test_shutdown_ends_calls_after_the_grace_period(autojump_clock: object
             await bridge.served.wait()
         nursery.cancel_scope.cancel()
     assert bridge.server.active_calls == 0
-    assert bridge.server.finished[0].end_reason == "server shutting down"
+    assert bridge.server.finished[0].end_reason is EndReason.SHUTDOWN
 
 
 async def test_a_call_with_no_start_frame_is_closed(autojump_clock: object) -> None:
@@ -249,7 +250,7 @@ async def test_no_app_url_ends_the_call(autojump_clock: object) -> None:
             await caller.wait_bridge_closed()
 
     result = await run_memory_call(fake_engines(), settings(server__app_url=""), None, script)
-    assert result.stats.end_reason == "no app URL configured"
+    assert result.stats.end_reason is EndReason.NO_APP_URL
 
 
 async def test_the_configured_welcome_greeting_is_synthesised_before_any_call(autojump_clock: object) -> None:

@@ -10,6 +10,7 @@ import pytest
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from bridge.audio.transcode import bytes_per_ms
+from bridge.conversation.events import EndReason
 from bridge.protocols import relay
 from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import (
@@ -77,7 +78,7 @@ async def test_speech_prompt_reply_and_dtmf(autojump_clock: object, clips: dict[
     assert result.caller.ear.frames_played > 0
     assert_heard_in_stream_format(result.caller, encoding, rate)
     assert result.stats.invalid_provider_frames == 0
-    assert result.stats.end_reason == "provider sent stop"
+    assert result.stats.end_reason is EndReason.PROVIDER_STOPPED
     assert (result.caller.media_out_of_order > 10) == (seed is not None)
 
 

@@ -35,7 +35,6 @@ from bridge.protocols.telnyx_media import (
     TelnyxMediaBridge,
     TelnyxMediaProvider,
     TelnyxStart,
-    telnyx_setup,
 )
 
 SID = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
@@ -145,7 +144,7 @@ def test_start_without_connected_and_without_sequence_number() -> None:
 
 def test_media_dtmf_mark_stop() -> None:
     b = streaming()
-    assert only(b.feed(json.dumps(media_obj(1)))) == Media(track="inbound", chunk=1, timestamp_ms=20,
+    assert only(b.feed(json.dumps(media_obj(1)))) == Media(track="inbound", number=1, timestamp_ms=20,
                                                            payload=b"\x7f" * 160)
     dtmf = {"event": "dtmf", "sequence_number": "3", "stream_id": SID, "occurred_at": "2024-01-01T00:00:00Z",
             "dtmf": {"digit": "#"}}
@@ -316,7 +315,7 @@ def test_l16_16k_is_decimated_in_order_and_replies_are_l16_16k() -> None:
 
 
 def chunks_of(events: list[Any]) -> list[int]:
-    return [e.chunk for e in events if isinstance(e, Media)]
+    return [e.number for e in events if isinstance(e, Media)]
 
 
 @pytest.mark.parametrize(("arrivals", "released", "late", "skipped"), [
@@ -390,7 +389,7 @@ def test_custom_parameters_are_bounded_and_any_json_value_is_kept() -> None:
         "field 'start.custom_parameters.long' holds 4097 characters, more than 4096: dropped",
         "field 'start.custom_parameters': 40 parameters past the first 64 dropped",
     )
-    setup = telnyx_setup(ev, "s1")
+    setup = relay.Setup.of("s1", ev.call_details())
     assert setup.custom_parameters == ev.custom_parameters
 
 
@@ -441,7 +440,7 @@ def test_outbound_before_start_is_a_local_error() -> None:
 def test_setup_from_start() -> None:
     start = only(TelnyxMediaBridge().feed(json.dumps(start_obj(
         call_leg_id="428c31b6", custom_parameters={"customer_id": "c1", "direction": "outbound-api", "n": 2}))))
-    setup = telnyx_setup(start, "7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2")
+    setup = relay.Setup.of("7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2", start.call_details())
     obj = json.loads(relay.serialize_relay_message(setup))
     assert obj == {
         "type": "setup", "sessionId": "7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2", "accountSid": USER,
@@ -454,7 +453,7 @@ def test_setup_from_start() -> None:
 
 def test_setup_without_leg_or_user_leaves_them_out_or_empty() -> None:
     start = only(TelnyxMediaBridge().feed(json.dumps(without(start_obj(), "start", "user_id"))))
-    obj = json.loads(relay.serialize_relay_message(telnyx_setup(start, "s")))
+    obj = json.loads(relay.serialize_relay_message(relay.Setup.of("s", start.call_details())))
     assert "callLegId" not in obj and obj["accountSid"] == ""
 
 

@@ -31,7 +31,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-TELEPHONY_RATE = 8000
+from bridge.audio.telephony import SAMPLE_RATE_HZ
 
 # Output format -> (container, codec, sample rate the codec accepts or None for any).
 ENCODINGS = {
@@ -160,7 +160,7 @@ def _codec_allowed(demuxer: str, codec: str) -> bool:
     return codec in allowed or ("pcm_*" in allowed and codec.startswith("pcm_"))
 
 
-def decode_audio(data: bytes, *, max_duration_s: float, rate: int = TELEPHONY_RATE,
+def decode_audio(data: bytes, *, max_duration_s: float, rate: int = SAMPLE_RATE_HZ,
                  should_stop: Callable[[], bool] | None = None) -> NDArray[np.int16]:
     """Decode a whole audio file to mono int16 at ``rate``; longer than ``max_duration_s`` is an error.
 
@@ -173,7 +173,7 @@ def decode_audio(data: bytes, *, max_duration_s: float, rate: int = TELEPHONY_RA
     if demuxer is None:
         raise DecodeError(f"cannot decode: {what} is not a supported audio format (supported: {SUPPORTED})")
     max_samples = int(max_duration_s * rate)
-    chunks: list[NDArray[np.int16]] = []
+    pieces: list[NDArray[np.int16]] = []
     total = 0
     options = {"format_whitelist": demuxer, "protocol_whitelist": NO_PROTOCOLS}
     try:
@@ -193,9 +193,9 @@ def decode_audio(data: bytes, *, max_duration_s: float, rate: int = TELEPHONY_RA
                 if packet.stream.index != stream.index:
                     continue
                 for frame in stream.decode(packet):
-                    total = _append(resampler.resample(frame), chunks, total, max_samples, max_duration_s)
+                    total = _append(resampler.resample(frame), pieces, total, max_samples, max_duration_s)
             # None flushes the resampler's tail after the last frame.
-            total = _append(resampler.resample(None), chunks, total, max_samples, max_duration_s)
+            total = _append(resampler.resample(None), pieces, total, max_samples, max_duration_s)
     except av.FFmpegError as exc:
         raise DecodeError(f"cannot decode: {exc.strerror or exc}") from None
     except ValueError as exc:  # PyAV's own checks, e.g. a stream whose format changes midway
@@ -204,17 +204,17 @@ def decode_audio(data: bytes, *, max_duration_s: float, rate: int = TELEPHONY_RA
         raise DecodeError(f"cannot decode: {exc}") from None
     if not total:
         raise DecodeError("no audio in the file")
-    return np.concatenate(chunks)
+    return np.concatenate(pieces)
 
 
-def _append(frames: list[av.AudioFrame], chunks: list[NDArray[np.int16]], total: int, max_samples: int,
+def _append(frames: list[av.AudioFrame], pieces: list[NDArray[np.int16]], total: int, max_samples: int,
             max_duration_s: float) -> int:
     for out in frames:
         samples = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
         total += samples.size
         if total > max_samples:
             raise DecodeError(f"longer than the limit of {max_duration_s:g} s")
-        chunks.append(samples)
+        pieces.append(samples)
     return total
 
 

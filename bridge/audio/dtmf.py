@@ -17,7 +17,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-RATE = 8000
+from bridge.audio.telephony import SAMPLE_RATE_HZ
+
 TONE_MS = 100
 GAP_MS = 100
 PAUSE_MS = 500
@@ -31,7 +32,7 @@ FREQUENCIES: dict[str, tuple[int, int]] = {
 PAUSE = "wW"
 
 
-def dtmf_tones(digits: str, rate: int = RATE) -> NDArray[np.int16]:
+def dtmf_tones(digits: str, rate: int = SAMPLE_RATE_HZ) -> NDArray[np.int16]:
     """Audio for ``digits`` (0-9, A-D, * and #; w or W pauses half a second)."""
     tone_n, gap_n, pause_n = (rate * ms // 1000 for ms in (TONE_MS, GAP_MS, PAUSE_MS))
     t = np.arange(tone_n) / rate
@@ -59,7 +60,7 @@ def _goertzel_power(block: NDArray[np.float64], freq: float, rate: int) -> float
     return s2 * s2 + s1 * s1 - coeff * s1 * s2
 
 
-def detect_dtmf(samples: NDArray[np.int16], rate: int = RATE, window: int = 205) -> str:
+def detect_dtmf(samples: NDArray[np.int16], rate: int = SAMPLE_RATE_HZ, window: int = 205) -> str:
     """The digits present in ``samples``, each once per key press."""
     x = samples.astype(np.float64) / 32768
     digits, last, run = [], "", 0

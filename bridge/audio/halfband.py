@@ -8,7 +8,7 @@ the high rate: -6 dB at 4 kHz, flat to 3.4 kHz, about 70 dB down from 4.6 kHz), 
 other tap zero and the centre tap exactly one half.
 
 Taps are Q15 integers and the sums are int64, so results do not depend on how the stream is cut:
-chunked output equals one-shot output bit for bit, and no floating-point summation order can make
+block-wise output equals one-shot output bit for bit, and no floating-point summation order can make
 them differ. Each call returns exactly half (decimator) or twice (interpolator) as many samples as
 it was given, so frame sizes stay fixed; the cost is a constant delay of ``DELAY_16K`` samples at
 16 kHz (under 2 ms) for each direction.

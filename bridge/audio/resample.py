@@ -1,8 +1,8 @@
-"""Streaming sample-rate conversion (soxr) that is continuous across chunk boundaries.
+"""Streaming sample-rate conversion (soxr) that is continuous across block boundaries.
 
 One ``StreamResampler`` lives as long as the stream it converts (a call's inbound audio, one
-spoken item's outbound audio): its filter state carries over from chunk to chunk, so chunked
-output equals one-shot output and there is no click where chunks meet. ``flush`` drains the
+spoken item's outbound audio): its filter state carries over from block to block, so block-wise
+output equals one-shot output and there is no click where blocks meet. ``flush`` drains the
 filter tail at the end of the stream; the resampler can then be reused for a new stream.
 """
 
@@ -28,7 +28,7 @@ class StreamResampler:
         return soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality=self._quality)
 
     def process(self, samples: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Convert the next chunk; the output may lag the input by the filter delay."""
+        """Convert the next block; the output may lag the input by the filter delay."""
         x = np.ascontiguousarray(samples, dtype=np.float32)
         if self._stream is None:
             return x.copy()

@@ -16,10 +16,10 @@ from numpy.typing import NDArray
 
 from bridge.audio.g711 import alaw_decode, alaw_encode, l16_decode, l16_encode, ulaw_decode, ulaw_encode
 from bridge.audio.halfband import Decimator, Interpolator
+from bridge.audio.telephony import SAMPLE_RATE_HZ
 
 ENCODINGS = ("PCMU", "PCMA", "L16")
 SAMPLE_RATES = (8000, 16000)
-RUNTIME_RATE = 8000
 
 
 def bytes_per_ms(encoding: str, sample_rate: int) -> int:
@@ -60,14 +60,14 @@ class EdgeTranscoder:
 
     @property
     def passthrough(self) -> bool:
-        return self.encoding == "PCMU" and self.sample_rate == RUNTIME_RATE
+        return self.encoding == "PCMU" and self.sample_rate == SAMPLE_RATE_HZ
 
     def to_ulaw(self, payload: bytes) -> bytes:
         """Wire audio to 8 kHz mu-law (L16 payloads must have an even length)."""
         if self.passthrough:
             return payload
         samples = decode(self.encoding, payload)
-        if self.sample_rate != RUNTIME_RATE:
+        if self.sample_rate != SAMPLE_RATE_HZ:
             samples = self._decimator.process(samples)
         return ulaw_encode(samples)
 
@@ -76,6 +76,6 @@ class EdgeTranscoder:
         if self.passthrough:
             return ulaw
         samples = ulaw_decode(ulaw)
-        if self.sample_rate != RUNTIME_RATE:
+        if self.sample_rate != SAMPLE_RATE_HZ:
             samples = self._interpolator.process(samples)
         return encode(self.encoding, samples)

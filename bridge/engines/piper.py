@@ -33,8 +33,8 @@ class PiperSynthesizer:
     def synthesize(self, text: str) -> Iterator[NDArray[np.int16]]:
         if not text.strip():
             return
-        for chunk in self.voice.synthesize(text):
-            yield np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
+        for piece in self.voice.synthesize(text):
+            yield np.asarray(piece.audio_int16_array, dtype=np.int16).reshape(-1)
 
     def warm_up(self) -> None:
         for _ in self.synthesize("Hello."):

@@ -5,17 +5,24 @@ order, so "sent" is not "heard". The bridge places a ``mark`` at the start of ev
 after every spoken chunk; Twilio echoes a mark when the audio before it has played. The echo is the
 only clock of what the caller heard.
 
-On ``clear`` Twilio drops its buffer and then echoes *every* pending mark at once, and those echoes
-look exactly like "played" ones. So ``clear()`` moves all pending marks to a cleared set and their
-later echoes are reported as ``CLEARED``, never as playback.
+A mark is placed when it is queued for sending, behind the audio queued before it (``note_queued``),
+so its position in the cycle's audio is known then; ``mark_sent`` records that it went out. Only a
+sent mark can be echoed: an echo of any other name is ``UNKNOWN``.
 
-``heard(now)``, read just before the ``clear`` (which forgets the playback), answers the ``interrupt``
-fields: the text of the current cycle through its last
-played mark, and the cycle's audio duration through that mark plus the time since its echo, bounded
-by the audio of the cycle actually sent. ``fragment`` estimates how much of the chunk being heard
-got through, in whole words, from how far into that chunk's audio the caller is (speech runs at a
-roughly even rate of words, so this is an estimate at word granularity, not a timing of words).
-Positions are in samples at 8 kHz; ``now`` (seconds) is passed in by the runtime.
+On ``clear`` Twilio drops its buffer and then echoes *every* pending mark at once, and those echoes
+look exactly like "played" ones. So ``clear()`` moves the sent pending marks to a cleared set and
+their later echoes are reported as ``CLEARED``, never as playback. Marks still queued are dropped
+with the queue; one that turns out to have been on its way out already (``mark_sent`` after the
+``clear``) joins the cleared set.
+
+``heard(now)``, read just before the ``clear`` (which forgets the playback), answers the
+``interrupt`` fields: the text of the current cycle through its last played mark, and the cycle's
+audio duration through that mark plus the time since its echo, bounded by the audio of the cycle
+queued (the pacer sends queued audio a fixed lead ahead of real time, so the caller cannot be
+further than that). ``fragment`` estimates how much of the chunk being heard got through, in whole
+words, from how far into that chunk's audio the caller is (speech runs at a roughly even rate of
+words, so this is an estimate at word granularity, not a timing of words). Positions are in samples
+at 8 kHz; ``now`` (seconds) is passed in by the runtime.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-SAMPLE_RATE = 8000
+from bridge.audio.telephony import SAMPLE_RATE_HZ
 
 
 class EchoKind(enum.Enum):
@@ -60,32 +67,42 @@ class Heard:
 
 @dataclass
 class MarkLedger:
-    sent: int = 0  # samples sent, all cycles
-    _cycle_sent: dict[int, int] = field(default_factory=dict)
-    _pending: OrderedDict[str, MarkInfo] = field(default_factory=OrderedDict)
+    queued: int = 0  # samples queued for sending, all cycles
+    _cycle_queued: dict[int, int] = field(default_factory=dict)
+    _pending: OrderedDict[str, MarkInfo] = field(default_factory=OrderedDict)  # placed, not yet echoed
+    _sent: set[str] = field(default_factory=set)  # of the pending marks, those sent
+    _dropped: set[str] = field(default_factory=set)  # queued at the last clear, perhaps already on their way
     _cleared: dict[str, MarkInfo] = field(default_factory=dict)
     _last_played: MarkInfo | None = None
     _last_played_at: float = 0.0
     _last_placed: MarkInfo | None = None
     _serial: int = 0
 
-    def note_sent(self, cycle: int, samples: int) -> None:
-        self.sent += samples
-        self._cycle_sent[cycle] = self._cycle_sent.get(cycle, 0) + samples
+    def note_queued(self, cycle: int, samples: int) -> None:
+        self.queued += samples
+        self._cycle_queued[cycle] = self._cycle_queued.get(cycle, 0) + samples
 
-    def cycle_sent(self, cycle: int) -> int:
-        return self._cycle_sent.get(cycle, 0)
+    def cycle_queued(self, cycle: int) -> int:
+        return self._cycle_queued.get(cycle, 0)
 
     def place(self, cycle: int, text: str, chunk: str, *, final: bool = False,
               interruptible: str = "any") -> MarkInfo:
-        """Record a mark about to be sent after the audio sent so far."""
+        """Record a mark queued for sending after the audio queued so far."""
         self._serial += 1
         mark = MarkInfo(name=f"c{cycle}-{self._serial}", cycle=cycle, text=text, chunk=chunk,
-                        position=self.cycle_sent(cycle), start=self.chunk_start(cycle), final=final,
+                        position=self.cycle_queued(cycle), start=self.chunk_start(cycle), final=final,
                         interruptible=interruptible)
         self._pending[mark.name] = mark
         self._last_placed = mark
         return mark
+
+    def mark_sent(self, name: str) -> None:
+        """The mark ``name`` went out to the provider."""
+        if name in self._pending:
+            self._sent.add(name)
+        elif name in self._dropped:  # sent just before a clear that had already dropped it: echoed as cleared
+            self._dropped.discard(name)
+            self._cleared[name] = MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False)
 
     def chunk_start(self, cycle: int) -> int:
         """Where the next chunk of ``cycle`` begins: at the cycle's last placed mark."""
@@ -95,11 +112,12 @@ class MarkLedger:
     def echo(self, name: str, now: float) -> Echo:
         if name in self._cleared:
             return Echo(EchoKind.CLEARED, self._cleared.pop(name))
-        if name not in self._pending:
+        if name not in self._sent:
             return Echo(EchoKind.UNKNOWN, None)
         # Marks play in the order they were sent, so every mark before this one has played too.
         while True:
             popped, mark = self._pending.popitem(last=False)
+            self._sent.discard(popped)
             if popped == name:
                 break
         self._last_played = mark
@@ -112,15 +130,23 @@ class MarkLedger:
 
     @property
     def pending(self) -> bool:
-        """Marks sent and not yet echoed: the caller still has agent audio to hear."""
+        """Marks placed and not yet echoed: the caller still has agent audio to hear."""
         return bool(self._pending)
 
+    @property
+    def unheard_sent(self) -> bool:
+        """Marks sent and not yet echoed: the provider still holds agent audio for the caller."""
+        return bool(self._sent)
+
     def clear(self) -> list[MarkInfo]:
-        """A ``clear`` is being sent: every pending mark will come back as cleared."""
-        cleared = list(self._pending.values())
+        """Playback is being cleared: every sent pending mark will come back as cleared; the marks
+        still queued are dropped with the queue."""
+        cleared = [mark for name, mark in self._pending.items() if name in self._sent]
         for mark in cleared:
             self._cleared[mark.name] = mark
+        self._dropped = {name for name in self._pending if name not in self._sent}
         self._pending.clear()
+        self._sent.clear()
         self._last_played = None  # the caller's playback is empty: nothing from before is playing
         return cleared
 
@@ -129,14 +155,14 @@ class MarkLedger:
         mark = self._last_played
         if mark is None or mark.final:
             return None, 0.0
-        elapsed = max(0.0, now - self._last_played_at) * SAMPLE_RATE
-        return mark.cycle, min(mark.position + elapsed, float(self.cycle_sent(mark.cycle)))
+        elapsed = max(0.0, now - self._last_played_at) * SAMPLE_RATE_HZ
+        return mark.cycle, min(mark.position + elapsed, float(self.cycle_queued(mark.cycle)))
 
     def heard(self, now: float) -> Heard:
         cycle, position = self.position(now)
         if cycle is None or self._last_played is None:
             return Heard(cycle=None, text="", duration_ms=0.0)
-        return Heard(cycle=cycle, text=self._last_played.text, duration_ms=round(position * 1000 / SAMPLE_RATE, 1))
+        return Heard(cycle=cycle, text=self._last_played.text, duration_ms=round(position * 1000 / SAMPLE_RATE_HZ, 1))
 
 
 def fragment(chunk: str, start: int, end: int, position: float) -> str:

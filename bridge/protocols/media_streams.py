@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import enum
+import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from bridge.protocols.call_details import CallDetails
 from bridge.protocols.fields import (
     FrameError,
     base64_bytes,
@@ -56,6 +58,12 @@ class Connected:
     version: str
 
 
+# custom parameter -> CallDetails field, for the setup fields a Twilio stream does not carry itself
+SETUP_PARAMETERS = {"from": "from_", "to": "to", "direction": "direction", "callerName": "caller_name",
+                    "forwardedFrom": "forwarded_from", "parentCallSid": "parent_call_sid",
+                    "callType": "call_type", "callStatus": "call_status"}
+
+
 @dataclass(frozen=True)
 class Start:
     stream_sid: str
@@ -66,11 +74,25 @@ class Start:
     media_format: MediaFormat
     dropped_parameters: tuple[str, ...] = ()  # why each custom parameter left out was dropped
 
+    provider: ClassVar[str] = "twilio"
+
+    def call_details(self) -> CallDetails:
+        """The ``setup`` fields Twilio's ConversationRelay sends for this call: known custom parameters
+        (``from``, ``callerName``, ...) fill the fields the stream itself does not carry."""
+        params = self.custom_parameters
+        known = {attr: params[name] for name, attr in SETUP_PARAMETERS.items() if name in params}
+        return CallDetails(call_sid=self.call_sid, account_sid=self.account_sid, custom_parameters=dict(params),
+                           **known)
+
+    @staticmethod
+    def new_session_id() -> str:
+        return "VX" + uuid.uuid4().hex
+
 
 @dataclass(frozen=True)
 class Media:
     track: str
-    chunk: int
+    number: int  # media.chunk: the message's number in its track, from 1
     timestamp_ms: int
     payload: bytes
 
@@ -211,7 +233,7 @@ class MediaStreamsBridge:
             m = get(obj, "media", dict)
             return Media(
                 track=get(m, "track", str, path="media", required=False, default="inbound"),
-                chunk=counter(m, "chunk", "media"),
+                number=counter(m, "chunk", "media"),
                 timestamp_ms=counter(m, "timestamp", "media"),
                 payload=base64_bytes(m, "payload", "media"),
             )
@@ -261,7 +283,7 @@ class ProviderFrames:
     STREAM_FIELD: ClassVar[str] = "streamSid"
     DTMF_TRACK: ClassVar[dict[str, str]] = {"track": "inbound_track"}
     sequence: int
-    chunk: int
+    media_number: int  # of the last media message sent (media.chunk on the wire)
 
     @property
     def stream(self) -> str:
@@ -273,8 +295,8 @@ class ProviderFrames:
                       **body})
 
     def media(self, payload: bytes, timestamp_ms: int) -> str:
-        self.chunk += 1
-        return self._frame("media", media={"track": "inbound", "chunk": str(self.chunk),
+        self.media_number += 1
+        return self._frame("media", media={"track": "inbound", "chunk": str(self.media_number),
                                            "timestamp": str(timestamp_ms),
                                            "payload": base64.b64encode(payload).decode("ascii")})
 
@@ -293,7 +315,7 @@ class MediaStreamsProvider(ProviderFrames):
     account_sid: str
     call_sid: str
     sequence: int = 0
-    chunk: int = 0
+    media_number: int = 0
 
     @property
     def stream(self) -> str:
@@ -323,7 +345,7 @@ class MediaStreamsProvider(ProviderFrames):
             if sid != self.stream_sid:
                 raise FrameError(f"field 'streamSid' is {show(sid)}, expected {show(self.stream_sid)}")
             if event == "media":
-                return Media(track="outbound", chunk=0, timestamp_ms=0,
+                return Media(track="outbound", number=0, timestamp_ms=0,
                              payload=base64_bytes(get(obj, "media", dict), "payload", "media"))
             if event == "mark":
                 return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))

@@ -18,11 +18,14 @@ hold or work on an unbounded amount of text.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.protocols.call_details import CallDetails
 from bridge.protocols.fields import FrameError, bounded_str, dumps, parse_object, show, utf8_safe
 from bridge.protocols.fields import field as get
 
@@ -39,6 +42,25 @@ MAX_DIGITS_CHARS = 256
 MAX_LANGUAGE_CHARS = 64
 MAX_HANDOFF_CHARS = 65_536
 SEND_DIGITS_RE = re.compile(r"[0-9w#*]+")
+
+
+class Interruptible(StrEnum):
+    """What caller input may cut agent speech (TwiML ``interruptible``; the same values say what input
+    over agent speech is reported, ``reportInputDuringAgentSpeech``)."""
+
+    NONE = "none"
+    DTMF = "dtmf"
+    SPEECH = "speech"
+    ANY = "any"
+
+    def allows(self, kind: Interruptible) -> bool:
+        """Whether input of ``kind`` (``SPEECH`` or ``DTMF``) is covered."""
+        return self is Interruptible.ANY or self is kind
+
+    @classmethod
+    def of_flag(cls, flag: bool) -> Interruptible:
+        """A message's boolean ``interruptible``: true is any input, false none."""
+        return cls.ANY if flag else cls.NONE
 
 
 # --- app -> bridge ------------------------------------------------------------------------
@@ -109,6 +131,11 @@ class Setup:
     call_session_id: str | None = None
     call_leg_id: str | None = None
 
+    @classmethod
+    def of(cls, session_id: str, details: CallDetails) -> Setup:
+        fields = {f.name: getattr(details, f.name) for f in dataclasses.fields(details)}
+        return cls(session_id=session_id, **{**fields, "custom_parameters": dict(details.custom_parameters)})
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -130,8 +157,31 @@ class Interrupt:
 
 @dataclass(frozen=True)
 class Info:
+    """An ``info`` event the bridge does not type (as an app reads them)."""
+
     name: str
     value: str
+
+
+@dataclass(frozen=True)
+class AgentSpeaking:
+    """``info`` ``agentSpeaking``: the caller started (on) or stopped (off) hearing agent audio."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class ClientSpeaking:
+    """``info`` ``clientSpeaking``: caller speech started (on) or ended (off)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class TokensPlayed:
+    """``info`` ``tokensPlayed``: the text of agent speech the caller has heard."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +189,7 @@ class Error:
     description: str
 
 
-RelayMessage = Setup | Prompt | DtmfDigit | Interrupt | Info | Error
+RelayMessage = Setup | Prompt | DtmfDigit | Interrupt | Info | AgentSpeaking | ClientSpeaking | TokensPlayed | Error
 
 
 def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
@@ -213,6 +263,12 @@ def serialize_relay_message(msg: RelayMessage) -> str:
                           "durationUntilInterruptMs": int(ms) if float(ms).is_integer() else ms})
         case Info():
             return dumps({"type": "info", "name": msg.name, "value": msg.value})
+        case AgentSpeaking():
+            return dumps({"type": "info", "name": "agentSpeaking", "value": "on" if msg.on else "off"})
+        case ClientSpeaking():
+            return dumps({"type": "info", "name": "clientSpeaking", "value": "on" if msg.on else "off"})
+        case TokensPlayed():
+            return dumps({"type": "info", "name": "tokensPlayed", "value": msg.text})
         case Error():
             return dumps({"type": "error", "description": msg.description})
 

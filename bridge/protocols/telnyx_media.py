@@ -14,7 +14,7 @@ naming the field. The call runtime works on 8 kHz mu-law, so this codec converts
 way audio needs ``bidirectionalMode="rtp"`` (``stream_bidirectional_mode: "rtp"``) with
 ``bidirectionalCodec``/``bidirectionalSamplingRate`` equal to ``codec`` and the stream's rate, since
 replies are sent in the format ``start`` announced; Telnyx's default ``mp3`` mode is not spoken here.
-Telnyx wants 20 ms to 30 s of audio per outbound RTP chunk; the pacer's 20 ms frames meet that.
+Telnyx wants 20 ms to 30 s of audio per outbound RTP payload; the pacer's 20 ms frames meet that.
 
 Ordering. Telnyx does not guarantee frame order, so media is reordered by ``media.chunk`` (per
 track) with a hold-back of at most ``MAX_HOLD_FRAMES`` frames (60 ms at 20 ms a frame): a frame
@@ -35,11 +35,12 @@ the reasons in ``TelnyxStart.dropped_parameters``.
 from __future__ import annotations
 
 import base64
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.audio.transcode import ENCODINGS, SAMPLE_RATES, EdgeTranscoder, bytes_per_ms
-from bridge.protocols import relay
+from bridge.protocols.call_details import CallDetails
 from bridge.protocols.fields import (
     FrameError,
     base64_bytes,
@@ -66,8 +67,8 @@ from bridge.protocols.media_streams import (
 )
 
 MAX_HOLD_FRAMES = 3
-FIRST_CHUNK = 1  # Telnyx, like Twilio, counts chunks from 1
-MIN_OUTBOUND_MS = 20  # rtp mode: each outbound chunk holds 20 ms to 30 s of audio
+FIRST_NUMBER = 1  # Telnyx, like Twilio, numbers media messages (media.chunk) from 1
+MIN_OUTBOUND_MS = 20  # rtp mode: each outbound payload holds 20 ms to 30 s of audio
 MAX_OUTBOUND_MS = 30_000
 CALL_STATUS = "active"  # Telnyx's setup.callStatus for a live call (lowercase, unlike Twilio)
 TRACKS = ("inbound", "outbound")  # media.track as Telnyx sends it
@@ -91,6 +92,27 @@ class TelnyxStart:
     custom_parameters: dict[str, Any]  # values may be any JSON type on Telnyx
     media_format: MediaFormat
     dropped_parameters: tuple[str, ...] = ()  # why each custom parameter left out was dropped
+
+    provider: ClassVar[str] = "telnyx"
+
+    def call_details(self) -> CallDetails:
+        """The ``setup`` fields Telnyx's ConversationRelay sends for this stream (protocols.md 3.1).
+
+        ``callSid`` mirrors ``callControlId``, ``accountSid`` is the account's UUID (``user_id``),
+        ``callStatus`` is lowercase. ``direction`` and ``callerName`` may come from custom parameters,
+        as on Twilio. The Twilio-only fields keep their defaults so Twilio-written apps still find them.
+        """
+        params = self.custom_parameters
+        known = {attr: params[name] for name, attr in (("direction", "direction"), ("callerName", "caller_name"))
+                 if isinstance(params.get(name), str)}
+        return CallDetails(call_sid=self.call_control_id, account_sid=self.account_sid, from_=self.from_, to=self.to,
+                           call_status=CALL_STATUS, custom_parameters=dict(params),
+                           call_control_id=self.call_control_id, call_session_id=self.call_session_id,
+                           call_leg_id=self.call_leg_id, **known)
+
+    @staticmethod
+    def new_session_id() -> str:
+        return str(uuid.uuid4())  # Telnyx session ids are UUIDs
 
     @property
     def stream_sid(self) -> str:
@@ -182,35 +204,35 @@ def _parse_error(obj: dict[str, Any]) -> ProviderError:
 @dataclass
 class _Held:
     track: str
-    chunk: int
+    number: int
     timestamp_ms: int
     payload: bytes  # still in the stream's format: converted when released, in order
 
 
 @dataclass
 class Reorderer:
-    """Puts one track's media back in ``chunk`` order with a bounded hold-back."""
+    """Puts one track's media back in ``media.chunk`` order with a bounded hold-back."""
 
     max_hold: int = MAX_HOLD_FRAMES
-    next_chunk: int | None = None
+    next_number: int | None = None
     late_dropped: int = 0  # arrived after its place was passed, or a duplicate
-    skipped: int = 0  # chunks given up on (never arrived within the hold-back)
+    skipped: int = 0  # media messages given up on (never arrived within the hold-back)
     _held: dict[int, _Held] = field(default_factory=dict)
 
     def push(self, frame: _Held) -> list[_Held]:
-        if self.next_chunk is None:
-            # A stream whose first frames are swapped must not lose chunk 1; a stream that starts
+        if self.next_number is None:
+            # A stream whose first frames are swapped must not lose message 1; a stream that starts
             # higher costs one hold-back at the start, then the gap below it is skipped.
-            self.next_chunk = min(frame.chunk, FIRST_CHUNK)
-        if frame.chunk < self.next_chunk or frame.chunk in self._held:
+            self.next_number = min(frame.number, FIRST_NUMBER)
+        if frame.number < self.next_number or frame.number in self._held:
             self.late_dropped += 1
             return []
-        self._held[frame.chunk] = frame
+        self._held[frame.number] = frame
         out = self._release()
         while len(self._held) > self.max_hold:
             first = min(self._held)
-            self.skipped += first - self.next_chunk
-            self.next_chunk = first
+            self.skipped += first - self.next_number
+            self.next_number = first
             out += self._release()
         return out
 
@@ -219,9 +241,9 @@ class Reorderer:
         out: list[_Held] = []
         while self._held:
             first = min(self._held)
-            assert self.next_chunk is not None
-            self.skipped += first - self.next_chunk
-            self.next_chunk = first
+            assert self.next_number is not None
+            self.skipped += first - self.next_number
+            self.next_number = first
             out += self._release()
         return out
 
@@ -231,9 +253,9 @@ class Reorderer:
 
     def _release(self) -> list[_Held]:
         out = []
-        while self.next_chunk in self._held:
-            out.append(self._held.pop(self.next_chunk))
-            self.next_chunk += 1
+        while self.next_number in self._held:
+            out.append(self._held.pop(self.next_number))
+            self.next_number += 1
         return out
 
 
@@ -261,7 +283,7 @@ class TelnyxMediaBridge:
             return [InvalidFrame.of(exc, raw)]
 
     def flush(self) -> list[TelnyxEvent | InvalidFrame]:
-        """Release any held media now, giving up on missing chunks (e.g. the stream went quiet)."""
+        """Release any held media now, giving up on missing messages (e.g. the stream went quiet)."""
         return [ev for track in list(self._tracks) for ev in self._release(track, self._tracks[track][0].flush())]
 
     def _feed(self, raw: str | bytes) -> list[TelnyxEvent | InvalidFrame]:
@@ -326,7 +348,7 @@ class TelnyxMediaBridge:
         if track not in TRACKS:
             # Each track name gets its own reorder buffer and transcoder: only Telnyx's own are taken.
             raise FrameError(f"field 'media.track' must be 'inbound' or 'outbound', got {show(track)}")
-        frame = _Held(track=track, chunk=counter(m, "chunk", "media"), timestamp_ms=counter(m, "timestamp", "media"),
+        frame = _Held(track=track, number=counter(m, "chunk", "media"), timestamp_ms=counter(m, "timestamp", "media"),
                       payload=base64_bytes(m, "payload", "media"))
         if self.media_format.encoding == "L16" and len(frame.payload) % 2:
             raise FrameError(f"field 'media.payload' holds {len(frame.payload)} bytes; L16 needs whole 16-bit samples")
@@ -337,7 +359,7 @@ class TelnyxMediaBridge:
 
     def _release(self, track: str, frames: list[_Held]) -> list[TelnyxEvent | InvalidFrame]:
         edge = self._tracks[track][1]
-        return [Media(track=f.track, chunk=f.chunk, timestamp_ms=f.timestamp_ms, payload=edge.to_ulaw(f.payload))
+        return [Media(track=f.track, number=f.number, timestamp_ms=f.timestamp_ms, payload=edge.to_ulaw(f.payload))
                 for f in frames]
 
     # -- statistics ---------------------------------------------------------------------------
@@ -373,22 +395,6 @@ class TelnyxMediaBridge:
         return dumps({"event": "clear"})
 
 
-def telnyx_setup(start: TelnyxStart, session_id: str) -> relay.Setup:
-    """The ``setup`` Telnyx's ConversationRelay sends for this stream (protocols.md 3.1).
-
-    ``callSid`` mirrors ``callControlId``, ``accountSid`` is the account's UUID (``user_id``),
-    ``callStatus`` is lowercase. ``direction`` and ``callerName`` may come from custom parameters,
-    as on Twilio. The Twilio-only fields keep their defaults so Twilio-written apps still find them.
-    """
-    params = start.custom_parameters
-    known = {attr: params[name] for name, attr in (("direction", "direction"), ("callerName", "caller_name"))
-             if isinstance(params.get(name), str)}
-    return relay.Setup(session_id=session_id, call_sid=start.call_control_id, account_sid=start.account_sid,
-                       from_=start.from_, to=start.to, call_status=CALL_STATUS, custom_parameters=dict(params),
-                       call_control_id=start.call_control_id, call_session_id=start.call_session_id,
-                       call_leg_id=start.call_leg_id, **known)
-
-
 @dataclass
 class TelnyxMediaProvider(ProviderFrames):
     """Telnyx's end of a media streaming WebSocket (used by the simulated caller).
@@ -406,7 +412,7 @@ class TelnyxMediaProvider(ProviderFrames):
     to: str = ""
     call_leg_id: str | None = None
     sequence: int = 0
-    chunk: int = 0
+    media_number: int = 0
     SEQUENCE_FIELD: ClassVar[str] = "sequence_number"
     STREAM_FIELD: ClassVar[str] = "stream_id"
     DTMF_TRACK: ClassVar[dict[str, str]] = {}
@@ -454,7 +460,7 @@ class TelnyxMediaProvider(ProviderFrames):
                 if len(payload) % per_ms or not MIN_OUTBOUND_MS <= len(payload) // per_ms <= MAX_OUTBOUND_MS:
                     raise FrameError(f"field 'media.payload' holds {len(payload)} bytes; {self.encoding} at "
                                      f"{self.sample_rate} Hz needs whole milliseconds, 20 ms to 30 s")
-                return Media(track="outbound", chunk=0, timestamp_ms=0, payload=payload)
+                return Media(track="outbound", number=0, timestamp_ms=0, payload=payload)
             if event == "mark":
                 return Mark(name=get(get(obj, "mark", dict), "name", str, path="mark"))
             return Clear()

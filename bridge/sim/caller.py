@@ -30,11 +30,12 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from bridge.audio.dtmf import detect_dtmf
 from bridge.audio.g711 import SILENCE_BYTE, ulaw_decode, ulaw_encode
+from bridge.audio.telephony import FRAME_SAMPLES
 from bridge.audio.transcode import EdgeTranscoder
 from bridge.protocols import media_streams as ms
 from bridge.protocols import telnyx_media as tx
 from bridge.protocols.wsquirks import closing_pongs_only
-from bridge.sim.clips import FRAME, Clip
+from bridge.sim.clips import Clip
 from bridge.sim.timeline import Timeline
 
 TICK_S = 0.02
@@ -44,7 +45,7 @@ TELNYX_CALL_CONTROL_ID = "v3:" + "T" * 40
 TELNYX_CALL_SESSION_ID = "ff55a038-6f5d-11ef-9692-02420aeffb1f"
 TELNYX_CALL_LEG_ID = "428c31b6-7af4-4b6f-92e7-7a7e6a4f1d44"
 TELNYX_USER_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
-SILENT_FRAME = bytes([SILENCE_BYTE]) * FRAME
+SILENT_FRAME = bytes([SILENCE_BYTE]) * FRAME_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class SimulatedCaller:
             self.ear.frames_played += 1
             self.ear.last_agent_frame_at = trio.current_time()
         await self._echo_ready_marks()
-        return frame.ljust(FRAME, bytes([SILENCE_BYTE]))[:FRAME]
+        return frame.ljust(FRAME_SAMPLES, bytes([SILENCE_BYTE]))[:FRAME_SAMPLES]
 
     async def _echo_ready_marks(self) -> None:
         while self._playout and isinstance(self._playout[0], str):
@@ -205,15 +206,15 @@ class SimulatedCaller:
                     case ms.Media():
                         self.ear.wire_payload_bytes.append(len(event.payload))
                         if self._edge is not None:
-                            event = ms.Media(event.track, event.chunk, event.timestamp_ms,
+                            event = ms.Media(event.track, event.number, event.timestamp_ms,
                                              self._edge.to_ulaw(event.payload))
                         buffered = sum(1 for x in self._playout if isinstance(x, bytes))
                         if not buffered and now - self.ear.last_agent_frame_at > 0.1:
                             self.timeline.add("caller", "hears agent")
-                        for i in range(0, len(event.payload), FRAME):
-                            self._playout.append(event.payload[i : i + FRAME])
+                        for i in range(0, len(event.payload), FRAME_SAMPLES):
+                            self._playout.append(event.payload[i : i + FRAME_SAMPLES])
                         self.ear.media_arrivals.append(now)
-                        self.ear.leads_ms.append((buffered + len(event.payload) / FRAME) * TICK_S * 1000)
+                        self.ear.leads_ms.append((buffered + len(event.payload) / FRAME_SAMPLES) * TICK_S * 1000)
                     case ms.Mark():
                         self.ear.marks.append(now)
                         self._playout.append(event.name)
@@ -243,11 +244,11 @@ class SimulatedCaller:
         """
         payload = ulaw_encode(clip.samples)
         first_tick = self._ticks + len(self._mouth)  # the tick task is waiting to send tick ``_ticks``
-        self._mouth.extend(payload[i : i + FRAME].ljust(FRAME, bytes([SILENCE_BYTE]))
-                           for i in range(0, len(payload), FRAME))
+        self._mouth.extend(payload[i : i + FRAME_SAMPLES].ljust(FRAME_SAMPLES, bytes([SILENCE_BYTE]))
+                           for i in range(0, len(payload), FRAME_SAMPLES))
         self.timeline.add("caller", "speaks", f"{clip.text!r} ({clip.seconds:.1f} s clip)")
-        onset = self._t_start + (first_tick + clip.speech_start // FRAME) * TICK_S
-        end = self._t_start + (first_tick + max(0, (clip.speech_end - 1) // FRAME)) * TICK_S
+        onset = self._t_start + (first_tick + clip.speech_start // FRAME_SAMPLES) * TICK_S
+        end = self._t_start + (first_tick + max(0, (clip.speech_end - 1) // FRAME_SAMPLES)) * TICK_S
         return Spoken(clip=clip, onset=onset, end=end)
 
     async def say(self, clip: Clip) -> Spoken:

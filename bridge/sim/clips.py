@@ -10,9 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
+from bridge.audio.telephony import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
-RATE = 8000
-FRAME = 160
 BUNDLED = Path(__file__).parent / "clips"
 
 
@@ -27,7 +26,7 @@ class Clip:
 
     @property
     def seconds(self) -> float:
-        return len(self.samples) / RATE
+        return len(self.samples) / SAMPLE_RATE_HZ
 
 
 def read_wav(path: Path) -> NDArray[np.int16]:
@@ -39,8 +38,8 @@ def read_wav(path: Path) -> NDArray[np.int16]:
         channels, rate = w.getnchannels(), w.getframerate()
     if channels > 1:
         data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    if rate != RATE:
-        r = StreamResampler(rate, RATE)
+    if rate != SAMPLE_RATE_HZ:
+        r = StreamResampler(rate, SAMPLE_RATE_HZ)
         x = pcm16_to_float(data)
         data = float_to_pcm16(np.concatenate((r.process(x), r.flush())))
     return data
@@ -48,16 +47,16 @@ def read_wav(path: Path) -> NDArray[np.int16]:
 
 def speech_bounds(samples: NDArray[np.int16]) -> tuple[int, int]:
     """Where the speech is, by frame energy (the clips are clean recordings with silent padding)."""
-    n = len(samples) // FRAME
+    n = len(samples) // FRAME_SAMPLES
     if n == 0:
         return 0, len(samples)
-    frames = samples[: n * FRAME].astype(np.float64).reshape(n, FRAME)
+    frames = samples[: n * FRAME_SAMPLES].astype(np.float64).reshape(n, FRAME_SAMPLES)
     rms = np.sqrt((frames**2).mean(axis=1))
     threshold = max(rms.max() * 0.05, 60.0)
     voiced = np.flatnonzero(rms > threshold)
     if len(voiced) == 0:
         return 0, 0
-    return int(voiced[0]) * FRAME, int(voiced[-1] + 1) * FRAME
+    return int(voiced[0]) * FRAME_SAMPLES, int(voiced[-1] + 1) * FRAME_SAMPLES
 
 
 def load_transcripts(path: Path, language: str = "en") -> dict[str, str]:

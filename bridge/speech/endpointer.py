@@ -30,9 +30,7 @@ import numpy as np
 import webrtcvad
 from numpy.typing import NDArray
 
-SAMPLE_RATE = 8000
-FRAME_MS = 20
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+from bridge.audio.telephony import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class Endpointer:
         events: list[EndpointerEvent] = []
         for i in range(n_frames):
             frame = data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+            voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE_HZ)
             self._step(voiced, events)
             if voiced and self.state is not State.QUIET:
                 self.turn_voiced_frames += 1
@@ -150,8 +148,8 @@ class Endpointer:
         return events
 
     def _utterance_bounds(self) -> tuple[int, int]:
-        pre = self.settings.pre_roll_ms * SAMPLE_RATE // 1000
-        hang = self.settings.hangover_ms * SAMPLE_RATE // 1000
+        pre = self.settings.pre_roll_ms * SAMPLE_RATE_HZ // 1000
+        hang = self.settings.hangover_ms * SAMPLE_RATE_HZ // 1000
         return max(0, self._first_voiced - pre), self._last_voiced_end + hang
 
     def _step(self, voiced: bool, events: list[EndpointerEvent]) -> None:

@@ -30,8 +30,8 @@ import trio
 from numpy.typing import NDArray
 
 from bridge.audio.decode import DecodeError, DecodeStopped, decode_audio
-from bridge.call.http import FetchPolicy, HttpError, http_get
-from bridge.call.settings import PlaySettings
+from bridge.net.http import FetchPolicy, HttpError, http_get
+from bridge.settings import PlaySettings
 
 DECODE_THREADS = 2  # decodes at once across all calls; each is short but CPU-bound
 
@@ -138,6 +138,9 @@ def shown_url(url: str) -> str:
     log handler or the app's socket instead of reporting the problem.
     """
     return url if url.isprintable() else ascii(url)
+
+
+MediaLoader = Callable[[str], Awaitable[NDArray[np.int16]]]  # a URL to its audio at 8 kHz
 
 
 async def load_media(url: str, settings: PlaySettings, cache: MediaCache, *,

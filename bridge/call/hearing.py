@@ -1,6 +1,7 @@
-"""The caller's side: inbound audio to utterances to ``prompt`` frames, with speculative recognition.
+"""The call's hearing: inbound audio to speech events and recognitions, with speculative recognition.
 
-Theory of operation. Every inbound 20 ms frame is decoded once and goes two ways: to the endpointer
+Theory of operation. Inbound 20 ms frames wait in a ``FrameQueue`` (full, it drops the oldest, so
+the provider's reader never waits). Each is decoded once and goes two ways: to the endpointer
 (8 kHz, webrtcvad) and into a ring that holds the recent call audio. The endpointer reports
 utterances by absolute sample positions, so the audio of an utterance is a slice of the ring; it is
 resampled to the recogniser's rate in one piece, in the worker thread. (A streaming resampler here
@@ -13,7 +14,10 @@ silence) recognition starts at once; if the silence lasts (``SpeechEnded`` with 
 that result becomes the prompt, and if speech resumes it is discarded. The prompt then goes out
 soon after the end-of-speech wait instead of a full recognition later.
 
-Prompts leave in utterance order through one sender task, whatever order recognitions finish in.
+What it hears goes to the conversation as events: ``SpeechStarted``, ``SpeechSustained``,
+``SpeechEnded``, ``PartialRecognised`` and one ``Recognised`` per ended utterance, in utterance order
+(one delivery task awaits them in turn), whatever order recognitions finish in. The conversation
+decides what becomes a prompt.
 
 All recognition queues for the process's decode slots (``SpeechEngines.asr_scheduler``) in three
 classes: finals before speculations before partials, calls in turn within a class. A recognition
@@ -36,15 +40,13 @@ runs; a decode already running in a worker thread cannot be interrupted, so it i
 slot comes back when that one decode finishes. A call therefore has at most one speculation and one
 partial alive besides its final recognitions, which queue in a bounded channel.
 
-Barge-in sensitivity: ``on_speech_sustained`` fires once per utterance when ``sustain_ms`` of voiced
-audio have been heard (0: together with ``on_speech_started``). Whether an utterance is reported at all
-(``report``) is decided by the runtime while it lasts: input over agent speech may be withheld.
+Barge-in sensitivity: ``SpeechSustained`` comes once per utterance when ``sustain_ms`` of voiced
+audio have been heard (0: right after ``SpeechStarted``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,11 +55,12 @@ from numpy.typing import NDArray
 
 from bridge.audio.g711 import ulaw_decode
 from bridge.audio.ring import SampleRing
+from bridge.audio.telephony import FRAME_MS, SAMPLE_RATE_HZ
 from bridge.call.engines import Claim, SpeechEngines
+from bridge.call.inbox import FrameQueue, Inbox
+from bridge.conversation import events as ev
 from bridge.engines.schedule import Priority
 from bridge.speech.endpointer import (
-    FRAME_MS,
-    SAMPLE_RATE,
     Endpointer,
     EndpointerSettings,
     SpeechEnded,
@@ -68,6 +71,7 @@ from bridge.speech.endpointer import (
 
 RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
 PARTIAL_INTERVAL_MS = 200  # new audio needed before the next partial recognition
+INBOUND_QUEUE_FRAMES = 50  # inbound audio waiting to be heard (1 s); more drops the oldest
 
 
 @dataclass
@@ -79,7 +83,6 @@ class Recognition:
     done: trio.Event = field(default_factory=trio.Event)
     ended_at: float = 0.0  # clock time the endpointer declared the end
     finished_at: float = 0.0  # clock time recognition finished
-    report: bool = True  # send it to the app (input over agent speech may be withheld)
     language: str = ""  # for the prompt's "lang": the language recognised in (or detected)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancelled when no longer wanted
     claim: Claim | None = None  # its place in the process's recognition queue
@@ -99,33 +102,25 @@ class Recognition:
         self.scope.cancel()
 
 
-class Listener:
-    def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, *, language: str, hints: str = "",
-                 on_speech_started: Callable[[SpeechStarted], Awaitable[None]],
-                 on_speech_ended: Callable[[SpeechEnded], Awaitable[None]],
-                 on_utterance: Callable[[Recognition], Awaitable[None]],
-                 logger: logging.LoggerAdapter[logging.Logger],
-                 on_speech_sustained: Callable[[], Awaitable[None]] | None = None, sustain_ms: int = 0,
-                 on_partial: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+class Hearing:
+    def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, events: Inbox[ev.Event], *,
+                 language: str, logger: logging.LoggerAdapter[logging.Logger], hints: str = "", sustain_ms: int = 0,
+                 partials: bool = False) -> None:
         self._engines = engines
         self.endpointer = Endpointer(settings)
         self.language = language  # a declared language code, "multi" to detect; may change mid-call
         self.hints = hints
-        self._on_speech_started = on_speech_started
-        self._on_speech_ended = on_speech_ended
-        self._on_utterance = on_utterance
-        self._on_speech_sustained = on_speech_sustained
+        self.audio = FrameQueue(INBOUND_QUEUE_FRAMES)
+        self._events = events
         self._sustain_frames = max(0, sustain_ms) // FRAME_MS
-        self._on_partial = on_partial
+        self._partials = partials
         self._log = logger
-        self.report = True  # whether the utterance in progress goes to the app
         self._sustained = False
         self._turn = 0  # utterances started so far; tags partial recognitions
         self._partial: Recognition | None = None  # the latest partial recognition of this utterance
         self._partial_from = 0  # audio position the last partial covered
-        self._last_partial = ""
         longest_ms = settings.max_utterance_ms + settings.pre_roll_ms + settings.hangover_ms
-        self._ring = SampleRing(SAMPLE_RATE * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
+        self._ring = SampleRing(SAMPLE_RATE_HZ * (longest_ms // 1000 + RING_MARGIN_S), dtype=np.int16)
         self._speculation: Recognition | None = None
         self._send, self._receive = trio.open_memory_channel[Recognition](32)
         self._nursery: trio.Nursery | None = None
@@ -134,19 +129,20 @@ class Listener:
         self.partials_overtaken = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the recognition tasks and send prompts in order."""
+        """Hear the inbound audio, own the recognition tasks, and deliver recognitions in order."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._deliver)
             task_status.started()
-            async for rec in self._receive:
-                await rec.done.wait()
-                if rec.text and not rec.report:
-                    self._log.info("input over agent speech not reported")
-                elif rec.text:
-                    await self._on_utterance(rec)
-                else:
-                    self._log.info("utterance of %.2f s had no words; no prompt",
-                                   (rec.end - rec.start) / SAMPLE_RATE)
+            while True:
+                await self.feed(await self.audio.get())
+
+    async def _deliver(self) -> None:
+        async for rec in self._receive:
+            await rec.done.wait()
+            self._events.put_nowait(ev.Recognised(rec.text, rec.language, (rec.end - rec.start) / SAMPLE_RATE_HZ,
+                                                  speech_end=rec.speech_end,
+                                                  waited_s=rec.finished_at - rec.ended_at))
 
     async def feed(self, ulaw: bytes) -> None:
         pcm = ulaw_decode(ulaw)
@@ -154,12 +150,12 @@ class Listener:
         for event in self.endpointer.feed(pcm):
             match event:
                 case SpeechStarted():
-                    self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE)
+                    self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE_HZ)
                     self._turn += 1
                     self._drop_partial()
-                    self.report, self._sustained, self._last_partial, self._partial = True, False, "", None
+                    self._sustained, self._partial = False, None
                     self._partial_from = event.detected_at
-                    await self._on_speech_started(event)
+                    self._events.put_nowait(ev.SpeechStarted(event.start))
                 case SpeechPaused():
                     self._drop_speculation()
                     partial = self._partial
@@ -186,10 +182,10 @@ class Listener:
                         self._partial = None  # now the final: never a partial to drop
                     else:
                         self._drop_partial()
-                    rec.speech_end, rec.ended_at, rec.report = event.speech_end, trio.current_time(), self.report
+                    rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
+                    self._events.put_nowait(ev.SpeechEnded())
                     await self._send.send(rec)
-                    await self._on_speech_ended(event)
-        await self._after_feed()
+        self._after_feed()
 
     def _drop_speculation(self) -> None:
         spec, self._speculation = self._speculation, None
@@ -203,18 +199,17 @@ class Listener:
         if self._partial is not None and not self._partial.done.is_set():
             self._partial.cancel()
 
-    async def _after_feed(self) -> None:
+    def _after_feed(self) -> None:
         if not self.endpointer.in_speech:
             return
-        if (not self._sustained and self._on_speech_sustained is not None
-                and self.endpointer.turn_voiced_frames >= self._sustain_frames):
+        if not self._sustained and self.endpointer.turn_voiced_frames >= self._sustain_frames:
             self._sustained = True
-            await self._on_speech_sustained()
+            self._events.put_nowait(ev.SpeechSustained())
         bounds = self.endpointer.open_utterance()
         partial = self._partial
         running = partial is not None and not partial.done.is_set() and not partial.waiting
-        if (self._on_partial is not None and bounds is not None and not running and self._speculation is None
-                and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE // 1000):
+        if (self._partials and bounds is not None and not running and self._speculation is None
+                and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE_HZ // 1000):
             if partial is not None and not partial.done.is_set():
                 partial.cancel()  # still queued: the new one covers more audio
                 self.partials_overtaken += 1
@@ -226,22 +221,20 @@ class Listener:
     async def _deliver_partial(self, turn: int, rec: Recognition) -> None:
         await rec.done.wait()
         # Only while the same utterance is still going on: a late partial must not follow its final prompt.
-        if (rec.text and rec.text != self._last_partial and turn == self._turn and self.endpointer.in_speech
-                and self.report and self._on_partial is not None):
-            self._last_partial = rec.text
-            await self._on_partial(rec.text, rec.language)
+        if rec.text and turn == self._turn and self.endpointer.in_speech:
+            self._events.put_nowait(ev.PartialRecognised(rec.text, rec.language))
 
     def _recognise(self, start: int, end: int, priority: Priority) -> Recognition:
         rec = Recognition(start=start, end=end, claim=self._engines.asr_scheduler.claim(self, priority))
         audio: NDArray[np.int16] = self._ring.read(start, end).astype(np.int16)
-        assert self._nursery is not None, "Listener.run must be started first"
+        assert self._nursery is not None, "Hearing.run must be started first"
         self._nursery.start_soon(self._transcribe, rec, audio)
         return rec
 
     async def _transcribe(self, rec: Recognition, audio: NDArray[np.int16]) -> None:
         try:
             with rec.scope:
-                recognised = await self._engines.recognise(audio, SAMPLE_RATE, self.language, hints=self.hints,
+                recognised = await self._engines.recognise(audio, SAMPLE_RATE_HZ, self.language, hints=self.hints,
                                                            claim=rec.claim)
                 rec.text, rec.language = recognised.text, recognised.language
         except Exception:

@@ -1,5 +1,6 @@
-"""Settings of a call: session behaviour (per call, the ConversationRelay way), playback, endpointing,
-media for ``play`` and where the end of a session is reported.
+"""Settings, at the bottom of the tree (loading the config imports no runtime): the server's, what a
+call may cost, and a call's: session behaviour (per call, the ConversationRelay way), playback,
+endpointing, media for ``play`` and where the end of a session is reported.
 
 ``SessionSettings`` holds the ``<ConversationRelay>`` attributes that make sense for a local bridge.
 Their defaults come from the config's ``[session]`` (snake_case keys); each call may override
@@ -24,9 +25,11 @@ from urllib.parse import urlsplit
 
 from bridge.engines.base import match_language
 from bridge.engines.whisper import MAX_HINTS_CHARS
+from bridge.protocols.auth import Credentials
+from bridge.protocols.relay import Interruptible
 from bridge.speech.endpointer import EndpointerSettings
 
-INTERRUPTIBLE_VALUES = ("none", "dtmf", "speech", "any")
+INTERRUPTIBLE_VALUES = tuple(Interruptible)
 SENSITIVITY_VALUES = ("low", "medium", "high")
 SPEECH_TIMEOUT_RANGE_MS = (600, 5000)
 EVENT_NAMES = ("speaker-events", "tokens-played")
@@ -43,9 +46,12 @@ def require_at_least(settings: object, **minimums: float) -> None:
             raise ValueError(f"{name} must be at least {low:g}, got {value}")
 
 
-def _check_interruptible(name: str, value: str) -> None:
+def _interruptible(settings: object, name: str) -> None:
+    """Check ``settings.name`` is an ``Interruptible`` value and store it as one."""
+    value = getattr(settings, name)
     if value not in INTERRUPTIBLE_VALUES:
         raise ValueError(f"{name} must be one of {', '.join(INTERRUPTIBLE_VALUES)}, got {value!r}")
+    object.__setattr__(settings, name, Interruptible(value))
 
 
 def _speech_timeout_ms(value: str) -> int | None:
@@ -71,24 +77,23 @@ class SessionSettings:
     tts_language: str = ""  # "": language
     transcription_language: str = ""  # "": language
     hints: str = ""  # comma-separated phrases that bias recognition
-    interruptible: str = "any"  # what caller input cuts agent speech: none | dtmf | speech | any
+    interruptible: Interruptible = Interruptible.ANY  # what caller input cuts agent speech
     dtmf_detection: bool = True
     welcome_greeting: str = ""
-    welcome_greeting_interruptible: str = "any"
+    welcome_greeting_interruptible: Interruptible = Interruptible.ANY
     debug: str = ""  # space-separated: debugging, speaker-events, tokens-played
     events: str = ""  # space-separated: speaker-events, tokens-played
     preemptible: bool = False  # a later text/play from the app cuts this session's speech
     partial_prompts: bool = False
-    report_input_during_agent_speech: str = "none"  # none | dtmf | speech | any
+    report_input_during_agent_speech: Interruptible = Interruptible.NONE  # input over agent speech reported
     interrupt_sensitivity: str = "high"  # low | medium | high
     speech_timeout: str = "auto"  # "auto" or milliseconds of silence, 600..5000
 
     def __post_init__(self) -> None:
         if not self.language:
             raise ValueError("language must not be empty")
-        _check_interruptible("interruptible", self.interruptible)
-        _check_interruptible("welcome_greeting_interruptible", self.welcome_greeting_interruptible)
-        _check_interruptible("report_input_during_agent_speech", self.report_input_during_agent_speech)
+        for name in ("interruptible", "welcome_greeting_interruptible", "report_input_during_agent_speech"):
+            _interruptible(self, name)
         if self.interrupt_sensitivity not in SENSITIVITY_VALUES:
             raise ValueError(f"interrupt_sensitivity must be one of {', '.join(SENSITIVITY_VALUES)}, "
                              f"got {self.interrupt_sensitivity!r}")
@@ -107,9 +112,9 @@ class SessionSettings:
         """The end-of-speech silence for this session, or None for the configured default ("auto")."""
         return _speech_timeout_ms(self.speech_timeout)
 
-    def reports(self, kind: str) -> bool:
+    def reports(self, kind: Interruptible) -> bool:
         """Whether caller input of ``kind`` (speech, dtmf) that does not cut agent speech is reported."""
-        return self.report_input_during_agent_speech in (kind, "any")
+        return self.report_input_during_agent_speech.allows(kind)
 
     def subscribed(self, event: str) -> bool:
         """Whether ``info`` messages of ``event`` (speaker-events, tokens-played) go to the app."""
@@ -310,3 +315,90 @@ class CallSettings:
     endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
     play: PlaySettings = field(default_factory=PlaySettings)
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What a call may cost (the ``[server]`` keys of the same names)."""
+
+    max_duration_s: float = 14400.0  # Twilio's own maximum call length: 4 hours
+    ping_interval_s: float = 10.0
+    pong_timeout_s: float = 10.0
+    send_timeout_s: float = 5.0
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen must be HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_ws_url(url: str, name: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
+        raise ValueError(f"{name} is not a valid URL ({exc}): {url!r}") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The Media Streams server (the config's ``[server]``).
+
+    The ``*_file`` keys name files holding a secret; the config loader reads them (and the
+    environment, and systemd credentials) into the secret's own key, so the server only sees values.
+    """
+
+    listen: str = "127.0.0.1:8080"
+    app_url: str = ""
+    relay_url_allowlist: tuple[str, ...] = ()
+    allow_unauthenticated: bool = False
+    twilio_auth_token: str = ""
+    twilio_auth_token_file: str = ""
+    twilio_account_sid: str = ""
+    public_url: str = ""
+    telnyx_stream_token: str = ""
+    telnyx_stream_token_file: str = ""
+    app_connect_timeout_ms: int = 5000
+    shutdown_grace_s: float = 30.0
+    max_calls: int = 50
+    max_cpu_load: float = 0.8
+    max_engine_wait_ms: int = 300
+    max_pending_handshakes: int = 64
+    handshake_timeout_ms: int = 5000
+    max_call_duration_s: float = 14400.0
+    ping_interval_ms: int = 10000
+    pong_timeout_ms: int = 10000
+    send_timeout_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        split_listen(self.listen)
+        if self.app_url:
+            check_ws_url(self.app_url, "app_url")
+        for i, url in enumerate(self.relay_url_allowlist):
+            check_ws_url(url, f"relay_url_allowlist[{i}]")
+        if self.twilio_auth_token and not self.public_url:
+            raise ValueError("twilio_auth_token needs public_url: the wss:// URL of the TwiML <Stream>, which "
+                             "Twilio signs (a URL built from request headers could be any host)")
+        if self.public_url:
+            check_ws_url(self.public_url, "public_url")
+        if self.twilio_account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", self.twilio_account_sid):
+            raise ValueError(f"twilio_account_sid must be AC and 32 hex digits, got {self.twilio_account_sid!r}")
+        if not 0 <= self.max_cpu_load <= 1:
+            raise ValueError(f"max_cpu_load must be from 0 (off) to 1, got {self.max_cpu_load}")
+        require_at_least(self, max_engine_wait_ms=0, app_connect_timeout_ms=1, shutdown_grace_s=0, max_calls=1,
+                         max_pending_handshakes=1, handshake_timeout_ms=1, max_call_duration_s=1, ping_interval_ms=100,
+                         pong_timeout_ms=100, send_timeout_ms=100)
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(twilio_auth_token=self.twilio_auth_token, public_url=self.public_url,
+                           telnyx_stream_token=self.telnyx_stream_token,
+                           allow_unauthenticated=self.allow_unauthenticated)
+
+    @property
+    def limits(self) -> CallLimits:
+        return CallLimits(max_duration_s=self.max_call_duration_s, ping_interval_s=self.ping_interval_ms / 1000,
+                          pong_timeout_s=self.pong_timeout_ms / 1000, send_timeout_s=self.send_timeout_ms / 1000)

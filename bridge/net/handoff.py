@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bridge.call.http import HttpError, HttpResponse, http_post_form, without_credentials
-from bridge.call.settings import HandoffSettings
+from bridge.net.http import HttpError, HttpResponse, http_post_form, without_credentials
 from bridge.protocols.signature import twilio_signature
+from bridge.settings import HandoffSettings
 
 SESSION_STATUSES = ("ended", "completed", "failed")
 ERROR_WEBSOCKET_ENDED = (64105, "Websocket ended")

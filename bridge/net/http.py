@@ -34,7 +34,7 @@ from urllib.parse import SplitResult, quote, unquote, urlencode, urljoin, urlspl
 import h11
 import trio
 
-from bridge.call.settings import host_allowed, normalize_host
+from bridge.settings import host_allowed, normalize_host
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -247,7 +247,7 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
     try:
         await stream.send_all(data)
         response: h11.Response | None = None
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
         while True:
             event = conn.next_event()
@@ -265,10 +265,10 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
                 size += len(event.data)
                 if size > max_bytes:
                     if truncate:
-                        chunks.append(bytes(event.data[: max_bytes - size]))
+                        parts.append(bytes(event.data[: max_bytes - size]))
                         break
                     raise HttpError(f"body is over the limit of {max_bytes} bytes")
-                chunks.append(bytes(event.data))
+                parts.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -276,7 +276,7 @@ async def _exchange(stream: trio.abc.Stream, request: h11.Request, body: bytes, 
     except h11.ProtocolError as exc:
         raise HttpError(f"invalid HTTP response: {exc}") from None
     assert response is not None  # h11 ends a message only after its response
-    return response, b"".join(chunks)
+    return response, b"".join(parts)
 
 
 def _content_length(response: h11.Response) -> int | None:

@@ -1,0 +1,88 @@
+"""The call's bounded queues: events for the conversation, and inbound audio for the hearing stage.
+
+``Inbox`` carries every event to the one task that runs the conversation. Events from the call's own
+stages (the hearing stage, the speaker, the pacer) are few per second and never wait
+(``put_nowait``); a peer's (app messages, the provider's keys and mark echoes) wait while their queue
+is full (``put``), so a peer that floods is held back at its own socket. The conversation takes the
+call's own events first: a barge-in never queues behind a burst of app text, and a mark the pacer
+sent is known before the provider's echo of it is handled.
+
+``FrameQueue`` holds inbound audio frames: when the hearing stage falls behind, the oldest frame is
+dropped and counted, so the provider's reader never waits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+OWN_EVENTS_MAX = 4096  # far beyond what the call's stages emit between two turns of the event loop
+PEER_EVENTS_MAX = 32  # per peer: messages read from its socket and not yet handled
+
+
+class InboxOverflow(RuntimeError):
+    pass
+
+
+class Inbox(Generic[T]):
+    def __init__(self, *, peer_max: int = PEER_EVENTS_MAX) -> None:
+        self._own: deque[T] = deque()
+        self._peers: dict[str, deque[T]] = {"provider": deque(), "app": deque()}
+        self._peer_max = peer_max
+        self._arrived = trio.Event()
+        self._taken = trio.Event()
+
+    def put_nowait(self, event: T) -> None:
+        """An event from one of the call's own stages."""
+        if len(self._own) >= OWN_EVENTS_MAX:
+            raise InboxOverflow(f"more than {OWN_EVENTS_MAX} of the call's own events unhandled")
+        self._own.append(event)
+        self._arrived.set()
+
+    async def put(self, peer: str, event: T) -> None:
+        """An event read from ``peer``'s socket ("provider" or "app"); waits while its queue is full."""
+        queue = self._peers[peer]
+        while len(queue) >= self._peer_max:
+            await self._taken.wait()
+        queue.append(event)
+        self._arrived.set()
+
+    def waiting(self, peer: str) -> int:
+        return len(self._peers[peer])
+
+    async def get(self) -> T:
+        while True:
+            for queue in (self._own, *self._peers.values()):
+                if queue:
+                    event = queue.popleft()
+                    if queue is not self._own:
+                        self._taken.set()
+                        self._taken = trio.Event()
+                    return event
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+
+
+class FrameQueue:
+    """Inbound audio frames; full, it drops the oldest (``dropped`` counts them)."""
+
+    def __init__(self, max_frames: int) -> None:
+        self._frames: deque[bytes] = deque(maxlen=max_frames)
+        self._arrived = trio.Event()
+        self.dropped = 0
+
+    def put_nowait(self, frame: bytes) -> None:
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped += 1
+        self._frames.append(frame)
+        self._arrived.set()
+
+    async def get(self) -> bytes:
+        while not self._frames:
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+        return self._frames.popleft()

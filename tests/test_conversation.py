@@ -1,0 +1,422 @@
+"""The conversation state machine, table-driven: events in, actions out, under no clock but ``now``.
+
+``Line`` runs a ``Conversation`` with an instant speaker and pacer: every chunk it renders at once
+(100 ms of audio a word, a fixed tone for digits and plays), every mark is sent as soon as it is
+queued, and the caller hears marks when the script says so. Each case is a script of steps and the
+messages the app must get, in order; rows of the behaviour table (``tests/test_relay_behaviours.py``)
+that are the conversation's decisions are proven here without sockets, tasks or engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bridge.conversation import events as ev
+from bridge.conversation.machine import Conversation
+from bridge.protocols import relay
+from bridge.settings import SessionSettings
+
+WORD_BYTES = 800  # 100 ms of 8 kHz mu-law a word
+TONE_BYTES = 1600
+
+
+def said(msg: relay.RelayMessage) -> str:
+    """An app message, short: "prompt:hello", "interrupt:One.|1000", "agentSpeaking:on", ..."""
+    match msg:
+        case relay.Prompt():
+            return f"prompt{'' if msg.last else '~'}:{msg.voice_prompt}@{msg.lang}"
+        case relay.Interrupt():
+            return f"interrupt:{msg.utterance_until_interrupt}|{msg.duration_until_interrupt_ms:g}"
+        case relay.AgentSpeaking():
+            return f"agentSpeaking:{'on' if msg.on else 'off'}"
+        case relay.ClientSpeaking():
+            return f"clientSpeaking:{'on' if msg.on else 'off'}"
+        case relay.TokensPlayed():
+            return f"tokensPlayed:{msg.text}"
+        case relay.DtmfDigit():
+            return f"dtmf:{msg.digit}"
+        case relay.Error():
+            return f"error:{msg.description.split(' ')[0]}"
+    raise AssertionError(msg)
+
+
+@dataclass
+class Line:
+    conv: Conversation
+    now: float = 0.0
+    actions: list[ev.Action] = field(default_factory=list)
+    sent_marks: list[str] = field(default_factory=list)  # sent, not yet echoed, in order
+    rendered: list[ev.SpeechChunk] = field(default_factory=list)
+    hold_render: bool = False  # leave the chunk with the "speaker" (it renders on ``finish_render``)
+    _held: ev.SpeechChunk | None = None
+
+    @classmethod
+    def of(cls, languages: str | None = None, **session: Any) -> Line:
+        session.setdefault("events", "speaker-events tokens-played")
+        return cls(Conversation(SessionSettings(**session), declared=("en-US", "es-ES"), languages=languages))
+
+    def start(self) -> Line:
+        self._run(self.conv.start(self.now))
+        return self
+
+    def feed(self, event: ev.Event) -> Line:
+        self._run(self.conv.handle(event, self.now))
+        return self
+
+    def _run(self, actions: list[ev.Action]) -> None:
+        for action in actions:
+            self.actions.append(action)
+            match action:
+                case ev.Render():
+                    self.rendered.append(action.chunk)
+                    if self.hold_render:
+                        self._held = action.chunk
+                    else:
+                        self._run(self.conv.handle(self._render(action.chunk), self.now))
+                case ev.QueueMark():  # the pacer sends it at once
+                    self.sent_marks.append(action.name)
+                    self._run(self.conv.handle(ev.MarkSent(action.name), self.now))
+                case ev.ClearPlayback():
+                    self.sent_marks.clear()  # their echoes come back as cleared: nothing to report
+
+    @staticmethod
+    def _render(chunk: ev.SpeechChunk) -> ev.Rendered:
+        if chunk.digits or chunk.play:
+            return ev.Rendered(chunk.seq, b"\xff" * TONE_BYTES, repeat=chunk.loop)
+        return ev.Rendered(chunk.seq, b"\xff" * WORD_BYTES * len(chunk.text.split()))
+
+    def finish_render(self) -> Line:
+        held, self._held = self._held, None
+        assert held is not None
+        self.hold_render = False
+        self._run(self.conv.handle(self._render(held), self.now))
+        return self
+
+    def hear(self, marks: int | None = None, *, after_s: float = 0.0) -> Line:
+        """The caller hears the next ``marks`` marks (all sent so far by default), ``after_s`` from now."""
+        self.now += after_s
+        n = len(self.sent_marks) if marks is None else marks
+        for name in self.sent_marks[:n]:
+            self._run(self.conv.handle(ev.MarkEcho(name), self.now))
+        del self.sent_marks[:n]
+        return self
+
+    def wait(self, s: float) -> Line:
+        self.now += s
+        return self
+
+    def text(self, token: str, last: bool = False, **kw: Any) -> Line:
+        return self.feed(relay.Text(token=token, last=last, **kw))
+
+    def speech(self, *, sustained: bool = True) -> Line:
+        self.feed(ev.SpeechStarted(start=0))
+        return self.feed(ev.SpeechSustained()) if sustained else self
+
+    def utterance(self, words: str) -> Line:
+        return self.feed(ev.SpeechEnded()).feed(ev.Recognised(words, "", seconds=1.0))
+
+    @property
+    def app(self) -> list[str]:
+        return [said(a.message) for a in self.actions if isinstance(a, ev.SendToApp)]
+
+    def of_kind(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+    @property
+    def queued_text(self) -> list[str]:
+        """The text of every chunk rendered, in order."""
+        return [c.text or c.digits or c.play for c in self.rendered]
+
+
+# --- prompts and partials ------------------------------------------------------------------------
+
+
+def test_an_utterance_becomes_one_final_prompt_in_the_recognition_language() -> None:
+    line = Line.of(language="es-ES").speech().utterance("hola")
+    assert line.app == ["clientSpeaking:on", "clientSpeaking:off", "prompt:hola@es-ES"]
+
+
+def test_partials_are_growing_prefixes_never_repeated_and_never_after_their_final() -> None:
+    line = Line.of().speech()
+    for text in ("I", "I", "I want", "I want to"):
+        line.feed(ev.PartialRecognised(text, ""))
+    line.utterance("I want to go")
+    assert line.app == ["clientSpeaking:on", "prompt~:I@en-US", "prompt~:I want@en-US", "prompt~:I want to@en-US",
+                        "clientSpeaking:off", "prompt:I want to go@en-US"]
+
+
+def test_an_utterance_without_words_is_no_prompt() -> None:
+    line = Line.of().speech().utterance("")
+    assert line.app == ["clientSpeaking:on", "clientSpeaking:off"]
+    assert [n.name for n in line.of_kind(ev.Note)][-1] == "no_words"
+
+
+# --- speaking, marks and info --------------------------------------------------------------------
+
+
+def test_a_reply_is_bracketed_by_agent_speaking_and_reported_chunk_by_chunk() -> None:
+    line = Line.of().text("Hello there. ").text("How are you?", last=True).hear()
+    assert line.app == ["agentSpeaking:on", "tokensPlayed:Hello there.", "tokensPlayed:How are you?",
+                        "agentSpeaking:off"]
+    assert not line.conv.agent_active
+
+
+def test_no_info_unless_subscribed() -> None:
+    line = Line.of(events="").text("Hello there.", last=True).hear().speech().utterance("hi")
+    assert line.app == ["prompt:hi@en-US"]
+
+
+def test_tokens_are_not_trimmed_and_speech_starts_before_last() -> None:
+    line = Line.of().text("One two three four five six. ").text("Se").text("ven", last=False)
+    assert "".join(line.queued_text).strip() == "One two three four five six."  # spoken before last arrives
+    line.text(" eight.", last=True)
+    assert line.queued_text[-1].strip() == "Seven eight."  # "Se" + "ven" + " eight.": the tokens' own spaces
+
+
+def test_an_empty_last_token_closes_the_cycle() -> None:
+    line = Line.of().text("Hello there.").text("", last=True).hear()
+    assert line.app[-1] == "agentSpeaking:off" and not line.conv.agent_active
+
+
+def test_the_greeting_is_spoken_first_with_its_own_interruptibility() -> None:
+    line = Line.of(welcome_greeting="Welcome!", welcome_greeting_interruptible="none").start()
+    assert line.queued_text == ["Welcome!"] and line.rendered[0].interruptible is relay.Interruptible.NONE
+    line.speech().hear()
+    assert "interrupt" not in " ".join(line.app)
+
+
+def test_refused_session_parameters_are_errors_before_anything_else() -> None:
+    conv = Conversation(SessionSettings(welcome_greeting="Hi."), declared=("en-US",), refused=["hints too long"])
+    actions = conv.start(0.0)
+    assert isinstance(actions[0], ev.Warn)
+    assert [said(a.message) for a in actions if isinstance(a, ev.SendToApp)] == ["error:Invalid"]
+    assert any(isinstance(a, ev.Render) for a in actions)
+
+
+# --- barge-in ------------------------------------------------------------------------------------
+
+
+def test_a_barge_in_reports_what_was_heard_and_purges_the_cycle() -> None:
+    line = Line.of().text("One two. ").text("Three four five six. ")
+    line.hear(2, after_s=0.0)  # the start mark and the first chunk's mark: "One two." heard
+    line.wait(0.1).speech()
+    assert line.app == ["agentSpeaking:on", "tokensPlayed:One two.", "clientSpeaking:on", "tokensPlayed:Three",
+                        "interrupt:One two. Three|300", "agentSpeaking:off"]
+    assert line.of_kind(ev.ClearPlayback) == [ev.ClearPlayback(unheard=True)]
+    line.text("Seven.", last=True)  # the rest of the interrupted stream: a new cycle
+    assert line.rendered[-1].cycle > line.rendered[0].cycle
+    assert line.conv.chunker.flush() == []
+
+
+def test_an_interrupt_before_anything_was_heard_is_empty() -> None:
+    line = Line.of().text("Hello there.", last=True).speech()
+    assert "interrupt:|0" in line.app
+
+
+def test_a_barge_in_while_a_chunk_renders_cancels_it_and_drops_its_late_audio() -> None:
+    line = Line.of()
+    line.hold_render = True
+    line.text("Old reply here. And more. ", last=False)
+    held = line.rendered[-1]
+    line.speech()
+    assert line.of_kind(ev.CancelRender) == [ev.CancelRender(held.seq)]
+    line.finish_render()  # the speaker finished it anyway: nothing of it is queued
+    assert line.of_kind(ev.QueueAudio) == []
+    line.text("New reply.", last=True)
+    assert [a.cycle for a in line.of_kind(ev.QueueAudio)] == [held.cycle + 1]
+
+
+def test_text_of_a_cut_cycle_still_queued_for_the_speaker_is_dropped() -> None:
+    line = Line.of()
+    line.hold_render = True
+    line.text("First sentence here. Second sentence here. ")  # one rendering, one waiting
+    line.speech()
+    assert line.conv.agent_active is False
+    line.finish_render()
+    assert len(line.rendered) == 1 and line.rendered[0].text.startswith("First")
+
+
+@pytest.mark.parametrize(("interruptible", "by", "cut"), [
+    ("any", "speech", True), ("any", "dtmf", True), ("speech", "speech", True), ("speech", "dtmf", False),
+    ("dtmf", "dtmf", True), ("dtmf", "speech", False), ("none", "speech", False), ("none", "dtmf", False),
+])
+def test_interruptible_matrix(interruptible: str, by: str, cut: bool) -> None:
+    line = Line.of(interruptible=interruptible).text("Hello there.", last=True)
+    line.speech() if by == "speech" else line.feed(ev.Dtmf("5"))
+    assert any(m.startswith("interrupt:") for m in line.app) is cut
+
+
+@pytest.mark.parametrize(("flag", "session", "cut"), [(True, "none", True), (False, "any", False), (None, "any", True)])
+def test_a_messages_own_interruptible_overrides_the_session(flag: bool | None, session: str, cut: bool) -> None:
+    line = Line.of(interruptible=session).text("Hello there.", last=True, interruptible=flag).speech()
+    assert any(m.startswith("interrupt:") for m in line.app) is cut
+
+
+def test_the_flag_of_the_message_being_heard_decides() -> None:
+    line = Line.of().text("Keep this.", last=True, interruptible=False).text("Cut this.", last=True)
+    line.speech()
+    assert not any(m.startswith("interrupt:") for m in line.app)  # "Keep this." is being heard
+    line.hear(3)  # its start mark, its chunk, and its final mark... now "Cut this." is next
+    line.speech()
+    assert any(m.startswith("interrupt:") for m in line.app)
+
+
+def test_sustained_speech_only_cuts_once_it_is_sustained() -> None:
+    line = Line.of().text("Hello there.", last=True)
+    line.speech(sustained=False)
+    assert not any(m.startswith("interrupt:") for m in line.app)
+    line.feed(ev.SpeechSustained())
+    assert any(m.startswith("interrupt:") for m in line.app)
+
+
+@pytest.mark.parametrize(("report", "prompted"), [("none", False), ("dtmf", False), ("speech", True), ("any", True)])
+def test_speech_over_agent_speech_that_does_not_cut_is_reported_as_configured(report: str, prompted: bool) -> None:
+    line = Line.of(interruptible="none", report_input_during_agent_speech=report).text("Hello there.", last=True)
+    line.speech().utterance("words")
+    assert ("prompt:words@en-US" in line.app) is prompted
+
+
+def test_speech_that_cuts_is_always_a_prompt() -> None:
+    line = Line.of().text("Hello there.", last=True).speech().utterance("words")
+    assert line.app[-1] == "prompt:words@en-US"
+
+
+@pytest.mark.parametrize(("report", "delivered"), [("none", False), ("speech", False), ("dtmf", True), ("any", True)])
+def test_keys_over_agent_speech_that_do_not_cut_are_reported_as_configured(report: str, delivered: bool) -> None:
+    line = Line.of(interruptible="speech", report_input_during_agent_speech=report).text("Hello.", last=True)
+    line.feed(ev.Dtmf("7"))
+    assert ("dtmf:7" in line.app) is delivered
+
+
+def test_keys_arrive_in_order_and_need_dtmf_detection() -> None:
+    assert Line.of().feed(ev.Dtmf("1")).feed(ev.Dtmf("2")).app == ["dtmf:1", "dtmf:2"]
+    assert Line.of(dtmf_detection=False).feed(ev.Dtmf("1")).app == []
+
+
+def test_a_key_barge_in_is_reported_and_the_key_delivered() -> None:
+    line = Line.of().text("Hello.", last=True).feed(ev.Dtmf("9"))
+    assert line.app == ["interrupt:|0", "dtmf:9"]  # nothing was heard: agentSpeaking never went on
+
+
+def test_cleared_marks_report_nothing() -> None:
+    line = Line.of().text("One two. Three four. ", last=True)
+    names = list(line.sent_marks)
+    line.speech()
+    before = list(line.app)
+    for name in names:  # the provider echoes every pending mark after the clear
+        line.feed(ev.MarkEcho(name))
+    assert line.app == before
+
+
+def test_an_echo_of_a_mark_never_sent_is_ignored_with_a_warning() -> None:
+    line = Line.of().feed(ev.MarkEcho("c1-1"))
+    assert line.app == [] and [w.kind for w in line.of_kind(ev.Warn)] == ["unknown mark echoes"]
+
+
+# --- preemption ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("first", "second", "preempted"), [
+    ({"preemptible": True}, {}, True),
+    ({}, {}, False),
+    ({"preemptible": True}, {"play": True}, True),
+])
+def test_preemption(first: dict[str, Any], second: dict[str, Any], preempted: bool) -> None:
+    line = Line.of().text("One two. Three four. ", last=True, **first)
+    line.hear(2, after_s=0.0).wait(0.1)
+    if second.get("play"):
+        line.feed(relay.Play(source="https://media.example/a.wav"))
+    else:
+        line.text("New reply.", last=True)
+    assert bool(line.of_kind(ev.ClearPlayback)) is preempted
+    assert not any(m.startswith("interrupt:") for m in line.app)
+    if preempted:
+        assert line.app[-2:] == ["tokensPlayed:Three", "agentSpeaking:off"]
+
+
+def test_preemption_after_the_output_finished_clears_nothing() -> None:
+    line = Line.of().text("Done.", last=True, preemptible=True).hear()
+    line.text("Next.", last=True)
+    assert line.of_kind(ev.ClearPlayback) == []
+
+
+# --- play and sendDigits -------------------------------------------------------------------------
+
+
+def test_play_and_digits_are_cycles_of_their_own_behind_open_text() -> None:
+    line = Line.of().text("Before the tones,")
+    line.feed(relay.SendDigits("12")).feed(relay.Play(source="https://media.example/a.wav", loop=3))
+    assert line.queued_text == ["Before the tones,", "12", "https://media.example/a.wav"]
+    assert len({c.cycle for c in line.rendered}) == 3
+    assert [a.repeat for a in line.of_kind(ev.QueueAudio)] == [1, 1, 3]
+    line.hear()
+    assert "tokensPlayed:12" in line.app
+
+
+def test_a_play_that_fails_is_an_error_and_the_queue_goes_on() -> None:
+    line = Line.of()
+    line.hold_render = True
+    line.feed(relay.Play(source="https://media.example/missing.wav")).text("After.", last=True)
+    play = line.rendered[0]
+    line.hold_render = False
+    line.feed(ev.RenderFailed(play.seq, "HTTP 404"))
+    assert line.app == ["error:Cannot"] and line.queued_text[-1] == "After."
+
+
+def test_a_key_cuts_digits_and_what_was_queued_behind_them() -> None:
+    line = Line.of()
+    line.hold_render = True
+    line.feed(relay.SendDigits("123")).text("Queued behind.", last=True)
+    line.feed(ev.Dtmf("#"))
+    line.finish_render()
+    assert line.queued_text == ["123"] and line.of_kind(ev.QueueAudio) == []
+
+
+# --- languages -----------------------------------------------------------------------------------
+
+
+def test_a_tokens_lang_is_its_voice_and_an_undeclared_one_an_error_once() -> None:
+    line = Line.of().text("Hola. ", lang="es-ES").text("Hello. ").text("Salut. ", lang="fr-FR")
+    line.text("Encore.", lang="fr-FR", last=True)
+    assert [c.language for c in line.rendered] == ["es-ES", "en-US", "en-US", "en-US"]
+    assert line.app.count("error:lang") == 1
+
+
+def test_a_language_message_switches_voice_and_recognition() -> None:
+    line = Line.of().feed(relay.Language(tts_language="es-ES", transcription_language="es"))
+    assert line.of_kind(ev.RecogniseIn) == [ev.RecogniseIn("es-ES")]
+    line.text("Hola.", last=True).speech().utterance("hola")
+    assert line.rendered[0].language == "es-ES" and line.app[-1] == "prompt:hola@es-ES"
+
+
+def test_a_switch_mid_reply_keeps_the_old_voice_for_text_sent_before_it() -> None:
+    line = Line.of().text("Held back for a boundary")
+    line.feed(relay.Language(tts_language="es-ES", transcription_language=None)).text(" y más.", last=True)
+    by_voice = {lang: "".join(c.text for c in line.rendered if c.language == lang) for lang in ("en-US", "es-ES")}
+    assert by_voice == {"en-US": "Held back for a boundary", "es-ES": " y más."}
+
+
+@pytest.mark.parametrize(("languages", "switched"), [(None, True), ("en-US", False), ("en-US es", True)])
+def test_a_call_may_narrow_its_languages(languages: str | None, switched: bool) -> None:
+    line = Line.of(languages=languages).feed(relay.Language(tts_language="es-ES", transcription_language=None))
+    assert (line.conv.tts_language == "es-ES") is switched
+
+
+# --- the end -------------------------------------------------------------------------------------
+
+
+def test_end_and_stop_end_the_call_with_their_reasons() -> None:
+    line = Line.of().feed(relay.End(handoff_data='{"to": "agent"}'))
+    assert line.of_kind(ev.EndCall) == [ev.EndCall(ev.EndReason.APP_ENDED, '{"to": "agent"}')]
+    assert Line.of().feed(ev.StreamStopped()).of_kind(ev.EndCall) == [ev.EndCall(ev.EndReason.PROVIDER_STOPPED)]
+    assert ev.EndReason.APP_ENDED.status == "ended" and ev.EndReason.PROVIDER_STOPPED.status == "completed"
+    assert ev.EndReason.PROVIDER_SILENT.status == "failed"
+
+
+def test_first_audio_dates_the_reply_from_its_first_token() -> None:
+    line = Line.of().text("Hello.", last=True).wait(0.25).feed(ev.FirstAudio(1))
+    [note] = [n for n in line.of_kind(ev.Note) if n.name == "first_audio"]
+    assert note.message == "cycle 1: first text token to first audio frame 250 ms"
