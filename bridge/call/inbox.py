@@ -1,11 +1,11 @@
 """The call's bounded queues: events for the conversation, and inbound audio for the hearing stage.
 
-``Inbox`` carries every event to the one task that runs the conversation. Events from the call's own
-stages (the hearing stage, the speaker, the pacer) are few per second and never wait
-(``put_nowait``); a peer's (app messages, the provider's keys and mark echoes) wait while their queue
-is full (``put``), so a peer that floods is held back at its own socket. The conversation takes the
-call's own events first: a barge-in never queues behind a burst of app text, and a mark the pacer
-sent is known before the provider's echo of it is handled.
+``Inbox`` carries every event to the one task that runs the conversation, in the order they came:
+app text that arrived before a barge-in is cut with the rest, and a mark the pacer sent is known
+before the provider's echo of it. Events from the call's own stages (the hearing stage, the speaker,
+the pacer) are few per second and never wait (``put_nowait``); a peer's (app messages, the
+provider's keys and mark echoes) wait while ``PEER_EVENTS_MAX`` of that peer's are unhandled
+(``put``), so a peer that floods is held back at its own socket and cannot bury the others' events.
 
 ``FrameQueue`` holds inbound audio frames: when the hearing stage falls behind, the oldest frame is
 dropped and counted, so the provider's reader never waits.
@@ -13,7 +13,7 @@ dropped and counted, so the provider's reader never waits.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from typing import Generic, TypeVar
 
 import trio
@@ -30,41 +30,42 @@ class InboxOverflow(RuntimeError):
 
 class Inbox(Generic[T]):
     def __init__(self, *, peer_max: int = PEER_EVENTS_MAX) -> None:
-        self._own: deque[T] = deque()
-        self._peers: dict[str, deque[T]] = {"provider": deque(), "app": deque()}
+        self._queue: deque[tuple[str, T]] = deque()  # (peer, event); "" for the call's own
+        self._waiting: Counter[str] = Counter()
         self._peer_max = peer_max
         self._arrived = trio.Event()
         self._taken = trio.Event()
 
     def put_nowait(self, event: T) -> None:
         """An event from one of the call's own stages."""
-        if len(self._own) >= OWN_EVENTS_MAX:
+        if self._waiting[""] >= OWN_EVENTS_MAX:
             raise InboxOverflow(f"more than {OWN_EVENTS_MAX} of the call's own events unhandled")
-        self._own.append(event)
-        self._arrived.set()
+        self._append("", event)
 
     async def put(self, peer: str, event: T) -> None:
-        """An event read from ``peer``'s socket ("provider" or "app"); waits while its queue is full."""
-        queue = self._peers[peer]
-        while len(queue) >= self._peer_max:
+        """An event read from ``peer``'s socket ("provider" or "app"); waits while too many are unhandled."""
+        while self._waiting[peer] >= self._peer_max:
             await self._taken.wait()
-        queue.append(event)
+        self._append(peer, event)
+
+    def _append(self, source: str, event: T) -> None:
+        self._queue.append((source, event))
+        self._waiting[source] += 1
         self._arrived.set()
 
     def waiting(self, peer: str) -> int:
-        return len(self._peers[peer])
+        return self._waiting[peer]
 
     async def get(self) -> T:
-        while True:
-            for queue in (self._own, *self._peers.values()):
-                if queue:
-                    event = queue.popleft()
-                    if queue is not self._own:
-                        self._taken.set()
-                        self._taken = trio.Event()
-                    return event
+        while not self._queue:
             self._arrived = trio.Event()
             await self._arrived.wait()
+        source, event = self._queue.popleft()
+        self._waiting[source] -= 1
+        if source:
+            self._taken.set()
+            self._taken = trio.Event()
+        return event
 
 
 class FrameQueue:
