@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.lowlevel
 
 from bridge.call.inbox import FrameQueue, Inbox
 
@@ -32,7 +33,7 @@ async def test_a_flooding_peer_waits_and_the_others_do_not(autojump_clock: objec
         await inbox.put("provider", "key")  # the provider's events still get in
         inbox.put_nowait("own")
         assert await inbox.get() == "a1"
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
     assert blocked and inbox.waiting("app") == 2
     assert [await inbox.get() for _ in range(4)] == ["a2", "key", "own", "a3"]
 

@@ -14,9 +14,9 @@ its socket, shielded and time-bounded.
 
 Bounds (``CallLimits``). Inbound audio is admitted at real time plus a small burst allowance; the
 rest is dropped and counted, so a peer cannot queue unbounded work. Both sockets are pinged and
-must answer within a deadline, and every send must complete within one: a peer that stops reading
-ends the call as failed instead of holding it, so a call whose caller hung up is gone within seconds
-whatever the app does. A call longer than ``max_duration_s`` is ended.
+must answer within a deadline, and every send must complete within one (``links.py``): a peer that
+stops reading ends the call as failed instead of holding it, so a call whose caller hung up is gone
+within seconds whatever the app does. A call longer than ``max_duration_s`` is ended.
 
 What callers and apps say is logged on the ``bridge.transcripts`` logger, which the process keeps
 quiet unless it logs at DEBUG or ``logging.log_transcripts`` is set.
@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections import Counter
 
+import numpy as np
 import trio
+from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bridge.audio.budget import RealTimeBudget
@@ -40,6 +38,7 @@ from bridge.audio.telephony import SAMPLE_RATE_HZ
 from bridge.call.engines import SpeechEngines
 from bridge.call.hearing import Hearing
 from bridge.call.inbox import Inbox
+from bridge.call.links import AppLink, Lifetime, Link
 from bridge.call.playback import Playback
 from bridge.call.record import CallLogger, CallStats
 from bridge.call.speaker import Speaker
@@ -61,13 +60,8 @@ TEARDOWN_TIMEOUT_S = 2.0
 PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
 INBOUND_BURST_S = 2.0  # inbound audio ahead of real time that is still accepted (network jitter)
 WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
-APP_QUEUE_MAX = 256  # messages to the app not yet sent; more means the app stopped reading
 # interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
 SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
-
-
-def close_code(exc: ConnectionClosed) -> str:
-    return str(exc.reason.code) if exc.reason else "?"
 
 
 class Call:
@@ -95,7 +89,10 @@ class Call:
         self._media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
         self.relay = relay.RelayBridge()
         self.inbox: Inbox[ev.Event] = Inbox()
-        self.playback = Playback(self._send_provider, codec, self.inbox, lead_ms=settings.playback.lead_ms)
+        self.lifetime = Lifetime()
+        self.to_provider = Link(provider_ws, "provider", self.lifetime, self.limits, self.log)
+        self.to_app: AppLink | None = None
+        self.playback = Playback(self.to_provider.send, codec, self.inbox, lead_ms=settings.playback.lead_ms)
         self.speaker = Speaker(engines, self.playback, self.inbox, logger=self.log,
                                max_ahead_ms=settings.playback.max_synthesized_ahead_ms, load_media=self._load_media)
         endpointer = settings.endpointer
@@ -104,15 +101,7 @@ class Call:
         self.hearing = Hearing(engines, endpointer, self.inbox, language=session.recognition_language,
                                hints=session.hints, logger=self.log, partials=session.partial_prompts,
                                sustain_ms=SENSITIVITY_SUSTAIN_MS[session.interrupt_sensitivity])
-        self._to_app: deque[relay.RelayMessage | str] = deque()
-        self._to_app_added = trio.Event()
-        self._app_close = relay.CLOSE_NORMAL
-        self._app_stuck = False  # a send to the app timed out: the socket may hold half a frame
         self._input_warnings: Counter[str] = Counter()
-        # When each reader last finished handing a frame's events over; inf while it waits (see _dispatching).
-        self._busy_until = {"provider": -math.inf, "app": -math.inf}
-        self.app_ws: WebSocketConnection | None = None
-        self._scope = trio.CancelScope()
 
     # -- ending -------------------------------------------------------------------------------
 
@@ -125,76 +114,8 @@ class Call:
 
     def end(self, reason: ev.EndReason, detail: str = "") -> None:
         """End the call; the first reason given is the one kept. Teardown closes both sockets."""
-        if self.stats.end_reason is None:
-            self.stats.end_reason, self.stats.end_detail = reason, detail
-        self._scope.cancel()
-
-    # -- sending: the only two places a closed socket is handled ---------------------------------
-
-    async def _send_provider(self, frame: str) -> None:
-        try:
-            with trio.fail_after(self.limits.send_timeout_s):
-                await self.provider_ws.send_message(frame)
-        except ConnectionClosed as exc:
-            self.end(ev.EndReason.PROVIDER_CLOSED, close_code(exc))
-        except trio.TooSlowError:
-            self.log.warning("a send to the provider took over %.1f s; ending the call", self.limits.send_timeout_s)
-            self.end(ev.EndReason.PROVIDER_STUCK)
-
-    async def send_app(self, msg: relay.RelayMessage | str) -> None:
-        assert self.app_ws is not None
-        if self._app_stuck:
-            return
-        try:
-            with trio.fail_after(self.limits.send_timeout_s):
-                await self.app_ws.send_message(msg if isinstance(msg, str) else relay.serialize_relay_message(msg))
-        except ConnectionClosed as exc:
-            self.end(ev.EndReason.APP_CLOSED, close_code(exc))
-        except trio.TooSlowError:
-            self._app_stuck = True
-            self.log.warning("a send to the app took over %.1f s; ending the call", self.limits.send_timeout_s)
-            self.end(ev.EndReason.APP_STUCK)
-
-    def _queue_for_app(self, msg: relay.RelayMessage | str) -> None:
-        if len(self._to_app) >= APP_QUEUE_MAX:
-            self.log.warning("%d messages to the app are waiting to be sent; ending the call", APP_QUEUE_MAX)
-            self.end(ev.EndReason.APP_STUCK)
-            return
-        self._to_app.append(msg)
-        self._to_app_added.set()
-
-    async def _write_app(self) -> None:
-        while True:
-            while not self._to_app:
-                self._to_app_added = trio.Event()
-                await self._to_app_added.wait()
-            await self.send_app(self._to_app[0])
-            self._to_app.popleft()
-
-    async def _keep_alive(self, ws: WebSocketConnection, side: str) -> None:
-        """Ping ``side`` every interval; no pong within the deadline ends the call (a half-open socket).
-
-        Not while this call held up that side's reader during the wait (its events waited for room in
-        the inbox): the pong may be waiting behind our own backpressure. The next ping asks again.
-        """
-        no_pong = ev.EndReason.APP_NO_PONG if side == "app" else ev.EndReason.PROVIDER_NO_PONG
-        while True:
-            await trio.sleep(self.limits.ping_interval_s)
-            sent_at = trio.current_time()
-            with trio.move_on_after(self.limits.pong_timeout_s) as waited:
-                try:
-                    await ws.ping()
-                except ConnectionClosed as exc:
-                    self.end(ev.EndReason.APP_CLOSED if side == "app" else ev.EndReason.PROVIDER_CLOSED,
-                             close_code(exc))
-                    return
-            if waited.cancelled_caught and self._busy_until[side] >= sent_at:
-                self.log.debug("no pong from the %s yet, but its reader was held up by this call", side)
-            elif waited.cancelled_caught:
-                self.log.warning("no pong from the %s within %.1f s; ending the call", side,
-                                 self.limits.pong_timeout_s)
-                self.end(no_pong)
-                return
+        self.lifetime.end(reason, detail)
+        self.stats.end_reason, self.stats.end_detail = self.lifetime.reason, self.lifetime.detail
 
     async def _limit_duration(self) -> None:
         await trio.sleep(self.limits.max_duration_s)
@@ -205,26 +126,27 @@ class Call:
 
     async def run(self, app_ws: WebSocketConnection) -> None:
         """Run the call until either side ends it; always closes the app socket."""
-        self.app_ws = app_ws
+        self.to_app = to_app = AppLink(app_ws, self.lifetime, self.limits, self.log)
         try:
-            with self._scope:
+            with self.lifetime.scope:
                 setup = relay.Setup.of(self.start.new_session_id(), self.start.call_details())
                 self.stats.session_id = setup.session_id
-                await self.send_app(setup)
+                await to_app.send_message(setup)
                 self.log.info("call started; session %s", setup.session_id)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.hearing.run)
                     nursery.start_soon(self.speaker.run)
                     nursery.start_soon(self.playback.run)
-                    nursery.start_soon(self._write_app)
+                    nursery.start_soon(to_app.write)
                     nursery.start_soon(self._read_provider)
-                    nursery.start_soon(self._read_app)
-                    nursery.start_soon(self._keep_alive, self.provider_ws, "provider")
-                    nursery.start_soon(self._keep_alive, app_ws, "app")
+                    nursery.start_soon(self._read_app, to_app)
+                    nursery.start_soon(self.to_provider.keep_alive)
+                    nursery.start_soon(to_app.keep_alive)
                     nursery.start_soon(self._limit_duration)
                     self._carry_out(self.conversation.start(trio.current_time()))
                     nursery.start_soon(self._converse)
         finally:
+            self.stats.end_reason, self.stats.end_detail = self.lifetime.reason, self.lifetime.detail
             self.stats.frames_sent = self.playback.frames_sent
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
             self.stats.speculations_used = self.hearing.speculations_used
@@ -239,15 +161,14 @@ class Call:
                                  "dropped", self.stats.inbound_dropped)
             with trio.move_on_after(TEARDOWN_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
-                while self._to_app and not app_ws.closed and not self._app_stuck:  # what the app is still owed
-                    await self.send_app(self._to_app.popleft())
+                await to_app.flush()  # what the app is still owed
                 report = self.session_report()
-                if (report.status == "failed" and not app_ws.closed and self._app_close == relay.CLOSE_NORMAL
-                        and not self._app_stuck):
+                if (report.status == "failed" and not app_ws.closed and to_app.close == relay.CLOSE_NORMAL
+                        and not to_app.stuck):
                     # A session-level failure is reported to the app before its socket closes.
-                    await self.send_app(relay.Error(f"Session ended ({report.error_code}): "
-                                                    f"{self.stats.ended_because}"))
-                await app_ws.aclose(*self._app_close)
+                    await to_app.send_message(relay.Error(f"Session ended ({report.error_code}): "
+                                                          f"{self.stats.ended_because}"))
+                await app_ws.aclose(*to_app.close)
 
     async def _converse(self) -> None:
         """Hand each event to the conversation and carry out what it decides."""
@@ -259,7 +180,8 @@ class Call:
         for action in actions:
             match action:
                 case ev.SendToApp():
-                    self._queue_for_app(action.message)
+                    assert self.to_app is not None
+                    self.to_app.queue(action.message)
                 case ev.Render():
                     self.speaker.render(action.chunk)
                 case ev.CancelRender():
@@ -291,13 +213,13 @@ class Call:
                 with trio.fail_after(PROVIDER_IDLE_TIMEOUT_S):
                     raw = await self.provider_ws.get_message()
             except ConnectionClosed as exc:
-                self.end(ev.EndReason.PROVIDER_CLOSED, close_code(exc))
+                self.to_provider.closed_by_peer(exc)
                 return
             except trio.TooSlowError:
                 self.log.warning("no frame from the provider for %.0f s; ending the call", PROVIDER_IDLE_TIMEOUT_S)
                 self.end(ev.EndReason.PROVIDER_SILENT)
                 return
-            with self._dispatching("provider"):
+            with self.to_provider.held():
                 if not await self._on_provider_frame(raw):
                     return
 
@@ -331,40 +253,29 @@ class Call:
                                     type(event).__name__)
         return True
 
-    async def _read_app(self) -> None:
-        assert self.app_ws is not None
+    async def _read_app(self, to_app: AppLink) -> None:
         while True:
             try:
-                raw = await self.app_ws.get_message()
+                raw = await to_app.ws.get_message()
             except ConnectionClosed as exc:
                 self.log.warning("the app closed its socket; ending the call")
-                self.end(ev.EndReason.APP_CLOSED, close_code(exc))
+                to_app.closed_by_peer(exc)
                 return
             msg = self.relay.receive(raw)
             if isinstance(msg, relay.InvalidAppFrame):
                 self.stats.invalid_app_frames += 1
                 self.warn_input("invalid app frames", "invalid app frame: %s", msg.reason)
-                self._queue_for_app(msg.reply)
+                to_app.queue(msg.reply)
                 if msg.close is not None:
                     self.log.warning("closing the app socket: %s", msg.close[1])
-                    self._app_close = msg.close  # teardown closes it, shielded and time-bounded
+                    to_app.close = msg.close  # teardown closes it, shielded and time-bounded
                     self.end(ev.EndReason.APP_MALFORMED)
                     return
                 continue
-            with self._dispatching("app"):
+            with to_app.held():
                 await self.inbox.put("app", msg)
             if isinstance(msg, relay.End):
                 return
-
-    @contextmanager
-    def _dispatching(self, side: str) -> Iterator[None]:
-        """Mark ``side``'s reader as busy with a frame: while it waits for room in the inbox, the socket's
-        library cannot read that peer's pongs either, so a late pong is not the peer's fault."""
-        self._busy_until[side] = math.inf
-        try:
-            yield
-        finally:
-            self._busy_until[side] = trio.current_time()
 
     @property
     def provider(self) -> str:
@@ -372,8 +283,8 @@ class Call:
 
     def session_report(self) -> SessionReport:
         """How the session ended, for the session-ended callback (protocols.md 2.6)."""
-        reason = self.stats.end_reason or ev.EndReason.PROVIDER_CLOSED
-        status = reason.status
+        reason = self.stats.end_reason
+        status = reason.status if reason is not None else "failed"  # ended by a failure of its own
         error: tuple[int, str] | None = None
         if status == "failed":
             error = ERROR_RTP_TIMEOUT if reason is ev.EndReason.PROVIDER_SILENT else ERROR_WEBSOCKET_ENDED
@@ -382,5 +293,5 @@ class Call:
                              duration_s=trio.current_time() - self.started_at, handoff_data=self.handoff_data,
                              error_code=error[0] if error else None, error_message=error[1] if error else "")
 
-    async def _load_media(self, url: str) -> Any:
+    async def _load_media(self, url: str) -> NDArray[np.int16]:
         return await load_media(url, self.settings.play, self._media_cache)
