@@ -420,3 +420,128 @@ def test_first_audio_dates_the_reply_from_its_first_token() -> None:
     line = Line.of().text("Hello.", last=True).wait(0.25).feed(ev.FirstAudio(1))
     [note] = [n for n in line.of_kind(ev.Note) if n.name == "first_audio"]
     assert note.message == "cycle 1: first text token to first audio frame 250 ms"
+
+
+def test_keys_during_the_welcome_greeting() -> None:
+    cut = Line.of(welcome_greeting="Welcome to the line.").start().feed(ev.Dtmf("4"))
+    assert cut.app == ["interrupt:|0", "dtmf:4"]
+    kept = Line.of(welcome_greeting="Welcome to the line.", welcome_greeting_interruptible="none",
+                   report_input_during_agent_speech="dtmf").start().feed(ev.Dtmf("4"))
+    assert kept.app == ["dtmf:4"] and not kept.of_kind(ev.ClearPlayback)
+
+
+def test_digits_sent_while_the_caller_talks_go_out_at_once_and_the_speech_is_still_a_prompt() -> None:
+    line = Line.of().speech().feed(relay.SendDigits("42")).hear()
+    line.utterance("my account number")
+    assert "tokensPlayed:42" in line.app and line.app[-1] == "prompt:my account number@en-US"
+    assert not line.of_kind(ev.ClearPlayback)
+
+
+def test_a_play_of_loop_zero_is_queued_a_thousand_times_and_cut_like_speech() -> None:
+    line = Line.of().feed(relay.Play(source="https://media.example/hold.wav", loop=relay.PLAY_LOOP_MAX))
+    assert [a.repeat for a in line.of_kind(ev.QueueAudio)] == [relay.PLAY_LOOP_MAX]
+    line.hear(1).speech()
+    assert line.app[-2:] == ["interrupt:|0", "agentSpeaking:off"]  # a play has no text
+
+
+# Every row of the behaviour table (tests/test_relay_behaviours.py), by its section and the start of its
+# behaviour: the test here that proves the conversation's part of it, or where the rest is decided.
+CODEC = "not the conversation's: the codecs and the call's sockets (tests/test_call.py, test_relay.py)"
+AUDIO = "not the conversation's: audio the pacer and the speaker make (tests/test_relay_behaviours.py)"
+ROWS = {
+    ("1.2 setup", "sent once"): CODEC, ("1.2 setup", "Twilio's field set"): CODEC,
+    ("1.2 setup", "setup is the first"): CODEC,
+    ("1.2 prompt", "speech becomes one prompt"):
+        "test_an_utterance_becomes_one_final_prompt_in_the_recognition_language",
+    ("1.2 prompt", "partials off by default"):
+        "test_partials_are_growing_prefixes_never_repeated_and_never_after_their_final",
+    ("1.2 prompt", "lang is the recognition language"): "test_a_language_message_switches_voice_and_recognition",
+    ("1.2 prompt", "no confidence field"): CODEC,
+    ("1.2 dtmf", "one frame per keypress"): "test_keys_arrive_in_order_and_need_dtmf_detection",
+    ("1.2 dtmf", "needs dtmfDetection"): "test_keys_arrive_in_order_and_need_dtmf_detection",
+    ("1.2 dtmf", "keys in quick succession"): "test_keys_arrive_in_order_and_need_dtmf_detection",
+    ("1.2 dtmf", "delivered during the welcome greeting"): "test_keys_during_the_welcome_greeting",
+    ("1.2 dtmf", "under interruptible any a key"): "test_a_key_barge_in_is_reported_and_the_key_delivered",
+    ("1.2 dtmf", "DTMF never appears"): "n/a (tests/test_relay_behaviours.py)",
+    ("1.2 interrupt", "utteranceUntilInterrupt/durationUntilInterruptMs"):
+        "test_a_barge_in_reports_what_was_heard_and_purges_the_cycle",
+    ("1.2 interrupt", "utteranceUntilInterrupt can be empty"): "test_an_interrupt_before_anything_was_heard_is_empty",
+    ("1.2 interrupt", "a barge-in purges everything"):
+        "test_text_of_a_cut_cycle_still_queued_for_the_speaker_is_dropped",
+    ("1.2 interrupt", "frame order"): "test_a_barge_in_reports_what_was_heard_and_purges_the_cycle",
+    ("1.2 error", "every invalid app frame"): CODEC,
+    ("1.2 info", "nothing unless subscribed"): "test_no_info_unless_subscribed",
+    ("1.2 info", "subscribed by events"): CODEC,
+    ("1.2 info", "agentSpeaking brackets"): "test_a_reply_is_bracketed_by_agent_speaking_and_reported_chunk_by_chunk",
+    ("1.2 info", "clientSpeaking on/off"): "test_an_utterance_becomes_one_final_prompt_in_the_recognition_language",
+    ("1.2 info", "sendDigits playback is reported"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
+    ("1.2 info", "roundTripDelayMs"): "n/a (tests/test_relay_behaviours.py)",
+    ("1.2 configUpdated", "confirms"): "n/a (tests/test_relay_behaviours.py)",
+    ("1.3 validation", "10 consecutive"): CODEC,
+    ("1.3 text", "token:null"): CODEC,
+    ("1.3 text", "an empty token with last:true"): "test_an_empty_last_token_closes_the_cycle",
+    ("1.3 text", "tokens are not trimmed"): "test_tokens_are_not_trimmed_and_speech_starts_before_last",
+    ("1.3 text", "speech starts before last:true"): "test_tokens_are_not_trimmed_and_speech_starts_before_last",
+    ("1.3 text", "lang: the voice"): "test_a_tokens_lang_is_its_voice_and_an_undeclared_one_an_error_once",
+    ("1.3 text", "interruptible:false per message"): "test_a_messages_own_interruptible_overrides_the_session",
+    ("1.3 text", "interruptible:true per message"): "test_a_messages_own_interruptible_overrides_the_session",
+    ("1.3 text", "preemptible per message"): "test_preemption",
+    ("1.3 text", "SSML passthrough"): "n/a (tests/test_relay_behaviours.py)",
+    ("1.3 play", "played as its own talk cycle"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
+    ("1.3 play", "loop 0 plays 1000 times"): "test_a_play_of_loop_zero_is_queued_a_thousand_times_and_cut_like_speech",
+    ("1.3 play", "source must be an http(s) URL"): CODEC,
+    ("1.3 play", "a source that cannot be played"): "test_a_play_that_fails_is_an_error_and_the_queue_goes_on",
+    ("1.3 play", "interruptible per play"): "test_a_play_of_loop_zero_is_queued_a_thousand_times_and_cut_like_speech",
+    ("1.3 play", "preemptible per play"): "test_preemption",
+    ("1.3 play", "fetched over HTTP"): "not the conversation's: bridge/net (tests/test_play_sources.py)",
+    ("1.3 sendDigits", "same queue as text"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
+    ("1.3 sendDigits", "text still open is flushed"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
+    ("1.3 sendDigits", "sent while the caller talks"):
+        "test_digits_sent_while_the_caller_talks_go_out_at_once_and_the_speech_is_still_a_prompt",
+    ("1.3 sendDigits", "digits not 0-9"): CODEC,
+    ("1.3 sendDigits", "a speech barge-in cuts the tones"): "test_interruptible_matrix",
+    ("1.3 sendDigits", "a key barge-in cuts the tones"): "test_a_key_cuts_digits_and_what_was_queued_behind_them",
+    ("1.3 language", "ttsLanguage/transcriptionLanguage"): "test_a_language_message_switches_voice_and_recognition",
+    ("1.3 language", "a switch in the middle"): "test_a_switch_mid_reply_keeps_the_old_voice_for_text_sent_before_it",
+    ("1.3 end", "closes the app socket"): "test_end_and_stop_end_the_call_with_their_reasons",
+    ("1.3 end", "session-ended callback"): "not the conversation's: bridge/net (tests/test_handoff.py)",
+    ("1.3 end", "after a hangup"): "test_end_and_stop_end_the_call_with_their_reasons",
+    ("1.3 Oct 2026", "config and hints"): "n/a (tests/test_relay_behaviours.py)",
+    ("1.4 interruptible", "none/dtmf/speech/any"): "test_interruptible_matrix",
+    ("1.4 interruptible", "dtmf: speech does not cut"): "test_interruptible_matrix",
+    ("1.4 interruptible", "welcomeGreetingInterruptible"):
+        "test_the_greeting_is_spoken_first_with_its_own_interruptibility",
+    ("1.4 interruptible", "the flag of the message being heard"): "test_the_flag_of_the_message_being_heard_decides",
+    ("1.4 preemptible", "a new text/play cuts"): "test_preemption",
+    ("1.4 preemptible", "a preemptible new message queues"): "test_preemption",
+    ("1.4 preemptible", "nothing left to cut"): "test_preemption_after_the_output_finished_clears_nothing",
+    ("1.4 sensitivity", "interruptSensitivity"): "test_sustained_speech_only_cuts_once_it_is_sustained",
+    ("1.4 report", "reportInputDuringAgentSpeech for speech"):
+        "test_speech_over_agent_speech_that_does_not_cut_is_reported_as_configured",
+    ("1.4 report", "reportInputDuringAgentSpeech for keys"):
+        "test_keys_over_agent_speech_that_do_not_cut_are_reported_as_configured",
+    ("1.4 ignoreBackchannel", "short acknowledgements"): "n/a (tests/test_relay_behaviours.py)",
+    ("4.6 setup", "from connected + start"): CODEC,
+    ("4.6 interrupt", "clear + marks"): "test_cleared_marks_report_nothing",
+    ("4.6 interrupt", "cleared marks that come back"): "test_cleared_marks_report_nothing",
+    ("4.6 tokensPlayed", "from mark echoes"): "test_a_reply_is_bracketed_by_agent_speaking_and_reported_chunk_by_chunk",
+    ("4.6 preemptible", "clear, then the new audio"): "test_preemption",
+    ("4.6 sendDigits", "in-band tones"): AUDIO,
+    ("4.6 play", "decoded to 8 kHz"): AUDIO,
+    ("4.6 end", "close the socket"): "test_end_and_stop_end_the_call_with_their_reasons",
+    ("4.6 errors", "10-bad-frames rule"): CODEC,
+}
+
+
+def test_every_row_of_the_behaviour_table_is_placed() -> None:
+    from tests.test_relay_behaviours import BEHAVIOURS
+
+    placed = {}
+    for row in BEHAVIOURS:
+        found = [v for (section, start), v in ROWS.items()
+                 if row.section == section and row.behaviour.startswith(start)]
+        assert len(found) == 1, (row.section, row.behaviour)
+        placed[row.behaviour] = found[0]
+    assert len(placed) == len(ROWS)
+    missing = [name for name in placed.values() if name.startswith("test_") and name not in globals()]
+    assert missing == []

@@ -27,10 +27,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from functools import partial
 
-import numpy as np
 import trio
-from numpy.typing import NDArray
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bridge.audio.budget import RealTimeBudget
@@ -86,7 +85,7 @@ class Call:
         self.session = session
         self.handoff_data: str | None = None
         self._inbound = RealTimeBudget(SAMPLE_RATE_HZ, burst_s=INBOUND_BURST_S)
-        self._media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
+        media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
         self.relay = relay.RelayBridge()
         self.inbox: Inbox[ev.Event] = Inbox()
         self.lifetime = Lifetime()
@@ -94,7 +93,8 @@ class Call:
         self.to_app: AppLink | None = None
         self.playback = Playback(self.to_provider.send, codec, self.inbox, lead_ms=settings.playback.lead_ms)
         self.speaker = Speaker(engines, self.playback, self.inbox, logger=self.log,
-                               max_ahead_ms=settings.playback.max_synthesized_ahead_ms, load_media=self._load_media)
+                               max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
+                               load_media=partial(load_media, settings=settings.play, cache=media_cache))
         endpointer = settings.endpointer
         if session.speech_timeout_ms is not None:
             endpointer = dataclasses.replace(endpointer, end_of_speech_silence_ms=session.speech_timeout_ms)
@@ -292,6 +292,3 @@ class Call:
                              account_sid=self.start.account_sid, status=status,
                              duration_s=trio.current_time() - self.started_at, handoff_data=self.handoff_data,
                              error_code=error[0] if error else None, error_message=error[1] if error else "")
-
-    async def _load_media(self, url: str) -> NDArray[np.int16]:
-        return await load_media(url, self.settings.play, self._media_cache)
