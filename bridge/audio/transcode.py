@@ -1,6 +1,6 @@
 """Conversion between a stream's wire format and the 8 kHz mu-law the call runtime works in.
 
-The runtime (listener, pacer, marks) counts 160-byte mu-law frames at 8 kHz. A provider that
+The runtime (hearing, pacer, marks) counts 160-byte mu-law frames at 8 kHz. A provider that
 streams another G.711 law, linear L16, or 16 kHz audio is converted at the edge, once per direction:
 ``to_ulaw`` for what arrives and ``from_ulaw`` for what is sent. Each direction owns its filter
 state (the 16 kHz paths keep a half-band filter across frames), so one ``EdgeTranscoder`` lives as
