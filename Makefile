@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# The end-of-turn model ships as a data file in pipecat-ai's wheel: the wheel alone, none of pipecat's dependencies.
+	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	@touch $@
 
 demo: $(STAMP)

