@@ -21,8 +21,9 @@ from bridge.call.engines import (
     wait_engines_idle,
 )
 from bridge.config import Config, ModelChoice
-from bridge.engines.models import DEFAULT_CACHE, resolve
+from bridge.engines.models import DEFAULT_CACHE, ModelError, load_manifest, resolve
 from bridge.engines.piper import PiperSynthesizer
+from bridge.engines.turn import TURN_MODEL, TurnModel
 from bridge.engines.whisper import WhisperTranscriber
 from bridge.server import MediaStreamsServer, serve_media_streams
 from bridge.settings import split_listen
@@ -82,7 +83,27 @@ def load_engines(cfg: Config) -> SpeechEngines:
     default = next(x for x in declared if x.code.lower() == cfg.session.language.lower())
     return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.decodes,
                          tts_concurrency=cfg.tts.syntheses, language=default.code,
-                         more_languages=tuple(x for x in declared if x is not default))
+                         more_languages=tuple(x for x in declared if x is not default),
+                         turn_model=load_turn_model(cfg, cache))
+
+
+def load_turn_model(cfg: Config, cache: Path) -> TurnModel | None:
+    """The end-of-turn model when ``vad.turn_detection`` is "smart"; without it, turns end on silence."""
+    if cfg.vad.turn_detection != "smart":
+        return None
+    entry = load_manifest()[TURN_MODEL]
+    try:
+        found = resolve(TURN_MODEL, "turn", cache_dir=cache)
+    except ModelError as exc:
+        logger.warning("no end-of-turn model (%s): turns end after vad.end_of_speech_silence_ms of silence; "
+                       "install it with pip install --no-deps pipecat-ai==1.14.0", exc)
+        return None
+    t0 = time.perf_counter()
+    model = built_at_engine_priority(partial(TurnModel, found.path / entry.files[0].path))
+    model.warm_up()
+    logger.info("end-of-turn model %s from %s (%s) ready in %.2f s", TURN_MODEL, found.path, found.source,
+                time.perf_counter() - t0)
+    return model
 
 
 def sd_notify(state: str) -> None:

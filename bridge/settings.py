@@ -32,6 +32,7 @@ from bridge.speech.endpointer import EndpointerSettings
 INTERRUPTIBLE_VALUES = tuple(Interruptible)
 SENSITIVITY_VALUES = ("low", "medium", "high")
 SPEECH_TIMEOUT_RANGE_MS = (600, 5000)
+EOT_THRESHOLD_RANGE = (0.5, 0.9)  # TwiML eotThreshold
 EVENT_NAMES = ("speaker-events", "tokens-played")
 DEBUG_NAMES = ("debugging", *EVENT_NAMES)
 # A welcome greeting is spoken text, like one text token (relay.MAX_TOKEN_CHARS bounds those).
@@ -88,6 +89,7 @@ class SessionSettings:
     report_input_during_agent_speech: Interruptible = Interruptible.NONE  # input over agent speech reported
     interrupt_sensitivity: str = "high"  # low | medium | high
     speech_timeout: str = "auto"  # "auto" or milliseconds of silence, 600..5000
+    eot_threshold: float = 0.5  # the end-of-turn model's probability that ends a turn (turn_detection "smart")
 
     def __post_init__(self) -> None:
         if not self.language:
@@ -98,6 +100,9 @@ class SessionSettings:
             raise ValueError(f"interrupt_sensitivity must be one of {', '.join(SENSITIVITY_VALUES)}, "
                              f"got {self.interrupt_sensitivity!r}")
         _speech_timeout_ms(self.speech_timeout)
+        low, high = EOT_THRESHOLD_RANGE
+        if not low <= self.eot_threshold <= high:
+            raise ValueError(f"eot_threshold must be from {low} to {high}, got {self.eot_threshold}")
         if len(self.hints) > MAX_HINTS_CHARS:
             raise ValueError(f"hints must be at most {MAX_HINTS_CHARS} characters (Whisper reads no more), "
                              f"got {len(self.hints)}")
@@ -148,6 +153,7 @@ TWIML_ATTRIBUTES = {
     "reportInputDuringAgentSpeech": "report_input_during_agent_speech",
     "interruptSensitivity": "interrupt_sensitivity",
     "speechTimeout": "speech_timeout",
+    "eotThreshold": "eot_threshold",
 }
 _BOOLEAN_FIELDS = ("dtmf_detection", "preemptible", "partial_prompts")
 _INTERRUPTIBLE_FIELDS = ("interruptible", "welcome_greeting_interruptible", "report_input_during_agent_speech")
@@ -191,6 +197,12 @@ def session_for_call(defaults: SessionSettings, parameters: dict[str, Any],
             value = _INTERRUPTIBLE_BOOLEANS.get(raw.strip().lower(), raw.strip().lower())
         elif attr in ("interrupt_sensitivity", "speech_timeout"):
             value = raw.strip().lower()
+        elif attr == "eot_threshold":
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                problems.append(f"{name} must be a number, got {raw!r}; using {getattr(defaults, attr)}")
+                continue
         elif attr == "welcome_greeting":
             value = raw
         try:

@@ -95,12 +95,17 @@ class Call:
         self.speaker = Speaker(engines, self.playback, self.inbox, logger=self.log,
                                max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
                                load_media=partial(load_media, settings=settings.play, cache=media_cache))
+        # With the end-of-turn model a turn ends when it says so, or after the longer silence at most
+        # (speechTimeout, when the call sets it, is that limit); without it, after the silence.
         endpointer = settings.endpointer
-        if session.speech_timeout_ms is not None:
-            endpointer = dataclasses.replace(endpointer, end_of_speech_silence_ms=session.speech_timeout_ms)
+        smart = endpointer.turn_detection == "smart" and engines.turn_model is not None
+        silence_ms = session.speech_timeout_ms or (endpointer.max_turn_silence_ms if smart
+                                                   else endpointer.end_of_speech_silence_ms)
+        endpointer = dataclasses.replace(endpointer, end_of_speech_silence_ms=silence_ms)
         self.hearing = Hearing(engines, endpointer, self.inbox, language=session.recognition_language,
                                hints=session.hints, logger=self.log, partials=session.partial_prompts,
-                               sustain_ms=SENSITIVITY_SUSTAIN_MS[session.interrupt_sensitivity])
+                               sustain_ms=SENSITIVITY_SUSTAIN_MS[session.interrupt_sensitivity],
+                               turn_threshold=session.eot_threshold if smart else None)
         self._input_warnings: Counter[str] = Counter()
 
     # -- ending -------------------------------------------------------------------------------

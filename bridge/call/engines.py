@@ -26,8 +26,9 @@ import trio
 from numpy.typing import NDArray
 
 from bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample_once
-from bridge.engines.base import Synthesizer, Transcriber, asr_language, match_language
+from bridge.engines.base import Synthesizer, Transcriber, TurnDetector, asr_language, match_language
 from bridge.engines.schedule import FairQueue, Priority, ProcessLoad, Ticket, cpu_cores
+from bridge.engines.turn import SAMPLE_RATE as TURN_SAMPLE_RATE
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -298,6 +299,7 @@ class SpeechEngines:
     tts_concurrency: int = 1
     language: str = "en-US"  # the default language's code
     more_languages: tuple[LanguageEngines, ...] = ()
+    turn_model: TurnDetector | None = None  # the end-of-turn model (vad.turn_detection "smart"), if loaded
     # Speech rendered ahead of any call (the configured welcome greeting): (text, rate, language) -> audio
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
     # The whole process's load (CPU time per call, urgent engine waits), for admission control.
@@ -384,6 +386,18 @@ class SpeechEngines:
             return Recognised(result.text, engines.code)
 
         return await run_in_worker(run, limiter)
+
+    async def end_of_turn(self, audio: NDArray[np.int16], rate: int, *, claim: Claim | None = None) -> float:
+        """The end-of-turn model's probability that the speaker of ``audio`` (the utterance so far, at
+        ``rate`` Hz) has finished; 0 without a model. It runs like a recognition, under ``claim``."""
+        model = self.turn_model
+        if model is None:
+            return 0.0
+
+        def run() -> float:
+            return model.complete(resample_once(pcm16_to_float(audio), rate, TURN_SAMPLE_RATE))
+
+        return await run_in_worker(run, claim or self.asr_scheduler.claim(None, Priority.FINAL))
 
     async def transcribe(self, audio: NDArray[np.int16], rate: int, language: str = "", *, hints: str = "") -> str:
         """The text of ``recognise``."""

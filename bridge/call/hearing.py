@@ -40,6 +40,14 @@ runs; a decode already running in a worker thread cannot be interrupted, so it i
 slot comes back when that one decode finishes. A call therefore has at most one speculation and one
 partial alive besides its final recognitions, which queue in a bounded channel.
 
+End of turn. With an end-of-turn model (``turn_threshold`` set: ``vad.turn_detection`` "smart"), the
+model hears the utterance so far once it has paused, off the event loop under the recognition
+scheduler (a final's priority: it is short and the caller is waiting), and again every
+``TURN_RECHECK_MS`` of further silence while it says the caller has not finished. A probability at
+or over the threshold (``eotThreshold``) ends the utterance at once (``Endpointer.end_turn``): its
+speculative recognition, already running, becomes the final one. Otherwise the utterance ends on
+its (longer) end-of-speech silence. A decision that comes after the caller resumed is dropped.
+
 Barge-in sensitivity: ``SpeechSustained`` comes once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: right after ``SpeechStarted``).
 """
@@ -71,6 +79,7 @@ from bridge.speech.endpointer import (
 
 RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
 PARTIAL_INTERVAL_MS = 200  # new audio needed before the next partial recognition
+TURN_RECHECK_MS = 300  # more silence before the end-of-turn model is asked again
 INBOUND_QUEUE_FRAMES = 50  # inbound audio waiting to be heard (1 s); more drops the oldest
 
 
@@ -105,7 +114,9 @@ class Recognition:
 class Hearing:
     def __init__(self, engines: SpeechEngines, settings: EndpointerSettings, events: Inbox[ev.Event], *,
                  language: str, logger: logging.LoggerAdapter[logging.Logger], hints: str = "", sustain_ms: int = 0,
-                 partials: bool = False) -> None:
+                 partials: bool = False, turn_threshold: float | None = None) -> None:
+        """``turn_threshold``: with an end-of-turn model, the probability that ends a turn before its
+        end-of-speech silence (None: turns end on silence)."""
         self._engines = engines
         self.endpointer = Endpointer(settings)
         self.language = language  # a declared language code, "multi" to detect; may change mid-call
@@ -127,6 +138,11 @@ class Hearing:
         self.speculations_used = 0
         self.speculations_wasted = 0
         self.partials_overtaken = 0
+        self._turn_threshold = turn_threshold
+        self._turn_check: trio.CancelScope | None = None  # the end-of-turn decision in flight
+        self._next_check_ms = 0  # silence before the next decision
+        self.turn_decisions = 0
+        self.turns_ended_early = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hear the inbound audio, own the recognition tasks, and deliver recognitions in order."""
@@ -154,6 +170,7 @@ class Hearing:
                     self._turn += 1
                     self._drop_partial()
                     self._sustained, self._partial = False, None
+                    self._drop_turn_check()
                     self._partial_from = event.detected_at
                     self._events.put_nowait(ev.SpeechStarted(event.start))
                 case SpeechPaused():
@@ -166,26 +183,79 @@ class Hearing:
                         self._speculation = self._recognise(event.start, event.end, Priority.SPECULATIVE)
                 case SpeechResumed():
                     self._drop_speculation()
+                    self._drop_turn_check()
                 case SpeechEnded():
-                    spec = self._speculation
-                    self._speculation = None
-                    if spec is not None and spec.start == event.start and spec.end >= event.end:
-                        rec = spec
-                        rec.raise_to(Priority.FINAL)
-                        self.speculations_used += 1
-                    else:
-                        if spec is not None:
-                            self.speculations_wasted += 1
-                            spec.cancel()
-                        rec = self._recognise(event.start, event.end, Priority.FINAL)
-                    if self._partial is rec:
-                        self._partial = None  # now the final: never a partial to drop
-                    else:
-                        self._drop_partial()
-                    rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
-                    self._events.put_nowait(ev.SpeechEnded())
-                    await self._send.send(rec)
+                    await self._ended(event)
         self._after_feed()
+
+    async def _ended(self, event: SpeechEnded) -> None:
+        self._drop_turn_check()
+        spec = self._speculation
+        self._speculation = None
+        if spec is not None and spec.start == event.start and spec.end >= event.end:
+            rec = spec
+            rec.raise_to(Priority.FINAL)
+            self.speculations_used += 1
+        else:
+            if spec is not None:
+                self.speculations_wasted += 1
+                spec.cancel()
+            rec = self._recognise(event.start, event.end, Priority.FINAL)
+        if self._partial is rec:
+            self._partial = None  # now the final: never a partial to drop
+        else:
+            self._drop_partial()
+        rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
+        self._events.put_nowait(ev.SpeechEnded())
+        await self._send.send(rec)
+
+    # -- the end-of-turn model ----------------------------------------------------------------
+
+    def _check_turn(self) -> None:
+        """Ask the end-of-turn model, once the utterance has paused and again every ``TURN_RECHECK_MS``
+        of further silence while it says the caller has not finished."""
+        ep = self.endpointer
+        if self._turn_threshold is None or not ep.paused or self._turn_check is not None:
+            return
+        silence_ms = ep.silence_ms
+        if silence_ms < self._next_check_ms:
+            return
+        bounds = ep.open_utterance()
+        assert bounds is not None and self._nursery is not None
+        audio: NDArray[np.int16] = self._ring.read(*bounds).astype(np.int16)
+        self._turn_check = scope = trio.CancelScope()
+        self._nursery.start_soon(self._decide_turn, self._turn, audio, silence_ms, scope)
+
+    async def _decide_turn(self, turn: int, audio: NDArray[np.int16], silence_ms: int,
+                           scope: trio.CancelScope) -> None:
+        probability = 0.0
+        try:
+            with scope:
+                claim = self._engines.asr_scheduler.claim(self, Priority.FINAL)
+                probability = await self._engines.end_of_turn(audio, SAMPLE_RATE_HZ, claim=claim)
+        except Exception:
+            self._log.exception("the end-of-turn model failed; the turn ends on silence")
+        finally:
+            if self._turn_check is scope:
+                self._turn_check = None
+        if scope.cancelled_caught or turn != self._turn or not self.endpointer.paused:
+            return  # the caller went on, or the turn is already over
+        self.turn_decisions += 1
+        assert self._turn_threshold is not None
+        if probability >= self._turn_threshold:
+            self._log.debug("end of turn after %d ms of silence (p %.2f)", silence_ms, probability)
+            ended = self.endpointer.end_turn()
+            if ended is not None:
+                self.turns_ended_early += 1
+                await self._ended(ended)
+        else:
+            self._next_check_ms = silence_ms + TURN_RECHECK_MS
+
+    def _drop_turn_check(self) -> None:
+        if self._turn_check is not None:
+            self._turn_check.cancel()
+            self._turn_check = None
+        self._next_check_ms = 0
 
     def _drop_speculation(self) -> None:
         spec, self._speculation = self._speculation, None
@@ -202,6 +272,7 @@ class Hearing:
     def _after_feed(self) -> None:
         if not self.endpointer.in_speech:
             return
+        self._check_turn()
         if not self._sustained and self.endpointer.turn_voiced_frames >= self._sustain_frames:
             self._sustained = True
             self._events.put_nowait(ev.SpeechSustained())

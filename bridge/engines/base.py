@@ -35,6 +35,13 @@ class Synthesizer(Protocol):
         ...
 
 
+class TurnDetector(Protocol):
+    """An end-of-turn model: the probability that the speaker of ``audio`` (16 kHz, the utterance so
+    far) has finished."""
+
+    def complete(self, audio: NDArray[np.float32]) -> float: ...
+
+
 def asr_language(tag: str) -> str:
     """BCP-47 tag ("en-US") to the primary language Whisper expects ("en")."""
     return tag.split("-")[0].lower() if tag and tag != "multi" else ""

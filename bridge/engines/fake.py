@@ -59,3 +59,15 @@ class FakeSynthesizer:
         t = np.arange(n, dtype=np.float64) / self.sample_rate
         tone = 0.3 * np.sin(2 * math.pi * self.frequency_hz * t)
         yield (tone * 32767).astype(np.int16)
+
+
+@dataclass
+class FakeTurnModel:
+    """Says every turn is complete with ``probability``; counts its decisions."""
+
+    probability: float = 0.9
+    decisions: int = 0
+
+    def complete(self, audio: NDArray[np.float32]) -> float:
+        self.decisions += 1
+        return self.probability

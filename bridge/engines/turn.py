@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+TURN_MODEL = "smart-turn-v3.2"  # in the model manifest
 SAMPLE_RATE = 16000
 WINDOW_S = 8
 NORMALISE_EPS = 1e-7

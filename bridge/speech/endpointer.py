@@ -17,6 +17,7 @@ words and between them, so the endpointer is a small state machine over frames:
   ``SpeechResumed`` and the speculative result is discarded.
 * ``end_of_speech_silence_ms`` of silence emits ``SpeechEnded``; ``hangover_ms`` of trailing audio is
   kept after the last voiced frame. An utterance longer than ``max_utterance_ms`` is ended there.
+  ``end_turn`` ends a paused utterance at once (an end-of-turn model's decision, made by the runtime).
 
 All positions are absolute sample indices at 8 kHz from the start of the stream.
 """
@@ -32,6 +33,8 @@ from numpy.typing import NDArray
 
 from bridge.audio.telephony import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ
 
+TURN_DETECTION = ("smart", "silence")
+
 
 @dataclass(frozen=True)
 class EndpointerSettings:
@@ -42,10 +45,19 @@ class EndpointerSettings:
     speculate_ms: int = 160
     pre_roll_ms: int = 240
     max_utterance_ms: int = 28_000
+    # "smart": after speculate_ms of silence an end-of-turn model decides whether the caller has
+    # finished; if not, the turn ends after max_turn_silence_ms of silence at most. "silence": the
+    # turn ends after end_of_speech_silence_ms of silence.
+    turn_detection: str = "smart"
+    max_turn_silence_ms: int = 1500
 
     def __post_init__(self) -> None:
         if not 0 <= self.aggressiveness <= 3:
             raise ValueError("aggressiveness must be 0..3")
+        if self.turn_detection not in TURN_DETECTION:
+            raise ValueError(f"turn_detection must be one of {', '.join(TURN_DETECTION)}, got {self.turn_detection!r}")
+        if self.max_turn_silence_ms < FRAME_MS:
+            raise ValueError(f"max_turn_silence_ms must be at least {FRAME_MS}")
         for name in ("speech_start_ms", "hangover_ms", "end_of_speech_silence_ms", "speculate_ms",
                      "pre_roll_ms", "max_utterance_ms"):
             if getattr(self, name) < 0:
@@ -125,6 +137,27 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return self.state in (State.SPEAKING, State.STOPPING)
+
+    @property
+    def paused(self) -> bool:
+        """The utterance in progress has had its ``SpeechPaused`` and speech has not resumed."""
+        return self.state is State.STOPPING and self._paused
+
+    @property
+    def silence_ms(self) -> int:
+        """Silence since the last voiced frame of the utterance in progress (0 while it is voiced)."""
+        return self._gap * FRAME_MS if self.state is State.STOPPING else 0
+
+    def end_turn(self) -> SpeechEnded | None:
+        """End the utterance now, as if its end-of-speech silence had passed (an end-of-turn model said
+        the caller has finished); None unless its ``SpeechPaused`` has come and speech has not resumed."""
+        if not self.paused:
+            return None
+        events: list[EndpointerEvent] = []
+        self._end(events)
+        ended = events[0]
+        assert isinstance(ended, SpeechEnded)
+        return ended
 
     def open_utterance(self) -> tuple[int, int] | None:
         """Bounds of the utterance in progress (pre-roll included, up to the audio consumed), if any."""
