@@ -78,7 +78,9 @@ def summary(values: list[float]) -> dict[str, float]:
 async def asr_trial(engines: SpeechEngines, cfg: Config, clips: list[Clip]) -> dict[str, Any]:
     """One call: the caller says every clip in turn; the app listens silently."""
     spoken: list[Spoken] = []
-    eos_s = cfg.vad.end_of_speech_silence_ms / 1000
+    # The longest a turn can wait for its end: the model's cap with turn_detection "smart".
+    vad = cfg.vad
+    eos_s = (vad.max_turn_silence_ms if vad.turn_detection == "smart" else vad.end_of_speech_silence_ms) / 1000
 
     async def script(caller: SimulatedCaller) -> None:
         await caller.pause(0.5)
@@ -175,6 +177,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     eos = base.vad.end_of_speech_silence_ms
     available = {
         "speculative": base,
+        # Turns end after vad.end_of_speech_silence_ms of silence, without the end-of-turn model.
+        "silence-turns": replace(base, vad__turn_detection="silence"),
         "no-speculation": replace(base, vad__speculate_ms=eos),
         "vad-aggressiveness-3": replace(base, vad__aggressiveness=3),
         "vad-aggressiveness-2": replace(base, vad__aggressiveness=2),
@@ -232,7 +236,8 @@ def main() -> int:
     parser.add_argument("--barge-ins", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--variants", nargs="+", default=["speculative", "no-speculation"],
-                        choices=["speculative", "no-speculation", "vad-aggressiveness-3", "vad-aggressiveness-2",
+                        choices=["speculative", "silence-turns", "no-speculation", "vad-aggressiveness-3",
+                                 "vad-aggressiveness-2",
                                  "partial-prompts", "full-window", "partial-prompts-full-window"])
     parser.add_argument("--out", type=Path, default=Path("out/bench.json"))
     args = parser.parse_args()

@@ -12,7 +12,7 @@ import trio
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
 from bridge.call.engines import SpeechEngines
-from bridge.config import Config
+from bridge.config import Config, replace
 from bridge.daemon import load_engines
 from bridge.engines.models import ModelError, load_manifest, resolve
 from bridge.engines.whisper import WhisperTranscriber
@@ -125,3 +125,28 @@ def test_a_short_encoder_window_hears_an_utterance_and_nothing_in_silence(engine
     heard = transcriber.decode_window(audio, "en", "", window_s)
     assert normalise(heard.text) == normalise(clip.text)
     assert transcriber.decode_window(np.zeros(16000 * 2, dtype=np.float32), "en", "", window_s).text == ""
+
+
+def test_the_end_of_turn_model_ends_a_finished_sentence_before_the_silence(engines: SpeechEngines,
+                                                                          clips: dict[str, Clip]) -> None:
+    assert engines.turn_model is not None  # the default config loads it
+
+    def waited_ms(detection: str) -> float:
+        spoken = []
+
+        async def script(caller: SimulatedCaller) -> None:
+            await caller.wait_agent_done()
+            spoken.append(await caller.say(clips["vm-sorry"]))  # "I'm sorry I did not understand your response."
+            await caller.wait_agent_done()
+            await caller.hang_up()
+
+        cfg = replace(Config(), vad__turn_detection=detection)
+        agent = AgentScript(greeting="Hello.", answer=lambda heard, turn: "Right.")
+        call = trio.run(lambda: run_loopback_call(engines, cfg, script, agent_script=agent))
+        [prompt_at] = call.agent.sessions[0].prompt_times
+        return (prompt_at - spoken[0].end) * 1000
+
+    smart, silence = waited_ms("smart"), waited_ms("silence")
+    # The model ends the turn at the first pause (160 ms of silence) instead of after 600 ms of it;
+    # the final recognition, begun at that pause, is then what the prompt waits for.
+    assert smart < silence - 200, (smart, silence)
