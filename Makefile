@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity bench-cost soak lint speech-data clean
+.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -71,6 +71,11 @@ bench-capacity: $(STAMP) speech-data
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-capacity.json
 	cd benchmarks && ../$(PY) bench_capacity.py --speech-dir ../$(SPEECH_DIR)/root --media --reps 1 \
 		--media-levels 25 50 75 100 --out ../out/bench-capacity-media.json
+
+# When the caller's turn ends: the end-of-turn model against silence alone, on recorded utterances
+# as recorded and with a mid-sentence pause stretched to 800 ms. About 15 minutes.
+bench-turns: $(STAMP) speech-data
+	cd benchmarks && ../$(PY) bench_turns.py --speech-dir ../$(SPEECH_DIR)/root --out ../out/bench-turns.json
 
 # Engine CPU per conversational call, and so the most calls the cores could carry at all.
 bench-cost: $(STAMP) speech-data
