@@ -5,7 +5,7 @@ Facts the model depends on (pipecat-ai's Smart Turn v3, BSD-2-Clause): it hears 
 zero mean and unit variance, as Whisper's log-mel features (80 mel bands by 800 frames, computed here
 with faster-whisper's extractor, which gives the same features as the reference one). Its one
 output is the probability that the turn is complete. It silently misjudges 8 kHz audio: telephone
-audio is resampled to 16 kHz first. About 50 ms of one core a decision.
+audio is resampled to 16 kHz first. About 60 ms of one core a decision.
 """
 
 from __future__ import annotations
