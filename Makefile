@@ -7,12 +7,13 @@ SPEECH_DIR := .cache/speech
 
 .PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
 
+# The install. The end-of-turn model ships as a data file in pipecat-ai's wheel: that wheel is
+# installed alone, without any of pipecat's dependencies (the bridge never imports it).
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# The end-of-turn model ships as a data file in pipecat-ai's wheel: the wheel alone, none of pipecat's dependencies.
 	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	@touch $@
 
