@@ -9,7 +9,7 @@ SPEECH_DIR := .cache/speech
 
 # The install. The end-of-turn model ships as a data file in pipecat-ai's wheel: that wheel is
 # installed alone, without any of pipecat's dependencies (the bridge never imports it).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit("relay-bridge needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
