@@ -323,7 +323,8 @@ def test_parse_relay_message_rejects(raw: str | bytes) -> None:
     params=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
 )
 def test_setup_round_trip_property(strings: list[str], params: dict[str, str]) -> None:
-    msg = Setup(*strings[:3], from_=strings[3], to=strings[4], direction=strings[5], caller_name=strings[6],
+    msg = Setup(session_id=strings[0], call_sid=strings[1], account_sid=strings[2], from_=strings[3], to=strings[4],
+                direction=strings[5], caller_name=strings[6],
                 forwarded_from=strings[7], parent_call_sid=strings[8], call_type=strings[9],
                 call_status=strings[10], custom_parameters=params)
     assert parse_relay_message(serialize_relay_message(msg)) == msg

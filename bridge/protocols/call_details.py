@@ -23,7 +23,7 @@ class CallDetails:
     call_type: str = "PSTN"
     call_status: str = "RINGING"
     custom_parameters: dict[str, Any] = field(default_factory=dict)
-    # Telnyx only
+    # Telnyx only (protocols.md 3.1); None leaves the field out of the setup
     call_control_id: str | None = None
     call_session_id: str | None = None
     call_leg_id: str | None = None

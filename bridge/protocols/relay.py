@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,24 +112,12 @@ AppMessage = Text | Play | SendDigits | Language | End
 # --- bridge -> app ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Setup:
+@dataclass(frozen=True, kw_only=True)
+class Setup(CallDetails):
+    """``setup``: the call's details (each provider's, ``CallDetails``) and the session's id. The
+    Telnyx-only fields left None are left out, so Twilio's setup is unchanged (protocols.md 3.1)."""
+
     session_id: str
-    call_sid: str
-    account_sid: str
-    from_: str = ""
-    to: str = ""
-    direction: str = "inbound"
-    caller_name: str = ""
-    forwarded_from: str = ""
-    parent_call_sid: str = ""
-    call_type: str = "PSTN"
-    call_status: str = "RINGING"
-    custom_parameters: dict[str, Any] = field(default_factory=dict)
-    # Telnyx only (protocols.md 3.1); None leaves the field out, so Twilio's setup is unchanged.
-    call_control_id: str | None = None
-    call_session_id: str | None = None
-    call_leg_id: str | None = None
 
     @classmethod
     def of(cls, session_id: str, details: CallDetails) -> Setup:
