@@ -91,15 +91,15 @@ def load_turn_model(cfg: Config, cache: Path) -> TurnModel | None:
     """The end-of-turn model when ``vad.turn_detection`` is "smart"; without it, turns end on silence."""
     if cfg.vad.turn_detection != "smart":
         return None
-    entry = load_manifest()[TURN_MODEL]
+    manifest = load_manifest()
     try:
-        found = resolve(TURN_MODEL, "turn", cache_dir=cache)
+        found = resolve(TURN_MODEL, "turn", cache_dir=cache, manifest=manifest)
     except ModelError as exc:
         logger.warning("no end-of-turn model (%s): turns end after vad.end_of_speech_silence_ms of silence; "
                        "install it with pip install --no-deps pipecat-ai==1.14.0", exc)
         return None
     t0 = time.perf_counter()
-    model = built_at_engine_priority(partial(TurnModel, found.path / entry.files[0].path))
+    model = built_at_engine_priority(partial(TurnModel, found.path / manifest[TURN_MODEL].files[0].path))
     model.warm_up()
     logger.info("end-of-turn model %s from %s (%s) ready in %.2f s", TURN_MODEL, found.path, found.source,
                 time.perf_counter() - t0)

@@ -39,7 +39,7 @@ from bridge.call.hearing import Hearing
 from bridge.call.inbox import Inbox
 from bridge.call.links import AppLink, Lifetime, Link
 from bridge.call.playback import Playback
-from bridge.call.record import CallLogger, CallStats
+from bridge.call.record import WARNINGS_PER_KIND, CallLogger, CallStats
 from bridge.call.speaker import Speaker
 from bridge.conversation import events as ev
 from bridge.conversation.machine import Conversation
@@ -58,7 +58,6 @@ transcript_logger = logging.getLogger("bridge.transcripts")
 TEARDOWN_TIMEOUT_S = 2.0
 PROVIDER_IDLE_TIMEOUT_S = 10.0  # Twilio sends a media frame every 20 ms for as long as the call lasts
 INBOUND_BURST_S = 2.0  # inbound audio ahead of real time that is still accepted (network jitter)
-WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 # interruptSensitivity -> voiced speech needed before a barge-in (high: at speech start, ~60 ms)
 SENSITIVITY_SUSTAIN_MS = {"high": 0, "medium": 240, "low": 480}
 
@@ -67,9 +66,6 @@ class Call:
     def __init__(self, provider_ws: WebSocketConnection, engines: SpeechEngines, settings: CallSettings,
                  start: StartEvent, codec: ProviderCodec, media_cache: MediaCache | None = None, *,
                  limits: CallLimits | None = None) -> None:
-        self.provider_ws = provider_ws
-        self.engines = engines
-        self.settings = settings
         self.start = start
         self.codec = codec
         self.limits = limits or CallLimits()
@@ -82,13 +78,12 @@ class Call:
         refused.extend(start.dropped_parameters)  # over the codec's size limits
         self.conversation = Conversation(session, declared=engines.languages,
                                          languages=start.custom_parameters.get("languages"), refused=refused)
-        self.session = session
         self.handoff_data: str | None = None
         self._inbound = RealTimeBudget(SAMPLE_RATE_HZ, burst_s=INBOUND_BURST_S)
         media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
         self.relay = relay.RelayBridge()
         self.inbox: Inbox[ev.Event] = Inbox()
-        self.lifetime = Lifetime()
+        self.lifetime = Lifetime(self.stats)
         self.to_provider = Link(provider_ws, "provider", self.lifetime, self.limits, self.log)
         self.to_app: AppLink | None = None
         self.playback = Playback(self.to_provider.send, codec, self.inbox, lead_ms=settings.playback.lead_ms)
@@ -120,7 +115,6 @@ class Call:
     def end(self, reason: ev.EndReason, detail: str = "") -> None:
         """End the call; the first reason given is the one kept. Teardown closes both sockets."""
         self.lifetime.end(reason, detail)
-        self.stats.end_reason, self.stats.end_detail = self.lifetime.reason, self.lifetime.detail
 
     async def _limit_duration(self) -> None:
         await trio.sleep(self.limits.max_duration_s)
@@ -151,7 +145,6 @@ class Call:
                     self._carry_out(self.conversation.start(trio.current_time()))
                     nursery.start_soon(self._converse)
         finally:
-            self.stats.end_reason, self.stats.end_detail = self.lifetime.reason, self.lifetime.detail
             self.stats.frames_sent = self.playback.frames_sent
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
             self.stats.speculations_used = self.hearing.speculations_used
@@ -216,7 +209,7 @@ class Call:
         while True:
             try:
                 with trio.fail_after(PROVIDER_IDLE_TIMEOUT_S):
-                    raw = await self.provider_ws.get_message()
+                    raw = await self.to_provider.ws.get_message()
             except ConnectionClosed as exc:
                 self.to_provider.closed_by_peer(exc)
                 return

@@ -1,6 +1,6 @@
 """A call's two sockets and its lifetime: sends within a deadline, keep-alives, and who ended the call.
 
-``Lifetime`` keeps the first reason the call ended for and cancels the call's scope. A ``Link`` is one
+``Lifetime`` records the first reason the call ended for and cancels the call's scope. A ``Link`` is one
 socket: every send must complete within ``send_timeout_s`` (a peer that stops reading ends the call
 as failed instead of holding it), a closed socket ends the call, and a ping every
 ``ping_interval_s`` must be answered within ``pong_timeout_s`` (a half-open socket) unless this call
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from bridge.call.record import CallStats
 from bridge.conversation.events import EndReason
 from bridge.protocols import relay
 from bridge.settings import CallLimits
@@ -32,15 +33,14 @@ NO_PONG = {"provider": EndReason.PROVIDER_NO_PONG, "app": EndReason.APP_NO_PONG}
 
 
 class Lifetime:
-    def __init__(self) -> None:
+    def __init__(self, record: CallStats) -> None:
         self.scope = trio.CancelScope()
-        self.reason: EndReason | None = None
-        self.detail = ""  # e.g. the close code of a socket that closed
+        self._record = record
 
     def end(self, reason: EndReason, detail: str = "") -> None:
-        """End the call; the first reason given is the one kept."""
-        if self.reason is None:
-            self.reason, self.detail = reason, detail
+        """End the call; the first reason given is the one kept (in the call's record)."""
+        if self._record.end_reason is None:
+            self._record.end_reason, self._record.end_detail = reason, detail
         self.scope.cancel()
 
 

@@ -7,6 +7,7 @@ import logging
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from bridge.call.record import WARNINGS_PER_KIND
 from bridge.protocols import media_streams as ms
 from bridge.protocols.fields import FrameError, parse_object
 from bridge.protocols.printable import printable
@@ -15,7 +16,6 @@ from bridge.protocols.provider import ProviderCodec, ProviderSniffer, StartEvent
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
-WARNINGS_BEFORE_START = 10  # a peer cannot flood the log before its start either
 
 
 def _is_start(raw: str | bytes) -> bool:
@@ -47,7 +47,7 @@ async def open_call(provider_ws: WebSocketConnection,
                     return sniffer.codec or ms.MediaStreamsBridge(), None
                 if not isinstance(event, ms.Connected):
                     ignored += 1
-                    if ignored <= WARNINGS_BEFORE_START:
+                    if ignored <= WARNINGS_PER_KIND:  # a peer cannot flood the log before its start either
                         logger.warning("ignored before 'start': %s", event.reason if isinstance(event, ms.InvalidFrame)
                                        else type(event).__name__)
     logger.warning("no 'start' within %.1f s (%d frame(s) ignored); closing the stream", timeout_s, ignored)

@@ -15,6 +15,7 @@ from bridge.protocols.printable import escape_controls
 
 MAX_RECORDED_EVENTS = 10_000  # events kept per call for the timeline; counts are kept regardless
 MAX_RECORDED_CHARS = 200  # of each text in a recorded event (a play URL may be 8 K characters)
+WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from bridge.conversation.events import (
     Action,
@@ -79,13 +78,6 @@ MAX_REPORTED_PARAMETERS = 10  # refused session parameters reported one by one; 
 SPEECH, DTMF = Interruptible.SPEECH, Interruptible.DTMF
 
 
-@dataclass
-class _Cycle:
-    """A talk cycle whose audio has started to be queued."""
-
-    text: str = ""  # what has been queued of it so far
-
-
 class Conversation:
     def __init__(self, session: SessionSettings, *, declared: Sequence[str], languages: object = None,
                  refused: Sequence[str] = ()) -> None:
@@ -105,7 +97,7 @@ class Conversation:
         self._seq = 0
         self._to_render: deque[SpeechChunk] = deque()  # waiting for the speaker, in order
         self._rendering: SpeechChunk | None = None  # with the speaker now
-        self._cycles: dict[int, _Cycle] = {}  # cycles whose audio is being queued
+        self._cycles: dict[int, str] = {}  # cycles whose audio is being queued -> their text queued so far
         self._last_text_cycle = 0  # the last cycle a chunk with words was made for
         self._preemptible: dict[int, bool] = {}  # cycles with output ahead -> may a new one cut them
         self._first_token: dict[int, float] = {}  # cycle -> when its first token came
@@ -301,8 +293,7 @@ class Conversation:
             self._preempt(out, now, self.cycle)
         cycle, self.cycle = self.cycle, self.cycle + 1
         self._preemptible[cycle] = preemptible
-        self._render(out, SpeechChunk(0, cycle, digits=chunk.digits, play=chunk.play, loop=chunk.loop, final=True,
-                                      interruptible=chunk.interruptible))
+        self._render(out, dataclasses.replace(chunk, cycle=cycle))
 
     def _render(self, out: list[Action], chunk: SpeechChunk) -> None:
         """Number the chunk and hand it to the speaker now, or queue it behind the one being rendered."""
@@ -318,24 +309,31 @@ class Conversation:
             self._rendering = self._to_render.popleft()
             out.append(Render(self._rendering))
 
-    def _rendered(self, out: list[Action], event: Rendered) -> None:
+    def _finish_render(self, seq: int) -> SpeechChunk | None:
+        """The chunk ``seq`` is done with the speaker: it, unless a barge-in or preemption cut it meanwhile."""
         chunk = self._rendering
-        if chunk is None or chunk.seq != event.seq:
-            return  # cut by a barge-in or preemption after the speaker had finished it
+        if chunk is None or chunk.seq != seq:
+            return None
         self._rendering = None
+        return chunk
+
+    def _rendered(self, out: list[Action], event: Rendered) -> None:
+        chunk = self._finish_render(event.seq)
+        if chunk is None:
+            return
         started = chunk.cycle in self._cycles
         if chunk.text.strip() or chunk.play or chunk.digits or (chunk.final and started):
             if not started:
-                self._cycles[chunk.cycle] = _Cycle()
+                self._cycles[chunk.cycle] = ""
                 # The cycle's start mark goes right before its first audio: its echo dates the playback start.
                 self._queue_mark(out, chunk, "", "", final=False)
             if event.audio:
                 self.ledger.note_queued(chunk.cycle, len(event.audio) * event.repeat)
                 out.append(QueueAudio(chunk.cycle, event.audio, event.repeat))
-            cycle = self._cycles[chunk.cycle]
             said = "" if chunk.play else chunk.text
-            cycle.text += said
-            self._queue_mark(out, chunk, cycle.text.strip(), chunk.digits or said.strip(), final=chunk.final)
+            self._cycles[chunk.cycle] += said
+            self._queue_mark(out, chunk, self._cycles[chunk.cycle].strip(), chunk.digits or said.strip(),
+                             final=chunk.final)
             if chunk.final:
                 del self._cycles[chunk.cycle]
         self._next_render(out)
@@ -345,10 +343,9 @@ class Conversation:
         out.append(QueueMark(mark.name))
 
     def _render_failed(self, out: list[Action], event: RenderFailed) -> None:
-        chunk = self._rendering
-        if chunk is None or chunk.seq != event.seq:
+        chunk = self._finish_render(event.seq)
+        if chunk is None:
             return
-        self._rendering = None
         if chunk.play and event.problem:
             out += [Warn("play errors", event.problem),
                     Note("play_error", {"source": chunk.play, "problem": event.problem}),
