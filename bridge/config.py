@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.engines.schedule import cpu_cores
+from bridge.conversation.judge import MAX_BACKCHANNEL_WORDS, words
 from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
 from bridge.settings import (
     CallSettings,
@@ -63,6 +64,9 @@ def is_english(code: str) -> bool:
     return code.split("-")[0].lower() == "en"
 
 
+MAX_BACKCHANNELS = 200  # phrases per language
+
+
 @dataclass(frozen=True)
 class LanguageConfig:
     """One ``[[languages]]`` entry."""
@@ -70,10 +74,17 @@ class LanguageConfig:
     code: str = ""
     voice: str = ""  # a voice name or a path to an .onnx; "": [tts]
     speech_model: str = ""  # a model name or a model folder; "": [asr] for English, else MULTILINGUAL_MODEL
+    backchannels: tuple[str, ...] = ()  # acknowledgements (ignoreBackchannel); empty: the built-in list
 
     def __post_init__(self) -> None:
         if not LANGUAGE_CODE.fullmatch(self.code):
             raise ValueError(f"code must be a BCP-47 language tag such as en-US or es-ES, or multi; got {self.code!r}")
+        if len(self.backchannels) > MAX_BACKCHANNELS:
+            raise ValueError(f"backchannels may hold at most {MAX_BACKCHANNELS} phrases, got {len(self.backchannels)}")
+        for phrase in self.backchannels:
+            if not words(phrase) or len(words(phrase)) > MAX_BACKCHANNEL_WORDS:
+                raise ValueError(f"backchannels: each phrase must have 1 to {MAX_BACKCHANNEL_WORDS} words, "
+                                 f"got {phrase[:80]!r}")
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,8 @@ class Config:
     @property
     def call(self) -> CallSettings:
         return CallSettings(session=self.session, playback=self.playback, endpointer=self.vad, play=self.play,
-                            handoff=self.handoff)
+                            handoff=self.handoff,
+                            backchannels={lang.code: lang.backchannels for lang in self.languages if lang.backchannels})
 
     def speech_model(self, lang: LanguageConfig) -> ModelChoice:
         """The ASR model of ``lang``: its own, else [asr]'s for English, else the multilingual one."""

@@ -90,6 +90,9 @@ class SessionSettings:
     interrupt_sensitivity: str = "high"  # low | medium | high
     speech_timeout: str = "auto"  # "auto" or milliseconds of silence, 600..5000
     eot_threshold: float = 0.5  # the end-of-turn model's probability that ends a turn (turn_detection "smart")
+    ignore_backchannel: bool = False  # acknowledgements over agent speech neither cut it nor become prompts
+    echo_prompt_filtering: bool = False  # the agent's own voice coming back is neither a barge-in nor a prompt
+    resume_after_false_barge_in: bool = True  # a barge-in that holds no words resumes the agent (config only)
 
     def __post_init__(self) -> None:
         if not self.language:
@@ -154,8 +157,10 @@ TWIML_ATTRIBUTES = {
     "interruptSensitivity": "interrupt_sensitivity",
     "speechTimeout": "speech_timeout",
     "eotThreshold": "eot_threshold",
+    "ignoreBackchannel": "ignore_backchannel",
+    "echoPromptFiltering": "echo_prompt_filtering",
 }
-_BOOLEAN_FIELDS = ("dtmf_detection", "preemptible", "partial_prompts")
+_BOOLEAN_FIELDS = ("dtmf_detection", "preemptible", "partial_prompts", "ignore_backchannel", "echo_prompt_filtering")
 _INTERRUPTIBLE_FIELDS = ("interruptible", "welcome_greeting_interruptible", "report_input_during_agent_speech")
 _BOOLEANS = {"true": True, "false": False}
 _INTERRUPTIBLE_BOOLEANS = {"true": "any", "false": "none"}
@@ -327,6 +332,7 @@ class CallSettings:
     endpointer: EndpointerSettings = field(default_factory=EndpointerSettings)
     play: PlaySettings = field(default_factory=PlaySettings)
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    backchannels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # language code -> its own list
 
 
 @dataclass(frozen=True)

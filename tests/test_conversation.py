@@ -17,6 +17,7 @@ import pytest
 from bridge.conversation import events as ev
 from bridge.conversation.machine import Conversation
 from bridge.protocols import relay
+from bridge.protocols.marks import resent_name
 from bridge.settings import SessionSettings
 
 WORD_BYTES = 800  # 100 ms of 8 kHz mu-law a word
@@ -50,6 +51,7 @@ class Line:
     actions: list[ev.Action] = field(default_factory=list)
     sent_marks: list[str] = field(default_factory=list)  # sent, not yet echoed, in order
     rendered: list[ev.SpeechChunk] = field(default_factory=list)
+    taken_back: list[str] = field(default_factory=list)  # marks a hold took back, to send again on release
     hold_render: bool = False  # leave the chunk with the "speaker" (it renders on ``finish_render``)
     _held: ev.SpeechChunk | None = None
 
@@ -81,6 +83,17 @@ class Line:
                     self._run(self.conv.handle(ev.MarkSent(action.name), self.now))
                 case ev.ClearPlayback():
                     self.sent_marks.clear()  # their echoes come back as cleared: nothing to report
+                    self.taken_back.clear()
+                case ev.HoldPlayback():  # the pacer takes back every mark the caller has not heard
+                    taken, self.sent_marks = self.sent_marks, []
+                    self.taken_back += [resent_name(name) for name in taken]
+                    if taken:
+                        self._run(self.conv.handle(ev.Rewound(tuple(taken)), self.now))
+                case ev.ReleasePlayback():  # ... and sends them again
+                    for name in self.taken_back:
+                        self.sent_marks.append(name)
+                        self._run(self.conv.handle(ev.MarkSent(name), self.now))
+                    self.taken_back.clear()
 
     @staticmethod
     def _render(chunk: ev.SpeechChunk) -> ev.Rendered:
@@ -111,9 +124,14 @@ class Line:
     def text(self, token: str, last: bool = False, **kw: Any) -> Line:
         return self.feed(relay.Text(token=token, last=last, **kw))
 
-    def speech(self, *, sustained: bool = True) -> Line:
+    def speech(self, *, sustained: bool = True, words: str = "wait") -> Line:
+        """Caller speech starts; ``sustained``, it lasts long enough to cut the agent, and its first
+        recognition (``words``; "" for none yet) comes at once."""
         self.feed(ev.SpeechStarted(start=0))
-        return self.feed(ev.SpeechSustained()) if sustained else self
+        if not sustained:
+            return self
+        self.feed(ev.SpeechSustained())
+        return self.feed(ev.PartialRecognised(words, "")) if words else self
 
     def utterance(self, words: str) -> Line:
         return self.feed(ev.SpeechEnded()).feed(ev.Recognised(words, "", seconds=1.0))
@@ -140,7 +158,7 @@ def test_an_utterance_becomes_one_final_prompt_in_the_recognition_language() -> 
 
 
 def test_partials_are_growing_prefixes_never_repeated_and_never_after_their_final() -> None:
-    line = Line.of().speech()
+    line = Line.of(partial_prompts=True).speech(words="")
     for text in ("I", "I", "I want", "I want to"):
         line.feed(ev.PartialRecognised(text, ""))
     line.utterance("I want to go")
@@ -205,7 +223,8 @@ def test_a_barge_in_reports_what_was_heard_and_purges_the_cycle() -> None:
     line.wait(0.1).speech()
     assert line.app == ["agentSpeaking:on", "tokensPlayed:One two.", "clientSpeaking:on", "tokensPlayed:Three",
                         "interrupt:One two. Three|300", "agentSpeaking:off"]
-    assert line.of_kind(ev.ClearPlayback) == [ev.ClearPlayback(unheard=True)]
+    # The hold stopped the agent at the provider at once; the cut drops what it kept (no second clear).
+    assert line.of_kind(ev.HoldPlayback) and line.of_kind(ev.ClearPlayback) == [ev.ClearPlayback(unheard=False)]
     line.text("Seven.", last=True)  # the rest of the interrupted stream: a new cycle
     assert line.rendered[-1].cycle > line.rendered[0].cycle
     assert line.conv.chunker.flush() == []
@@ -268,7 +287,7 @@ def test_sustained_speech_only_cuts_once_it_is_sustained() -> None:
     line = Line.of().text("Hello there.", last=True)
     line.speech(sustained=False)
     assert not any(m.startswith("interrupt:") for m in line.app)
-    line.feed(ev.SpeechSustained())
+    line.feed(ev.SpeechSustained()).feed(ev.PartialRecognised("hello", ""))
     assert any(m.startswith("interrupt:") for m in line.app)
 
 

@@ -114,7 +114,7 @@ def test_replace_validates_the_languages() -> None:
 
 def test_the_shipped_config_declares_the_default_languages() -> None:
     data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
-    assert data["languages"] == [{"code": "en-US", "voice": "", "speech_model": ""}]
+    assert data["languages"] == [{"code": "en-US", "voice": "", "speech_model": "", "backchannels": []}]
 
 
 # --- per call --------------------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ class Call:
         session, refused = session_for_call(settings.session, start.custom_parameters, engines.languages)
         refused.extend(start.dropped_parameters)  # over the codec's size limits
         self.conversation = Conversation(session, declared=engines.languages,
-                                         languages=start.custom_parameters.get("languages"), refused=refused)
+                                         languages=start.custom_parameters.get("languages"), refused=refused,
+                                         backchannels=settings.backchannels)
         self.handoff_data: str | None = None
         self._inbound = RealTimeBudget(SAMPLE_RATE_HZ, burst_s=INBOUND_BURST_S)
         media_cache = media_cache if media_cache is not None else MediaCache(settings.play.cache_bytes)
@@ -190,6 +191,12 @@ class Call:
                     self.playback.enqueue_mark(action.name)
                 case ev.ClearPlayback():
                     self.playback.clear(unheard=action.unheard)
+                case ev.HoldPlayback():
+                    self.playback.hold()
+                case ev.ReleasePlayback():
+                    self.playback.release()
+                case ev.Probe():
+                    self.hearing.probing = action.on
                 case ev.RecogniseIn():
                     self.hearing.language = action.language
                 case ev.EndCall():

@@ -48,6 +48,11 @@ or over the threshold (``eotThreshold``) ends the utterance at once (``Endpointe
 speculative recognition, already running, becomes the final one. Otherwise the utterance ends on
 its (longer) end-of-speech silence. A decision that comes after the caller resumed is dropped.
 
+Probing: while the conversation judges speech over the agent (``probing``, set for the utterance in
+progress, off at the next one), the utterance is recognised as it goes on exactly as for partial
+prompts, at a speculation's priority (the agent is held while it waits), whether or not the call
+asked for partial prompts.
+
 Barge-in sensitivity: ``SpeechSustained`` comes once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: right after ``SpeechStarted``).
 """
@@ -125,6 +130,7 @@ class Hearing:
         self._events = events
         self._sustain_frames = max(0, sustain_ms) // FRAME_MS
         self._partials = partials
+        self.probing = False  # recognise the utterance in progress as it goes on (see Probing)
         self._log = logger
         self._sustained = False
         self._turn = 0  # utterances started so far; tags partial recognitions
@@ -168,6 +174,7 @@ class Hearing:
                 case SpeechStarted():
                     self._log.debug("speech started at %.2f s", event.start / SAMPLE_RATE_HZ)
                     self._turn += 1
+                    self.probing = False
                     self._drop_partial()
                     self._sustained, self._partial = False, None
                     self._drop_turn_check()
@@ -279,13 +286,13 @@ class Hearing:
         bounds = self.endpointer.open_utterance()
         partial = self._partial
         running = partial is not None and not partial.done.is_set() and not partial.waiting
-        if (self._partials and bounds is not None and not running and self._speculation is None
+        if ((self._partials or self.probing) and bounds is not None and not running and self._speculation is None
                 and bounds[1] - self._partial_from >= PARTIAL_INTERVAL_MS * SAMPLE_RATE_HZ // 1000):
             if partial is not None and not partial.done.is_set():
                 partial.cancel()  # still queued: the new one covers more audio
                 self.partials_overtaken += 1
             self._partial_from = bounds[1]
-            self._partial = self._recognise(*bounds, Priority.PARTIAL)
+            self._partial = self._recognise(*bounds, Priority.SPECULATIVE if self.probing else Priority.PARTIAL)
             assert self._nursery is not None
             self._nursery.start_soon(self._deliver_partial, self._turn, self._partial)
 

@@ -15,6 +15,13 @@ frame). Audio queued with ``repeat`` (a ``play`` loop) is framed as it is sent, 
 never holds a thousand copies. ``clear`` drops everything not yet sent and, if the caller may still
 be hearing agent audio, the pacer sends ``clear`` before anything else. The pacer is the only task
 that sends to the provider, so no frame of the old audio can follow a ``clear`` on the wire.
+
+``hold`` stops the agent at once without losing its words (the caller started speaking and it is not
+yet known whether that is a barge-in): the frames and marks sent within the lead that the caller has
+not started hearing are taken back to the head of the queue, ``clear`` goes out, and nothing is
+sent until ``release``, which resumes from where the caller stopped hearing. The marks taken back go
+out again as ``resent_name`` (the pacer tells the conversation with ``Rewound``, before the
+``clear``, so the ledger ignores the provider's answer to it for the old names).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import trio
 from bridge.audio.g711 import SILENCE_BYTE
 from bridge.audio.telephony import FRAME_BYTES, FRAME_MS, FRAME_S
 from bridge.call.inbox import Inbox
-from bridge.conversation.events import Event, FirstAudio, MarkSent
+from bridge.conversation.events import Event, FirstAudio, MarkSent, Rewound
+from bridge.protocols.marks import resent_name
 from bridge.protocols.provider import OutboundCodec
 
 
@@ -58,6 +66,16 @@ class _Mark:
     name: str
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A frame or mark sent, and when the caller reaches it (the frame starts playing, the mark is echoed)."""
+
+    at: float
+    cycle: int = 0
+    frame: bytes = b""
+    mark: str = ""
+
+
 class Playback:
     def __init__(self, send: Callable[[str], Awaitable[None]], codec: OutboundCodec, events: Inbox[Event],
                  *, lead_ms: int) -> None:
@@ -71,6 +89,8 @@ class Playback:
         self._changed = trio.Event()
         self._play_end = 0.0
         self._last_cycle = 0  # the cycle of the last frame sent
+        self._sent: deque[_Sent] = deque()  # sent lately: what the caller may not have reached yet
+        self._held = False
         self.frames_sent = 0
         self.max_lead_s = 0.0
 
@@ -92,10 +112,45 @@ class Playback:
         out and not echoed, ``unheard``, or audio sent lately)."""
         now = trio.current_time()
         self._queue.clear()
+        self._sent.clear()
         self._queued_frames = 0
         self._clear_due = self._clear_due or unheard or self._play_end > now
         self._play_end = min(self._play_end, now)
         self._notify()
+
+    def hold(self) -> None:
+        """Stop the agent now and take back what the caller has not heard; ``release`` resumes it."""
+        now = trio.current_time()
+        self._held = True
+        back = [s for s in self._sent if s.at > now]
+        self._sent.clear()
+        items: list[_Audio | _Mark] = []
+        frames: list[bytes] = []
+        for i, sent in enumerate(back):
+            if sent.mark:
+                items.append(_Mark(resent_name(sent.mark)))
+                continue
+            frames.append(sent.frame)
+            if i + 1 == len(back) or back[i + 1].mark or back[i + 1].cycle != sent.cycle:
+                items.append(_Audio(sent.cycle, b"".join(frames), 1))
+                self._queued_frames += len(frames)
+                frames = []
+        self._queue.extendleft(reversed(items))
+        marks = [sent.mark for sent in back if sent.mark]
+        if marks:
+            self._events.put_nowait(Rewound(tuple(marks)))
+        self._clear_due = self._clear_due or self._play_end > now
+        self._play_end = min(self._play_end, now)
+        self._notify()
+
+    def release(self) -> None:
+        """Go on from where ``hold`` stopped."""
+        self._held = False
+        self._notify()
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     # -- the speaker's side -------------------------------------------------------------------
 
@@ -123,12 +178,13 @@ class Playback:
                 self._clear_due = False
                 await self._send(self._codec.clear())
                 continue
-            if not self._queue:
+            if not self._queue or self._held:
                 await self._changed.wait()
                 continue
             head = self._queue[0]
             if isinstance(head, _Mark):
                 self._queue.popleft()
+                self._remember(_Sent(max(self._play_end, trio.current_time()), mark=head.name))
                 self._events.put_nowait(MarkSent(head.name))
                 await self._send(self._codec.mark(head.name))
                 self._notify()
@@ -145,6 +201,12 @@ class Playback:
             await self._send_frame(head.cycle, frame)
             self._notify()
 
+    def _remember(self, sent: _Sent) -> None:
+        now = trio.current_time()
+        while self._sent and self._sent[0].at <= now:
+            self._sent.popleft()
+        self._sent.append(sent)
+
     def _play_start(self, now: float) -> float:
         """When a frame sent now would start playing, at the latest."""
         return max(self._play_end, now + FRAME_S)
@@ -152,7 +214,9 @@ class Playback:
     async def _send_frame(self, cycle: int, frame: bytes) -> None:
         self._queued_frames -= 1
         now = trio.current_time()
-        self._play_end = self._play_start(now) + FRAME_S
+        start = self._play_start(now)
+        self._remember(_Sent(start, cycle, frame))
+        self._play_end = start + FRAME_S
         self.max_lead_s = max(self.max_lead_s, self._play_end - now)
         if cycle != self._last_cycle:
             self._last_cycle = cycle

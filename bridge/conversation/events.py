@@ -96,6 +96,13 @@ class MarkSent:
 
 
 @dataclass(frozen=True)
+class Rewound:
+    """The pacer took back these sent marks when it held playback; it sends them again (renamed)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FirstAudio:
     """The pacer sent the first frame of talk cycle ``cycle``."""
 
@@ -104,7 +111,7 @@ class FirstAudio:
 
 Event = (relay.Text | relay.Play | relay.SendDigits | relay.Language | relay.End | SpeechStarted | SpeechSustained
          | SpeechEnded | Recognised | PartialRecognised | Dtmf | MarkEcho | StreamStopped | Rendered | RenderFailed
-         | MarkSent | FirstAudio)
+         | MarkSent | Rewound | FirstAudio)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -165,6 +172,23 @@ class ClearPlayback:
 
 
 @dataclass(frozen=True)
+class HoldPlayback:
+    """Stop the agent now, keeping what the caller has not heard, until ``ReleasePlayback``."""
+
+
+@dataclass(frozen=True)
+class ReleasePlayback:
+    """Go on playing from where ``HoldPlayback`` stopped (after a ``ClearPlayback``: what comes next)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Recognise the utterance in progress as it goes on (``on``), to judge speech over the agent."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class RecogniseIn:
     language: str
 
@@ -222,5 +246,5 @@ class Warn:
     message: str
 
 
-Action = (SendToApp | Render | CancelRender | QueueAudio | QueueMark | ClearPlayback | RecogniseIn | EndCall
-          | Note | Warn)
+Action = (SendToApp | Render | CancelRender | QueueAudio | QueueMark | ClearPlayback | HoldPlayback
+          | ReleasePlayback | Probe | RecogniseIn | EndCall | Note | Warn)

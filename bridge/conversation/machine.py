@@ -24,6 +24,16 @@ It alone owns:
   rendering stops, playback is cleared, ``interrupt`` reports what was heard, and later tokens start
   a new cycle, as on Twilio. A new cycle from the app while everything ahead of it is ``preemptible``
   cuts the same way, reports the fragment heard as ``tokensPlayed`` and sends no ``interrupt``.
+- **Barge-ins that are not** (holds). With false barge-ins resumed (the default) or
+  ``ignoreBackchannel``, speech that would cut the agent holds it instead: the pacer stops it at once
+  (as a barge-in's ``clear`` would) but keeps what was not heard, and the utterance is recognised as
+  it goes on (``Probe``). The first recognition with words that are not an acknowledgement makes it
+  a barge-in after all (``interrupt``, the rest of the reply dropped, the utterance a prompt); an
+  utterance that ends with no words, or with only acknowledgements (``ignoreBackchannel``), releases
+  the hold: the agent goes on from where it stopped, the app hears of none of it. With
+  ``echoPromptFiltering`` the agent is not held (holding would silence the echo it has to hear):
+  the utterance is judged as it goes on while the agent speaks, and what repeats the agent's own
+  words is neither a barge-in nor a prompt.
 - **What the app is told** about input over agent speech (``reportInputDuringAgentSpeech``):
   whether an utterance that did not cut the agent becomes a prompt is decided when it starts.
 - **Languages**: the voice and the recognition language, switched by ``language`` messages and a
@@ -34,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bridge.conversation.events import (
     Action,
@@ -45,17 +55,21 @@ from bridge.conversation.events import (
     EndReason,
     Event,
     FirstAudio,
+    HoldPlayback,
     MarkEcho,
     MarkSent,
     Note,
     PartialRecognised,
+    Probe,
     QueueAudio,
     QueueMark,
     Recognised,
     RecogniseIn,
+    ReleasePlayback,
     Render,
     Rendered,
     RenderFailed,
+    Rewound,
     SendToApp,
     SpeechChunk,
     SpeechEnded,
@@ -64,6 +78,7 @@ from bridge.conversation.events import (
     StreamStopped,
     Warn,
 )
+from bridge.conversation.judge import Judge, Verdict, backchannels_for, words
 from bridge.engines.base import match_language
 from bridge.protocols import relay
 from bridge.protocols.marks import EchoKind, MarkLedger, fragment
@@ -78,12 +93,22 @@ MAX_REPORTED_PARAMETERS = 10  # refused session parameters reported one by one; 
 SPEECH, DTMF = Interruptible.SPEECH, Interruptible.DTMF
 
 
+@dataclasses.dataclass
+class _Utterance:
+    """What the conversation decided about one utterance of the caller's."""
+
+    report: bool = True  # it goes to the app (a prompt, partial prompts)
+    judged: bool = False  # it came over agent speech that it may cut: its recognitions decide
+    decided: bool = False  # judged, and found to be a barge-in (or dismissed)
+
+
 class Conversation:
     def __init__(self, session: SessionSettings, *, declared: Sequence[str], languages: object = None,
-                 refused: Sequence[str] = ()) -> None:
+                 refused: Sequence[str] = (), backchannels: Mapping[str, Sequence[str]] | None = None) -> None:
         """``declared``: the process's languages; ``languages``: the call's ``languages`` parameter (the
         codes it may switch among; every declared one if absent); ``refused``: session parameters
-        already refused, reported to the app at ``start``."""
+        already refused, reported to the app at ``start``; ``backchannels``: configured acknowledgement
+        lists by language code (else the built-in ones)."""
         self.session = session
         self._refused = list(refused)
         self.languages = self._call_languages(declared, languages)
@@ -102,8 +127,12 @@ class Conversation:
         self._preemptible: dict[int, bool] = {}  # cycles with output ahead -> may a new one cut them
         self._first_token: dict[int, float] = {}  # cycle -> when its first token came
         self._agent_speaking = False
-        self._report = True  # whether the utterance in progress goes to the app
-        self._reports: deque[bool] = deque()  # the same, for ended utterances awaiting recognition
+        self._utterance = _Utterance()  # the utterance in progress
+        self._ended: deque[_Utterance] = deque()  # ended utterances awaiting recognition, in order
+        self._undecided = 0  # judged utterances not yet decided
+        self._held = False  # playback is held for them
+        self._backchannels = dict(backchannels or {})
+        self._judges: dict[str, Judge] = {}
         self._last_partial = ""
         self._refused_token_languages: set[str] = set()
 
@@ -154,16 +183,20 @@ class Conversation:
             case SpeechStarted():
                 self._speech_started(out, event)
             case SpeechSustained():
-                if self.agent_active and self._interruptible_by(SPEECH):
-                    self._report = True
-                    self._barge_in(out, now, "speech")
+                if self.agent_active and self._interruptible_by(SPEECH) and not self._utterance.judged:
+                    self._speech_over_agent(out, now)
             case SpeechEnded():
-                self._reports.append(self._report)
+                self._ended.append(self._utterance)
+                self._utterance = _Utterance()
                 self._info(out, "speaker-events", relay.ClientSpeaking(False))
             case Recognised():
-                self._recognised(out, event)
+                self._recognised(out, now, event)
             case PartialRecognised():
-                if self._report and event.text and event.text != self._last_partial:
+                utterance = self._utterance
+                if utterance.judged and not utterance.decided:
+                    self._judge_partial(out, now, event)
+                elif (self.session.partial_prompts and utterance.report and event.text
+                      and event.text != self._last_partial):
                     self._last_partial = event.text
                     out += [Note("partial", {"text": event.text}, transcript=f"partial prompt {event.text!r}"),
                             SendToApp(relay.Prompt(event.text, event.language or self.recognition_language,
@@ -174,6 +207,8 @@ class Conversation:
                 self._mark_echo(out, now, event.name)
             case MarkSent():
                 self.ledger.mark_sent(event.name)
+            case Rewound():
+                self.ledger.rewound(list(event.names))
             case StreamStopped():
                 out.append(EndCall(EndReason.PROVIDER_STOPPED))
             case Rendered():
@@ -449,7 +484,56 @@ class Conversation:
         self._info(out, "speaker-events", relay.ClientSpeaking(True))
         self._last_partial = ""
         # Over agent speech it is reported only as the session says, unless it turns into a barge-in.
-        self._report = self.session.reports(SPEECH) if self.agent_active else True
+        self._utterance = _Utterance(report=self.session.reports(SPEECH) if self.agent_active else True)
+
+    def _speech_over_agent(self, out: list[Action], now: float) -> None:
+        """Speech that may cut the agent has lasted long enough to: a barge-in, or a hold until its
+        words say whether it is one."""
+        session = self.session
+        if not (session.echo_prompt_filtering or session.ignore_backchannel or session.resume_after_false_barge_in):
+            self._utterance.report = True
+            self._barge_in(out, now, "speech")
+            return
+        self._utterance.judged = True
+        self._undecided += 1
+        out.append(Probe(True))
+        if not session.echo_prompt_filtering and not self._held:
+            self._held = True
+            self.ledger.pause(now)
+            out += [HoldPlayback(), Note("hold", {}, "caller speech over the agent: agent held until it is recognised")]
+
+    def _judge(self, text: str, language: str, *, partial: bool) -> Verdict:
+        language = language or self.recognition_language
+        judge = self._judges.get(language)
+        if judge is None:
+            phrases = backchannels_for(language, self._backchannels) if self.session.ignore_backchannel else ()
+            judge = self._judges[language] = Judge(phrases)
+        agent_words = None
+        if self.session.echo_prompt_filtering:
+            agent_words = {w for chunk in self.ledger.chunks_around() for w in words(chunk)}
+        verdict = judge.verdict(text, partial=partial, agent_words=agent_words)
+        if verdict is Verdict.NOTHING and not self.session.resume_after_false_barge_in and self._held:
+            return Verdict.WORDS  # a barge-in like any other speech, though it has no words
+        return verdict
+
+    def _judge_partial(self, out: list[Action], now: float, event: PartialRecognised) -> None:
+        """A recognition of judged speech while it goes on: words make it a barge-in now."""
+        if self._judge(event.text, event.language, partial=True) is Verdict.WORDS:
+            self._decide(out, now, self._utterance, barge_in=True)
+
+    def _decide(self, out: list[Action], now: float, utterance: _Utterance, *, barge_in: bool) -> None:
+        """A judged utterance turned out to be a barge-in (``barge_in``) or not."""
+        utterance.decided = True
+        utterance.report = barge_in
+        self._undecided -= 1
+        if barge_in and self.agent_active:
+            self._barge_in(out, now, "speech")
+        if utterance is self._utterance:
+            out.append(Probe(False))
+        if self._held and (barge_in or not self._undecided):
+            self._held = False
+            self.ledger.resume(now)
+            out.append(ReleasePlayback())
 
     def _dtmf(self, out: list[Action], now: float, digit: str) -> None:
         out.append(Note("dtmf", {"digit": digit}))
@@ -477,9 +561,22 @@ class Conversation:
             self._info(out, "tokens-played", relay.TokensPlayed(cut))
         out.append(SendToApp(relay.Interrupt(utterance, heard.duration_ms)))
         self._set_agent_speaking(out, False)
+        if self._held:  # what the hold kept is gone with the cut: what comes next plays
+            self._held = False
+            out.append(ReleasePlayback())
 
-    def _recognised(self, out: list[Action], event: Recognised) -> None:
-        report = self._reports.popleft() if self._reports else True
+    def _recognised(self, out: list[Action], now: float, event: Recognised) -> None:
+        utterance = self._ended.popleft() if self._ended else _Utterance()
+        if utterance.judged and not utterance.decided:
+            verdict = self._judge(event.text, event.language, partial=False)
+            self._decide(out, now, utterance, barge_in=verdict is Verdict.WORDS)
+            if verdict is not Verdict.WORDS:
+                out.append(Note("dismissed", {"verdict": verdict.name.lower(), "text": event.text},
+                                f"speech over the agent was {verdict.value}: "
+                                f"{'agent resumed' if not self._held else 'agent still held'}, no prompt",
+                                f"dismissed {event.text!r}"))
+                return
+        report = utterance.report
         if event.text and not report:
             out.append(Note("withheld", {"text": event.text}, "input over agent speech not reported"))
         elif event.text:

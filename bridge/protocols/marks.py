@@ -15,6 +15,13 @@ their later echoes are reported as ``CLEARED``, never as playback. Marks still q
 with the queue; one that turns out to have been on its way out already (``mark_sent`` after the
 ``clear``) joins the cleared set.
 
+When the conversation holds playback (the caller started speaking over the agent and it is not yet
+known whether that is a barge-in), the pacer takes back the audio the caller has not heard yet,
+marks included, sends ``clear``, and sends them again if the agent resumes. Those marks are
+``rewound``: the old name of each is cleared (its echo, if any, is ignored) and the mark goes out
+again under ``resent_name``, keeping its place. The ledger's clock stops while playback is held
+(``pause`` and ``resume``), so what was heard does not grow while nothing plays.
+
 ``heard(now)``, read just before the ``clear`` (which forgets the playback), answers the
 ``interrupt`` fields: the text of the current cycle through its last played mark, and the cycle's
 audio duration through that mark plus the time since its echo, bounded by the audio of the cycle
@@ -27,11 +34,22 @@ at 8 kHz; ``now`` (seconds) is passed in by the runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from bridge.audio.telephony import SAMPLE_RATE_HZ
+
+MAX_CLEARED = 1024  # cleared marks whose echo may still come; a provider that never echoes them forgets
+
+
+def resent_name(name: str) -> str:
+    """The name a mark goes out under when it is sent again after a hold: c3-7, c3-7r1, c3-7r2..."""
+    base, _, count = name.rpartition("r")
+    if base and count.isdigit() and "-" in base:
+        return f"{base}r{int(count) + 1}"
+    return f"{name}r1"
 
 
 class EchoKind(enum.Enum):
@@ -77,6 +95,7 @@ class MarkLedger:
     _last_played_at: float = 0.0
     _last_placed: MarkInfo | None = None
     _serial: int = 0
+    _paused_at: float | None = None  # playback held since then: the clock of what was heard stops
 
     def note_queued(self, cycle: int, samples: int) -> None:
         self.queued += samples
@@ -102,12 +121,41 @@ class MarkLedger:
             self._sent.add(name)
         elif name in self._dropped:  # sent just before a clear that had already dropped it: echoed as cleared
             self._dropped.discard(name)
-            self._cleared[name] = MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False)
+            self._forget(name, MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False))
 
     def chunk_start(self, cycle: int) -> int:
         """Where the next chunk of ``cycle`` begins: at the cycle's last placed mark."""
         last = self._last_placed
         return last.position if last is not None and last.cycle == cycle else 0
+
+    def rewound(self, names: list[str]) -> None:
+        """The pacer took back these sent marks (unheard) and will send them as ``resent_name``."""
+        taken = set(names)
+        for name in names:
+            self._sent.discard(name)
+            self._forget(name, self._pending.get(name)
+                         or MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False))
+            if name not in self._pending:  # echoed as played already (it played sooner than the pacer reckoned)
+                self._dropped.add(resent_name(name))  # so its resend is ignored
+        self._pending = OrderedDict(
+            (resent_name(k), dataclasses.replace(v, name=resent_name(k))) if k in taken else (k, v)
+            for k, v in self._pending.items())
+
+    def _forget(self, name: str, mark: MarkInfo) -> None:
+        """``name`` will never be played: an echo of it is the provider's answer to a ``clear``."""
+        self._cleared[name] = mark
+        while len(self._cleared) > MAX_CLEARED:
+            self._cleared.pop(next(iter(self._cleared)))
+
+    def pause(self, now: float) -> None:
+        """Playback is held: nothing plays until ``resume``."""
+        if self._paused_at is None:
+            self._paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self._paused_at is not None:
+            self._last_played_at += max(0.0, now - max(self._paused_at, self._last_played_at))
+            self._paused_at = None
 
     def echo(self, name: str, now: float) -> Echo:
         if name in self._cleared:
@@ -121,12 +169,18 @@ class MarkLedger:
             if popped == name:
                 break
         self._last_played = mark
-        self._last_played_at = now
+        self._last_played_at = now if self._paused_at is None else min(now, self._paused_at)
         return Echo(EchoKind.PLAYED, mark)
 
     def first_pending(self) -> MarkInfo | None:
         """The next mark to come back: it closes the audio the caller is hearing now."""
         return next(iter(self._pending.values()), None)
+
+    def chunks_around(self) -> list[str]:
+        """The text of the chunk last heard in full and of every chunk still to be heard: what the agent
+        is saying about now."""
+        last = [self._last_played.chunk] if self._last_played is not None else []
+        return last + [mark.chunk for mark in self._pending.values() if mark.chunk]
 
     @property
     def pending(self) -> bool:
@@ -143,11 +197,12 @@ class MarkLedger:
         still queued are dropped with the queue."""
         cleared = [mark for name, mark in self._pending.items() if name in self._sent]
         for mark in cleared:
-            self._cleared[mark.name] = mark
+            self._forget(mark.name, mark)
         self._dropped = {name for name in self._pending if name not in self._sent}
         self._pending.clear()
         self._sent.clear()
         self._last_played = None  # the caller's playback is empty: nothing from before is playing
+        self._paused_at = None
         return cleared
 
     def position(self, now: float) -> tuple[int | None, float]:
@@ -155,6 +210,8 @@ class MarkLedger:
         mark = self._last_played
         if mark is None or mark.final:
             return None, 0.0
+        if self._paused_at is not None:
+            now = min(now, self._paused_at)
         elapsed = max(0.0, now - self._last_played_at) * SAMPLE_RATE_HZ
         return mark.cycle, min(mark.position + elapsed, float(self.cycle_queued(mark.cycle)))
 
