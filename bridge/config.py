@@ -30,8 +30,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from bridge.engines.schedule import cpu_cores
 from bridge.conversation.judge import MAX_BACKCHANNEL_WORDS, words
+from bridge.engines.schedule import cpu_cores
 from bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
 from bridge.settings import (
     CallSettings,

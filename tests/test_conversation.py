@@ -52,6 +52,7 @@ class Line:
     sent_marks: list[str] = field(default_factory=list)  # sent, not yet echoed, in order
     rendered: list[ev.SpeechChunk] = field(default_factory=list)
     taken_back: list[str] = field(default_factory=list)  # marks a hold took back, to send again on release
+    rewound: list[str] = field(default_factory=list)  # ... under their old names
     hold_render: bool = False  # leave the chunk with the "speaker" (it renders on ``finish_render``)
     _held: ev.SpeechChunk | None = None
 
@@ -87,6 +88,7 @@ class Line:
                 case ev.HoldPlayback():  # the pacer takes back every mark the caller has not heard
                     taken, self.sent_marks = self.sent_marks, []
                     self.taken_back += [resent_name(name) for name in taken]
+                    self.rewound += taken
                     if taken:
                         self._run(self.conv.handle(ev.Rewound(tuple(taken)), self.now))
                 case ev.ReleasePlayback():  # ... and sends them again
@@ -333,6 +335,117 @@ def test_cleared_marks_report_nothing() -> None:
 def test_an_echo_of_a_mark_never_sent_is_ignored_with_a_warning() -> None:
     line = Line.of().feed(ev.MarkEcho("c1-1"))
     assert line.app == [] and [w.kind for w in line.of_kind(ev.Warn)] == ["unknown mark echoes"]
+
+
+# --- holds: speech over the agent that may not be a barge-in ------------------------------------
+
+
+def held_reply(**session: Any) -> Line:
+    """The caller heard "One two." of a two-chunk reply and starts speaking over "Three four five six."."""
+    line = Line.of(**session).text("One two. ").text("Three four five six.", last=True)
+    return line.hear(2).wait(0.1).speech(words="")
+
+
+def test_speech_over_the_agent_holds_it_and_probes_before_anything_goes_to_the_app() -> None:
+    line = held_reply()
+    assert line.of_kind(ev.HoldPlayback) == [ev.HoldPlayback()] and line.of_kind(ev.Probe) == [ev.Probe(True)]
+    assert line.of_kind(ev.ClearPlayback) == [] and line.app[-1] == "clientSpeaking:on"
+
+
+def test_a_false_barge_in_resumes_the_reply_and_the_app_hears_nothing_of_it() -> None:
+    line = held_reply().feed(ev.PartialRecognised("", "")).wait(0.8).utterance("")
+    assert line.of_kind(ev.ReleasePlayback) == [ev.ReleasePlayback()] and line.of_kind(ev.ClearPlayback) == []
+    line.hear()  # the marks the hold took back went out again and are heard
+    assert [m for m in line.app if m.startswith(("interrupt", "prompt", "tokensPlayed"))] == [
+        "tokensPlayed:One two.", "tokensPlayed:Three four five six."]
+    assert line.app[-1] == "agentSpeaking:off" and not line.conv.agent_active
+
+
+def test_echoes_of_the_marks_a_hold_took_back_are_ignored_and_the_heard_time_stops() -> None:
+    line = held_reply()
+    assert line.rewound
+    for name in line.rewound:  # the provider's answer to the hold's clear
+        line.feed(ev.MarkEcho(name))
+    assert not line.of_kind(ev.Warn) and line.conv.agent_active
+    line.wait(5.0).feed(ev.PartialRecognised("stop please", ""))  # five seconds on hold: none of it heard
+    assert line.app[-2:] == ["interrupt:One two. Three|300", "agentSpeaking:off"]
+
+
+def test_words_in_the_first_recognition_make_it_a_barge_in_and_release_the_hold() -> None:
+    line = held_reply().feed(ev.PartialRecognised("Wait, I", ""))
+    assert line.app[-3:] == ["tokensPlayed:Three", "interrupt:One two. Three|300", "agentSpeaking:off"]
+    assert [type(a) for a in line.actions if isinstance(a, ev.ClearPlayback | ev.ReleasePlayback | ev.Probe)][-3:] == [
+        ev.ClearPlayback, ev.ReleasePlayback, ev.Probe]
+    line.utterance("Wait, I have a question.")
+    assert line.app[-1] == "prompt:Wait, I have a question.@en-US"
+
+
+def test_words_only_in_the_final_recognition_still_cut_and_prompt() -> None:
+    line = held_reply().utterance("No.")
+    assert "interrupt:One two. Three|300" in line.app and line.app[-1] == "prompt:No.@en-US"
+
+
+@pytest.mark.parametrize(("ignore", "text", "cut"), [
+    (True, "Okay.", False), (True, "Uh-huh, yeah.", False), (True, "Thank you.", False),
+    (True, "Okay, but what about Tuesday?", True), (False, "Okay.", True), (True, "No.", True)])
+def test_acknowledgements_pass_only_with_ignore_backchannel(ignore: bool, text: str, cut: bool) -> None:
+    line = held_reply(ignore_backchannel=ignore).utterance(text)
+    assert any(m.startswith("interrupt:") for m in line.app) is cut
+    assert (line.app[-1] == f"prompt:{text}@en-US") is cut
+    assert bool(line.of_kind(ev.ReleasePlayback)) and line.conv.agent_active is not cut
+
+
+def test_a_partial_acknowledgement_keeps_the_hold_until_it_is_complete() -> None:
+    line = held_reply(ignore_backchannel=True).feed(ev.PartialRecognised("Thank", ""))
+    assert not any(m.startswith("interrupt:") for m in line.app) and not line.of_kind(ev.ReleasePlayback)
+    line.utterance("Thank you.")
+    assert line.of_kind(ev.ReleasePlayback) and not any(m.startswith(("interrupt", "prompt")) for m in line.app)
+
+
+def test_a_configured_list_replaces_the_languages_own() -> None:
+    conv = Conversation(SessionSettings(ignore_backchannel=True), declared=("en-US",),
+                        backchannels={"en-US": ("roger",)})
+    line = Line(conv).text("One two. ").text("Three four.", last=True).hear(2).speech(words="")
+    assert not any(m.startswith("interrupt") for m in line.utterance("Roger.").app)
+    line = Line(Conversation(SessionSettings(ignore_backchannel=True), declared=("en-US",),
+                             backchannels={"en-US": ("roger",)}))
+    line.text("One two. ").text("Three four.", last=True).hear(2).speech(words="").utterance("Okay.")
+    assert any(m.startswith("interrupt") for m in line.app)
+
+
+def test_with_false_barge_ins_off_speech_cuts_at_once_as_before() -> None:
+    line = held_reply(resume_after_false_barge_in=False)
+    assert not line.of_kind(ev.HoldPlayback) and line.app[-2:] == ["interrupt:One two. Three|300", "agentSpeaking:off"]
+
+
+def test_a_key_during_a_hold_cuts_and_releases() -> None:
+    line = held_reply().feed(ev.Dtmf("5"))
+    assert "interrupt:One two. Three|300" in line.app and line.of_kind(ev.ReleasePlayback)
+    line.utterance("")  # the held speech had no words: nothing more happens
+    assert not line.of_kind(ev.Warn) and line.app[-1] == "clientSpeaking:off"
+
+
+def test_a_second_utterance_keeps_the_hold_until_both_are_decided() -> None:
+    line = held_reply().feed(ev.SpeechEnded())
+    line.speech(words="")  # speaks again before the first is recognised
+    line.feed(ev.Recognised("", "", seconds=0.3))
+    assert not line.of_kind(ev.ReleasePlayback)
+    line.utterance("")
+    assert line.of_kind(ev.ReleasePlayback) == [ev.ReleasePlayback()] and not any(
+        m.startswith("interrupt") for m in line.app)
+
+
+def test_echo_filtering_judges_without_holding_and_drops_the_agents_own_words() -> None:
+    line = held_reply(echo_prompt_filtering=True)
+    assert not line.of_kind(ev.HoldPlayback) and line.of_kind(ev.Probe) == [ev.Probe(True)]
+    line.feed(ev.PartialRecognised("three four", "")).utterance("Three four five.")
+    assert not any(m.startswith(("interrupt", "prompt")) for m in line.app)
+    assert line.conv.agent_active
+
+
+def test_echo_filtering_still_lets_the_caller_cut_in() -> None:
+    line = held_reply(echo_prompt_filtering=True).feed(ev.PartialRecognised("three can you stop", ""))
+    assert line.app[-2:] == ["interrupt:One two. Three|300", "agentSpeaking:off"]
 
 
 # --- preemption ----------------------------------------------------------------------------------

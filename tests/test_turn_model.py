@@ -47,10 +47,13 @@ def test_features_are_whispers_log_mel_of_the_last_eight_seconds(model: TurnMode
 def test_finished_sentences_are_complete_and_cut_off_ones_are_not(model: TurnModel, clips: dict[str, Clip]) -> None:
     finished, cut = [], []
     for clip in clips.values():
+        if len(clip.text.split()) < 3:  # "Thank you." cut at 70% is still "Thank you" to the model
+            continue
         audio = line(clip)
         start, end = 2 * clip.speech_start, 2 * clip.speech_end
         finished.append(model.complete(audio[: end + AFTER_SPEECH]))
         cut.append(model.complete(audio[: start + (end - start) * 7 // 10]))  # the last words missing
+    assert len(finished) >= 5
     # "Hello world." alone reads as the start of more (the model gives it 0.01).
     assert sum(p > 0.5 for p in finished) >= len(finished) - 1
     assert all(p < 0.5 for p in cut)

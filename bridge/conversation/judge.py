@@ -24,8 +24,9 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 
 MAX_BACKCHANNEL_WORDS = 6  # "okay okay thank you so much" is still one; longer is a turn
-ECHO_SHARE = 0.6  # of the recognised words found in what the agent was saying
-WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+ECHO_SHARE = 0.7  # of the recognised words found in what the agent was saying
+RIGHT_QUOTE = "\u2019"  # as in "D\u2019accord": an apostrophe
+WORD_RE = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 
 # Short acknowledgements that do not take the turn, per primary language tag (ignoreBackchannel). A
 # [[languages]] entry's ``backchannels`` replaces its language's list.
@@ -58,7 +59,7 @@ class Verdict(enum.Enum):
 
 def words(text: str) -> list[str]:
     """The words of ``text``, lowercased, without punctuation ("Uh-huh." -> ["uh-huh"])."""
-    return WORD_RE.findall(text.lower().replace("’", "'"))
+    return WORD_RE.findall(text.lower().replace(RIGHT_QUOTE, "'"))
 
 
 def backchannels_for(language: str, configured: Mapping[str, Collection[str]] | None = None) -> tuple[str, ...]:
