@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import json
 
-import numpy as np
 import pytest
 import trio
 
-from bridge.audio.telephony import FRAME_BYTES, SAMPLE_RATE_HZ
+from bridge.audio.telephony import FRAME_BYTES
 from bridge.call.engines import SpeechEngines
 from bridge.conversation import events as ev
 from bridge.conversation.judge import Judge, Verdict, backchannels_for, words
@@ -19,6 +18,7 @@ from bridge.protocols.marks import resent_name
 from bridge.sim.agent import AgentSession
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.clips import Clip
+from bridge.sim.noise import noise_burst
 from tests.harness import CallResult, run_memory_call, settings
 from tests.test_call import LONG_REPLY, agent
 from tests.test_call_robustness import quiet_playback
@@ -120,16 +120,6 @@ async def test_a_hold_takes_back_what_was_not_heard_and_release_goes_on_from_the
 # --- whole calls ------------------------------------------------------------------------------------
 
 
-def noise_burst(seconds: float = 0.3, seed: int = 7) -> Clip:
-    """A loud, voice-band noise burst (a cough or a bump on the handset) that the VAD takes for speech."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE_HZ)
-    t = np.arange(n) / SAMPLE_RATE_HZ
-    tone = np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 7 * t))  # voiced-like energy
-    samples = (tone * 9000 + rng.normal(0, 2500, n)).astype(np.int16)
-    return Clip("burst", "", samples, 0, n, "en")
-
-
 async def reply_with_speech_over_it(clip: Clip, heard_text: str, **session: object) -> tuple[AgentSession, CallResult]:
     """The app answers a key with a long reply; 1.5 s into it the caller makes ``clip``'s sound, which
     recognises as ``heard_text``."""
@@ -157,7 +147,7 @@ def heard_to_the_end(session: AgentSession) -> bool:
 
 
 async def test_a_noise_burst_over_the_agent_costs_no_words(autojump_clock: object) -> None:
-    session, result = await reply_with_speech_over_it(noise_burst(), "", events="tokens-played")
+    session, result = await reply_with_speech_over_it(noise_burst("cough"), "", events="tokens-played")
     assert session.interrupts == [] and session.prompts == []
     assert heard_to_the_end(session)
     stats = result.stats
@@ -189,12 +179,12 @@ async def test_real_words_over_the_agent_still_cut_it(autojump_clock: object, cl
 
 async def test_the_agents_own_echo_neither_cuts_nor_prompts_with_echo_filtering(autojump_clock: object) -> None:
     echo = "Second sentence keeps going."  # what the agent is saying when the echo comes back
-    session, result = await reply_with_speech_over_it(noise_burst(0.8), echo, events="tokens-played",
+    session, result = await reply_with_speech_over_it(noise_burst("crackle", 1), echo, events="tokens-played",
                                                       echo_prompt_filtering=True)
     assert session.interrupts == [] and session.prompts == [] and heard_to_the_end(session)
     stats = result.stats
-    assert stats.count("hold") == 0 and stats.count("dismissed") == 1  # the agent never stopped
+    assert stats.count("hold") == 0 and stats.count("dismissed") >= 1  # the agent never stopped
     assert result.caller.ear.clears == []
     # Without echo filtering the same sound is a barge-in.
-    session, _ = await reply_with_speech_over_it(noise_burst(0.8), echo, events="tokens-played")
+    session, _ = await reply_with_speech_over_it(noise_burst("crackle", 1), echo, events="tokens-played")
     assert len(session.interrupts) == 1

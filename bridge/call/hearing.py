@@ -51,7 +51,9 @@ its (longer) end-of-speech silence. A decision that comes after the caller resum
 Probing: while the conversation judges speech over the agent (``probing``, set for the utterance in
 progress, off at the next one), the utterance is recognised as it goes on exactly as for partial
 prompts, at a speculation's priority (the agent is held while it waits), whether or not the call
-asked for partial prompts.
+asked for partial prompts, and it ends at its first pause (``speculate_ms``), not at the end of the
+caller's turn: the agent should not wait out an end-of-turn silence for a cough. Speech after that
+pause is a new utterance, judged again.
 
 Barge-in sensitivity: ``SpeechSustained`` comes once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: right after ``SpeechStarted``).
@@ -188,6 +190,10 @@ class Hearing:
                         partial.raise_to(Priority.SPECULATIVE)
                     else:
                         self._speculation = self._recognise(event.start, event.end, Priority.SPECULATIVE)
+                    if self.probing:  # the agent waits on it: it ends at its first pause (see Probing)
+                        ended = self.endpointer.end_turn()
+                        assert ended is not None
+                        await self._ended(ended)
                 case SpeechResumed():
                     self._drop_speculation()
                     self._drop_turn_check()
