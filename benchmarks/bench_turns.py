@@ -9,12 +9,25 @@ one run for ``vad.turn_detection`` "smart" and "silence", on two sets:
              the speech, at least 60 ms) stretched to ``--pause-ms`` (800) of silence: a caller who
              stops to think mid-sentence
 
+Only utterances of one sentence are used, so every stretched pause is a mid-sentence one.
+
 Reported per variant and set: end of speech -> final prompt p50/p90 (the last prompt of each
 utterance), the share of utterances split into more than one prompt, WER, and, for the model, the
 CPU time of one decision (``TurnModel.complete`` on each complete utterance, one at a time).
 
-Not measured yet: acknowledgements and noise bursts over agent speech (backchannels and false
-barge-ins are not built).
+Then sounds over agent speech, one call per variant: the caller presses a key, the app answers
+with a reply of a few sentences, and 0.8-2.0 s into it the caller makes a sound:
+
+  ack        a real acknowledgement ("Thank you.", twice; "Oh."; "O. K.", spoken as two letters)
+  noise      a synthetic cough, knock, line crackle or hum (``bridge.sim.noise``)
+  words      a real utterance (a prompt of the set): a real interruption
+
+Reported: the share of each kind that cut the agent (the app got ``interrupt``), the share after
+which the caller lost words of the reply (its ``tokensPlayed`` do not add up to the whole reply), onset of
+the sound -> ``clear`` at the caller (the agent stops), onset -> ``interrupt`` at the app, and how
+long the agent paused before it went on. Variants: ``smart`` and ``silence`` (with
+``ignoreBackchannel`` on), and ``barge-in`` (turns on silence, no holds: the behaviour before holds,
+where every sound over the agent cuts it).
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import statistics
 import sys
 import time
@@ -31,19 +45,110 @@ from typing import Any
 import numpy as np
 import trio
 import webrtcvad
-from bench_calls import asr_trial
+from bench_calls import asr_trial, summary
 from machine import machine
-from speechset import phone_line, select_clips
+from speechset import SOUNDS, phone_line, select_clips
 
 from bridge import logs
-from bridge.audio.telephony import FRAME_SAMPLES, SAMPLE_RATE_HZ
+from bridge.audio.telephony import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ
 from bridge.call.engines import SpeechEngines
 from bridge.config import load, replace
 from bridge.daemon import load_engines
 from bridge.engines.turn import TurnModel
-from bridge.sim.clips import Clip
+from bridge.loopback import first_after, run_loopback_call
+from bridge.sim.agent import AgentScript
+from bridge.sim.caller import SimulatedCaller
+from bridge.sim.clips import Clip, load_clip
+from bridge.sim.noise import KINDS, noise_burst
+from bridge.sim.scoring import normalise
 
 MIN_GAP_MS = 60
+REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
+         "sentence after sentence, the way a talkative agent does.")
+ACKS = ("auth-thankyou", "privacy-thankyou", "digits/oh", "letters/o+letters/k")
+QUIET_S = 1.5  # agent silence that ends a trial (longer than any hold)
+
+
+def one_sentence(clip: Clip) -> bool:
+    """One sentence: no sentence punctuation before its end (a pause inside it is mid-sentence)."""
+    return not any(mark in clip.text.rstrip(" .!?") for mark in ".!?;:")
+
+
+def acknowledgements(root: Path) -> list[Clip]:
+    sounds = root / SOUNDS["en"]
+    clips = []
+    for name in ACKS:
+        parts = [load_clip(sounds / f"{part}.wav", "") for part in name.split("+")]
+        samples = np.concatenate([p.samples for p in parts])
+        text = {"digits/oh": "Oh.", "letters/o+letters/k": "OK."}.get(name, "Thank you.")
+        clips.append(Clip(name, text, samples, parts[0].speech_start,
+                          sum(len(p.samples) for p in parts[:-1]) + parts[-1].speech_end))
+    return clips
+
+
+async def over_speech_trial(engines: SpeechEngines, cfg: Any, sounds: list[tuple[str, Clip, float]]) -> dict[str, Any]:
+    """One call: a clean reply, then for each (kind, sound, offset) a reply with the sound ``offset`` s in."""
+    trials: list[dict[str, Any]] = []
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.pause(0.5)
+        for kind, clip, offset in [("clean", None, 0.0), *sounds]:
+            start = trio.current_time()
+            await caller.press("1")
+            with trio.fail_after(20):
+                await caller.wait_agent_audio()
+            onset = None
+            if clip is not None:
+                await caller.pause(offset)
+                onset = caller.start_saying(clip).onset
+                await caller.finish_saying()
+            with trio.fail_after(60):
+                await caller.wait_agent_quiet(QUIET_S)
+            trials.append({"kind": kind, "sound": clip.name if clip else "", "start": start, "onset": onset,
+                           "end": trio.current_time()})
+        await caller.hang_up()
+
+    agent = AgentScript(greeting="", answer=lambda heard, turn: "", on_key=lambda digit: REPLY)
+    call = await run_loopback_call(engines, cfg, script, agent_script=agent)
+    ear, caller = call.caller.ear, call.caller
+    rows = []
+    for trial in trials:
+        ticks = caller.agent_ticks_between(trial["start"], trial["end"])
+        played = [i for i, heard in enumerate(ticks) if heard]
+        heard_ms = len(played) * FRAME_MS
+        span_ms = (played[-1] - played[0] + 1) * FRAME_MS if played else 0
+        played = " ".join(d["value"] for t, d in call.timeline.find("app", "<- info")
+                          if d.get("name") == "tokensPlayed" and trial["start"] <= t < trial["end"])
+        row = {"kind": trial["kind"], "sound": trial["sound"], "heard_ms": heard_ms, "gaps_ms": span_ms - heard_ms,
+               "heard_all": normalise(played) == normalise(REPLY)}
+        onset = trial["onset"]
+        if onset is not None:
+            interrupt = first_after([t for t, _ in call.timeline.find("app", "<- interrupt")], onset)
+            clear = first_after(ear.clears, onset)
+            row |= {"cut": interrupt is not None and interrupt < trial["end"],
+                    "onset_to_interrupt_ms": (interrupt - onset) * 1000 if interrupt and interrupt < trial["end"]
+                    else None,
+                    "onset_to_clear_ms": (clear - onset) * 1000 if clear and clear < trial["end"] else None}
+        rows.append(row)
+    clean = rows[0]
+    assert clean["heard_all"], "the reply without a sound over it was not heard in full"
+    for row in rows[1:]:
+        row["lost"] = not row["heard_all"]
+        row["paused_ms"] = max(0, row["gaps_ms"] - clean["gaps_ms"]) if not row["cut"] else None
+    out: dict[str, Any] = {"clean_reply_ms": clean["heard_ms"], "trials": rows[1:]}
+    for kind in ("ack", "noise", "words"):
+        mine = [r for r in rows[1:] if r["kind"] == kind]
+        if not mine:
+            continue
+        paused = [r["paused_ms"] for r in mine if r["paused_ms"] is not None and r["paused_ms"] > 0]
+        out[kind] = {"n": len(mine), "cut_share": round(sum(r["cut"] for r in mine) / len(mine), 3),
+                     "lost_share": round(sum(r["lost"] for r in mine) / len(mine), 3),
+                     "onset_to_clear_ms": summary([r["onset_to_clear_ms"] for r in mine
+                                                   if r["onset_to_clear_ms"] is not None]),
+                     "onset_to_interrupt_ms": summary([r["onset_to_interrupt_ms"] for r in mine
+                                                       if r["onset_to_interrupt_ms"] is not None]),
+                     "paused_ms": summary(paused)}
+    return out
 
 
 def stretch_pause(clip: Clip, pause_ms: int) -> Clip | None:
@@ -83,38 +188,89 @@ def decision_cpu_ms(model: TurnModel, clips: list[Clip]) -> dict[str, float]:
 
 async def bench(args: argparse.Namespace, engines: SpeechEngines) -> dict[str, Any]:
     base = load(None)
-    clips = select_clips(args.speech_dir, "en", args.clips, args.seed, min_s=1.5, max_s=6.0)
-    paused = [c for c in (stretch_pause(c, args.pause_ms) for c in clips) if c is not None]
-    variants = {"smart": base, "silence": replace(base, vad__turn_detection="silence")}
-    out: dict[str, Any] = {"clips": len(clips), "paused_clips": len(paused), "pause_ms": args.pause_ms,
-                           "variants": {}}
-    for name, cfg in variants.items():
-        out["variants"][name] = {}
-        for set_name, chosen in (("complete", clips), ("paused", paused)):
-            print(f"[{name}] {set_name}: {len(chosen)} utterances ...", file=sys.stderr, flush=True)
-            r = await asr_trial(engines, cfg, chosen)
-            out["variants"][name][set_name] = {
-                "eos_to_prompt_ms": r["eos_to_prompt_ms"], "wer": r["wer"],
-                "split_share": round(r["split_utterances"] / len(chosen), 3), "missed": r["missed"],
-                "clips": r["clips"]}
-    assert isinstance(engines.turn_model, TurnModel)
-    out["decision_cpu_ms"] = decision_cpu_ms(engines.turn_model, clips)
+    out: dict[str, Any] = {"variants": {}}
+    if "turns" in args.sets:
+        clips = [c for c in select_clips(args.speech_dir, "en", None, args.seed, min_s=1.5, max_s=6.0)
+                 if one_sentence(c)][: args.clips]
+        paused = [c for c in (stretch_pause(c, args.pause_ms) for c in clips) if c is not None]
+        out |= {"clips": len(clips), "paused_clips": len(paused), "pause_ms": args.pause_ms}
+        for name, cfg in (("smart", base), ("silence", replace(base, vad__turn_detection="silence"))):
+            for set_name, chosen in (("complete", clips), ("paused", paused)):
+                print(f"[{name}] {set_name}: {len(chosen)} utterances ...", file=sys.stderr, flush=True)
+                r = await asr_trial(engines, cfg, chosen)
+                out["variants"].setdefault(name, {})[set_name] = {
+                    "eos_to_prompt_ms": r["eos_to_prompt_ms"], "wer": r["wer"],
+                    "split_share": round(r["split_utterances"] / len(chosen), 3), "missed": r["missed"],
+                    "clips": r["clips"]}
+        assert isinstance(engines.turn_model, TurnModel)
+        out["decision_cpu_ms"] = decision_cpu_ms(engines.turn_model, clips)
+    if "over" in args.sets:
+        rng = random.Random(args.seed)
+        acks = acknowledgements(args.speech_dir)
+        words = select_clips(args.speech_dir, "en", args.over, args.seed + 1, min_s=1.5, max_s=4.0)
+        sounds = ([("ack", acks[i % len(acks)], 0.0) for i in range(args.over)]
+                  + [("noise", noise_burst(KINDS[i % len(KINDS)], i), 0.0) for i in range(args.over)]
+                  + [("words", clip, 0.0) for clip in words])
+        rng.shuffle(sounds)
+        sounds = [(kind, clip, round(rng.uniform(0.8, 2.0), 2)) for kind, clip, _ in sounds]
+        base = replace(base, session__events="tokens-played")  # what the caller heard, word by word
+        ignoring = replace(base, session__ignore_backchannel=True)
+        variants = {"smart": ignoring, "silence": replace(ignoring, vad__turn_detection="silence"),
+                    "barge-in": replace(base, vad__turn_detection="silence",
+                                        session__resume_after_false_barge_in=False)}
+        for name, cfg in variants.items():
+            print(f"[{name}] sounds over agent speech: {len(sounds)} ...", file=sys.stderr, flush=True)
+            out["variants"].setdefault(name, {})["over"] = await over_speech_trial(engines, cfg, sounds)
     return out
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"\n{r['clips']} utterances, {r['paused_clips']} of them with a pause stretched to {r['pause_ms']} ms")
-    print(f"{'':44}{'smart':>14}{'silence':>14}")
-    rows = [("complete: end of speech -> prompt p50 (ms)", "complete", lambda x: round(x["eos_to_prompt_ms"]["p50"])),
-            ("complete: end of speech -> prompt p90 (ms)", "complete", lambda x: round(x["eos_to_prompt_ms"]["p90"])),
-            ("complete: split into several prompts", "complete", lambda x: f"{x['split_share']:.0%}"),
-            ("complete: word error rate", "complete", lambda x: f"{x['wer']:.1%}"),
-            ("paused: split into several prompts", "paused", lambda x: f"{x['split_share']:.0%}"),
-            ("paused: end of speech -> prompt p50 (ms)", "paused", lambda x: round(x["eos_to_prompt_ms"]["p50"]))]
-    for label, set_name, fn in rows:
-        print(f"{label:44}" + "".join(f"{fn(r['variants'][v][set_name])!s:>14}" for v in ("smart", "silence")))
-    cpu = r["decision_cpu_ms"]
-    print(f"end-of-turn model CPU per decision: p50 {cpu['p50']} ms, max {cpu['max']} ms")
+    variants = r["variants"]
+    if "clips" in r:
+        print(f"\n{r['clips']} one-sentence utterances, {r['paused_clips']} of them with a pause stretched "
+              f"to {r['pause_ms']} ms")
+        print(f"{'':46}{'smart':>12}{'silence':>12}")
+        rows = [("complete: end of speech -> prompt p50 (ms)", "complete",
+                 lambda x: round(x["eos_to_prompt_ms"]["p50"])),
+                ("complete: end of speech -> prompt p90 (ms)", "complete",
+                 lambda x: round(x["eos_to_prompt_ms"]["p90"])),
+                ("complete: split into several prompts", "complete", lambda x: f"{x['split_share']:.0%}"),
+                ("complete: word error rate", "complete", lambda x: f"{x['wer']:.1%}"),
+                ("paused: split into several prompts", "paused", lambda x: f"{x['split_share']:.0%}"),
+                ("paused: end of speech -> prompt p50 (ms)", "paused", lambda x: round(x["eos_to_prompt_ms"]["p50"]))]
+        for label, set_name, fn in rows:
+            print(f"{label:46}" + "".join(f"{fn(variants[v][set_name])!s:>12}" for v in ("smart", "silence")))
+        cpu = r["decision_cpu_ms"]
+        print(f"end-of-turn model CPU per decision: p50 {cpu['p50']} ms, max {cpu['max']} ms")
+    names = [v for v in ("smart", "silence", "barge-in") if "over" in variants.get(v, {})]
+    if not names:
+        return
+    print("\nsounds over agent speech (smart and silence with ignoreBackchannel; barge-in: no holds)")
+    print(f"{'':46}" + "".join(f"{v:>12}" for v in names))
+
+    def cell(over: dict[str, Any], kind: str, key: str) -> str:
+        x = over.get(kind)
+        if x is None:
+            return "-"
+        if key.endswith("share"):
+            return f"{x[key]:.0%}"
+        p50 = x[key]["p50"]
+        return "-" if p50 != p50 else str(round(p50))  # nan: none
+
+    rows2 = [("acknowledgements that cut the agent", "ack", "cut_share"),
+             ("acknowledgements: agent paused p50 (ms)", "ack", "paused_ms"),
+             ("noise bursts that cut the agent", "noise", "cut_share"),
+             ("noise bursts after which words were lost", "noise", "lost_share"),
+             ("noise bursts: agent paused p50 (ms)", "noise", "paused_ms"),
+             ("real interruptions that cut the agent", "words", "cut_share"),
+             ("real interruptions: onset -> clear p50 (ms)", "words", "onset_to_clear_ms"),
+             ("real interruptions: onset -> interrupt p50 (ms)", "words", "onset_to_interrupt_ms")]
+    for label, kind, key in rows2:
+        print(f"{label:46}" + "".join(f"{cell(variants[v]['over'], kind, key):>12}" for v in names))
+    for v in names:
+        clears = variants[v]["over"].get("words", {}).get("onset_to_clear_ms", {})
+        if clears:
+            print(f"  {v}: real interruptions onset -> clear p90 {clears['p90']:.0f} ms, max {clears['max']:.0f} ms")
 
 
 def main() -> int:
@@ -123,6 +279,9 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--pause-ms", type=int, default=800)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--over", type=int, default=12, help="sounds of each kind over agent speech")
+    parser.add_argument("--sets", default="turns,over", help="turns (complete and paused utterances), over "
+                        "(sounds over agent speech), or both")
     parser.add_argument("--out", type=Path, default=Path("out/bench-turns.json"))
     args = parser.parse_args()
     logs.configure("WARNING")

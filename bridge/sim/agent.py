@@ -134,7 +134,7 @@ class ScriptedAgent:
                         self.timeline.add("app", "<- error", msg.description)
                     case relay.Info():
                         session.infos.append(msg)
-                        self.timeline.add("app", "<- info", f"{msg.name}={msg.value}")
+                        self.timeline.add("app", "<- info", f"{msg.name}={msg.value}", name=msg.name, value=msg.value)
 
     async def _stream_reply(self, ws: WebSocketConnection, session: AgentSession, text: str, end_after: bool,
                             digits: str, scope: trio.CancelScope) -> None:

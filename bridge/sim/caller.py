@@ -278,6 +278,10 @@ class SimulatedCaller:
     async def wait_agent_done(self, quiet_s: float = 0.6) -> None:
         """Wait until the agent has said something and then been silent for ``quiet_s``."""
         await self.wait_agent_audio()
+        await self.wait_agent_quiet(quiet_s)
+
+    async def wait_agent_quiet(self, quiet_s: float) -> None:
+        """Wait until the caller has heard no agent audio for ``quiet_s``."""
         while not self._closed.is_set():
             idle = not any(isinstance(x, bytes) for x in self._playout)
             if idle and trio.current_time() - self.ear.last_agent_frame_at >= quiet_s:
@@ -299,10 +303,13 @@ class SimulatedCaller:
 
     def heard_ms_between(self, start: float, end: float) -> float:
         """Agent audio the caller heard in a time window (non-silent frames), in ms."""
+        return float(sum(self.agent_ticks_between(start, end)) * 20)
+
+    def agent_ticks_between(self, start: float, end: float) -> list[bool]:
+        """For each 20 ms tick of a time window: whether the caller heard agent audio (a non-silent frame)."""
         first = round((start - self._t_start) / TICK_S)
         last = round((end - self._t_start) / TICK_S)
-        frames = self.right[max(0, first - 1) : max(0, last)]
-        return float(sum(1 for f in frames if f != SILENT_FRAME) * 20)
+        return [f != SILENT_FRAME for f in self.right[max(0, first - 1) : max(0, last)]]
 
     def heard_digits(self) -> str:
         """DTMF digits in the audio the caller heard."""
