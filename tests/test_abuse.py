@@ -32,7 +32,7 @@ from bridge.protocols import telnyx_media as tx
 from bridge.protocols.media_streams import MediaStreamsProvider
 from bridge.protocols.signature import twilio_signature
 from bridge.server import MediaStreamsServer
-from bridge.sim.agent import ScriptedAgent
+from bridge.sim.agent import AgentScript, ScriptedAgent
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.clips import Clip
 from bridge.sim.timeline import Timeline
@@ -428,14 +428,15 @@ async def test_bursty_speech_does_not_queue_speculative_recognitions(autojump_cl
     transcriber = FakeTranscriber()
     engines = fake_engines()
     engines.transcriber = transcriber
-    app = ScriptedAgent(Timeline())
+    app = ScriptedAgent(Timeline(), AgentScript(greeting=""))  # the caller talks, the agent listens
 
     async def script(caller: SimulatedCaller) -> None:
         await caller.say(bursty(clips["agent-pass"], 30))
         await caller.pause(3)
         await caller.hang_up()
 
-    result = await run_memory_call(engines, settings(), app.handle, script)
+    # 160 ms: each 200 ms pause starts a speculation just before the speech resumes.
+    result = await run_memory_call(engines, settings(vad__speculate_ms=160), app.handle, script)
     pauses = result.stats.speculations_wasted + result.stats.speculations_used
     assert pauses > 50  # the endpointer did see a probable end in almost every gap
     assert len(transcriber.calls) < pauses / 4  # but most speculations never ran

@@ -127,9 +127,9 @@ def test_gap_longer_than_end_of_speech_gives_two_utterances(
     gap = DEFAULTS.end_of_speech_silence_ms + 400
     a, b = speech[first], speech[second]
     samples = np.concatenate((silence(500), a, silence(gap), b, silence(1500)))
-    events = run(samples)
-    assert kinds(events) == [SpeechStarted, SpeechPaused, SpeechEnded] * 2
-    end1, end2 = events[2], events[5]
+    events = [e for e in run(samples) if isinstance(e, SpeechStarted | SpeechEnded)]  # pauses between words aside
+    assert kinds(events) == [SpeechStarted, SpeechEnded] * 2
+    end1, end2 = events[1], events[3]
     assert isinstance(end1, SpeechEnded)
     assert isinstance(end2, SpeechEnded)
     second_at = 4000 + len(a) + gap * 8

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 import trio
 
 from bridge.audio.telephony import FRAME_BYTES
-from bridge.call.engines import SpeechEngines
+from bridge.call import engines as engines_module
+from bridge.call.engines import Claim, SpeechEngines
 from bridge.conversation import events as ev
 from bridge.conversation.judge import Judge, Verdict, backchannels_for, words
 from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from bridge.engines.schedule import Priority
 from bridge.protocols.marks import resent_name
 from bridge.sim.agent import AgentSession
 from bridge.sim.caller import SimulatedCaller
@@ -188,3 +193,32 @@ async def test_the_agents_own_echo_neither_cuts_nor_prompts_with_echo_filtering(
     # Without echo filtering the same sound is a barge-in.
     session, _ = await reply_with_speech_over_it(noise_burst("crackle", 1), echo, events="tokens-played")
     assert len(session.interrupts) == 1
+
+
+async def test_bursts_over_the_agent_never_queue_a_final_recognition_per_burst(
+        autojump_clock: object, monkeypatch: pytest.MonkeyPatch, clips: dict[str, Clip]) -> None:
+    """Each held utterance ends at its first pause, but only while no earlier one awaits recognition:
+    noise in 100 ms bursts over a long reply queues at most one final at a time, however long it goes on."""
+    waiting: list[int] = []
+    engines = SpeechEngines(FakeTranscriber(), FakeSynthesizer())
+
+    async def slow_worker(fn: Callable[[], Any], limiter: Claim) -> Any:
+        waiting.append(engines.asr_scheduler.waiting(Priority.FINAL))
+        async with limiter:
+            await trio.sleep(0.5)  # a decode of half a second, in simulated time
+            return fn()
+
+    monkeypatch.setattr(engines_module, "run_in_worker", slow_worker)
+    app = agent(greeting="", on_key=lambda digit: LONG_REPLY * 3)
+    burst = noise_burst("cough", 2)
+    pattern = np.concatenate([np.concatenate((burst.samples[:800], np.zeros(1600, np.int16))) for _ in range(60)])
+
+    async def script(caller: SimulatedCaller) -> None:
+        await caller.press("1")
+        await caller.wait_agent_audio()
+        await caller.say(Clip("bursts", "", pattern, 0, len(pattern)))
+        await caller.pause(3)
+        await caller.hang_up()
+
+    await run_memory_call(engines, settings(), app.handle, script)
+    assert waiting and max(waiting) <= 1

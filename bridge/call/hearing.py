@@ -41,7 +41,8 @@ slot comes back when that one decode finishes. A call therefore has at most one 
 partial alive besides its final recognitions, which queue in a bounded channel.
 
 End of turn. With an end-of-turn model (``turn_threshold`` set: ``vad.turn_detection`` "smart"), the
-model hears the utterance so far once it has paused, off the event loop under the recognition
+model hears the utterance so far once it has paused for ``PAUSE_MS`` (a shorter silence is a gap
+between words; the speculative recognition may start earlier), off the event loop under the recognition
 scheduler (a final's priority: it is short and the caller is waiting), and again every
 ``TURN_RECHECK_MS`` of further silence while it says the caller has not finished. A probability at
 or over the threshold (``eotThreshold``) ends the utterance at once (``Endpointer.end_turn``): its
@@ -51,9 +52,10 @@ its (longer) end-of-speech silence. A decision that comes after the caller resum
 Probing: while the conversation judges speech over the agent (``probing``, set for the utterance in
 progress, off at the next one), the utterance is recognised as it goes on exactly as for partial
 prompts, at a speculation's priority (the agent is held while it waits), whether or not the call
-asked for partial prompts, and it ends at its first pause (``speculate_ms``), not at the end of the
+asked for partial prompts, and it ends at its first pause (``PAUSE_MS``), not at the end of the
 caller's turn: the agent should not wait out an end-of-turn silence for a cough. Speech after that
-pause is a new utterance, judged again.
+pause is a new utterance, judged again. (Only while no earlier utterance awaits its recognition: so
+speech in short bursts cannot queue a final recognition per burst.)
 
 Barge-in sensitivity: ``SpeechSustained`` comes once per utterance when ``sustain_ms`` of voiced
 audio have been heard (0: right after ``SpeechStarted``).
@@ -86,6 +88,7 @@ from bridge.speech.endpointer import (
 
 RING_MARGIN_S = 10  # beyond the longest utterance the endpointer can report
 PARTIAL_INTERVAL_MS = 200  # new audio needed before the next partial recognition
+PAUSE_MS = 160  # silence that is more than a gap between words: the end-of-turn model is asked from then
 TURN_RECHECK_MS = 300  # more silence before the end-of-turn model is asked again
 INBOUND_QUEUE_FRAMES = 50  # inbound audio waiting to be heard (1 s); more drops the oldest
 
@@ -148,8 +151,9 @@ class Hearing:
         self.partials_overtaken = 0
         self._turn_threshold = turn_threshold
         self._turn_check: trio.CancelScope | None = None  # the end-of-turn decision in flight
-        self._next_check_ms = 0  # silence before the next decision
+        self._next_check_ms = PAUSE_MS  # silence before the next decision
         self.turn_decisions = 0
+        self._finals_pending = 0  # ended utterances whose recognition is not yet delivered
         self.turns_ended_early = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -164,6 +168,7 @@ class Hearing:
     async def _deliver(self) -> None:
         async for rec in self._receive:
             await rec.done.wait()
+            self._finals_pending -= 1
             self._events.put_nowait(ev.Recognised(rec.text, rec.language, (rec.end - rec.start) / SAMPLE_RATE_HZ,
                                                   speech_end=rec.speech_end,
                                                   waited_s=rec.finished_at - rec.ended_at))
@@ -190,16 +195,12 @@ class Hearing:
                         partial.raise_to(Priority.SPECULATIVE)
                     else:
                         self._speculation = self._recognise(event.start, event.end, Priority.SPECULATIVE)
-                    if self.probing:  # the agent waits on it: it ends at its first pause (see Probing)
-                        ended = self.endpointer.end_turn()
-                        assert ended is not None
-                        await self._ended(ended)
                 case SpeechResumed():
                     self._drop_speculation()
                     self._drop_turn_check()
                 case SpeechEnded():
                     await self._ended(event)
-        self._after_feed()
+        await self._after_feed()
 
     async def _ended(self, event: SpeechEnded) -> None:
         self._drop_turn_check()
@@ -220,6 +221,7 @@ class Hearing:
             self._drop_partial()
         rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
         self._events.put_nowait(ev.SpeechEnded())
+        self._finals_pending += 1
         await self._send.send(rec)
 
     # -- the end-of-turn model ----------------------------------------------------------------
@@ -268,7 +270,7 @@ class Hearing:
         if self._turn_check is not None:
             self._turn_check.cancel()
             self._turn_check = None
-        self._next_check_ms = 0
+        self._next_check_ms = PAUSE_MS
 
     def _drop_speculation(self) -> None:
         spec, self._speculation = self._speculation, None
@@ -282,8 +284,15 @@ class Hearing:
         if self._partial is not None and not self._partial.done.is_set():
             self._partial.cancel()
 
-    def _after_feed(self) -> None:
-        if not self.endpointer.in_speech:
+    async def _after_feed(self) -> None:
+        ep = self.endpointer
+        if not ep.in_speech:
+            return
+        if self.probing and ep.paused and ep.silence_ms >= PAUSE_MS and not self._finals_pending:
+            # The agent waits on it: it ends at its first pause (see Probing).
+            ended = ep.end_turn()
+            assert ended is not None
+            await self._ended(ended)
             return
         self._check_turn()
         if not self._sustained and self.endpointer.turn_voiced_frames >= self._sustain_frames:

@@ -42,7 +42,7 @@ class EndpointerSettings:
     speech_start_ms: int = 60
     hangover_ms: int = 100
     end_of_speech_silence_ms: int = 600
-    speculate_ms: int = 160
+    speculate_ms: int = 100
     pre_roll_ms: int = 240
     max_utterance_ms: int = 28_000
     # "smart": after speculate_ms of silence an end-of-turn model decides whether the caller has
@@ -68,10 +68,6 @@ class EndpointerSettings:
             raise ValueError(f"end_of_speech_silence_ms must be at least {FRAME_MS}")
         if self.hangover_ms >= self.end_of_speech_silence_ms:
             raise ValueError("hangover_ms must be shorter than end_of_speech_silence_ms")
-        if self.speculate_ms < self.hangover_ms:
-            # The speculative utterance ends ``hangover_ms`` after the last voiced frame: that audio must
-            # have arrived when recognition starts.
-            raise ValueError("speculate_ms must be at least hangover_ms")
 
 
 class State(enum.Enum):
@@ -119,7 +115,9 @@ class Endpointer:
         self._start_frames = _frames(s.speech_start_ms)
         self._gap_frames = s.hangover_ms // FRAME_MS
         self._eos_frames = _frames(s.end_of_speech_silence_ms)
-        self._speculate_frames = min(_frames(s.speculate_ms), self._eos_frames)
+        # The speculative utterance ends ``hangover_ms`` after the last voiced frame: that audio must have
+        # arrived when recognition starts, so speculation waits for at least that much silence.
+        self._speculate_frames = min(_frames(max(s.speculate_ms, s.hangover_ms)), self._eos_frames)
         self._max_frames = _frames(s.max_utterance_ms)
         self._pending = np.zeros(0, dtype=np.int16)
         self.position = 0  # samples consumed into whole frames
