@@ -5,15 +5,17 @@ simulated caller saying recorded English prompts (Asterisk's, 8 kHz human speech
 one run for ``vad.turn_detection`` "smart" and "silence", on two sets:
 
   complete   each utterance as recorded
-  paused     the same utterances with their longest pause between words (inside the middle 80% of
-             the speech, at least 60 ms) stretched to ``--pause-ms`` (800) of silence: a caller who
-             stops to think mid-sentence
+  paused     utterances with their longest pause between words (inside the middle 80% of the
+             speech, at least 40 ms) stretched to ``--pause-ms`` (800) of silence: a caller who
+             stops to think mid-sentence (from all the one-sentence prompts, up to ``--clips``)
 
 Only utterances of one sentence are used, so every stretched pause is a mid-sentence one.
 
 Reported per variant and set: end of speech -> final prompt p50/p90 (the last prompt of each
 utterance), the share of utterances split into more than one prompt, WER, and, for the model, the
-CPU time of one decision (``TurnModel.complete`` on each complete utterance, one at a time).
+CPU time of one decision (``TurnModel.complete`` on each complete utterance, one at a time) and a
+sweep of the model alone over thresholds and rechecks (``threshold_sweep``): how many stretched
+pauses it takes for finished turns against how long finished utterances wait for its yes.
 
 Then sounds over agent speech, one call per variant: the caller presses a key, the app answers
 with a reply of a few sentences, and 0.8-2.0 s into it the caller makes a sound:
@@ -62,11 +64,12 @@ from bridge.sim.clips import Clip, load_clip
 from bridge.sim.noise import KINDS, noise_burst
 from bridge.sim.scoring import normalise
 
-MIN_GAP_MS = 60
+MIN_GAP_MS = 40  # a gap between words the VAD can see (two 20 ms frames)
 REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
          "sentence after sentence, the way a talkative agent does.")
 ACKS = ("auth-thankyou", "privacy-thankyou", "digits/oh", "letters/o+letters/k")
 QUIET_S = 1.5  # agent silence that ends a trial (longer than any hold)
+SETTLE_S = 2.5  # after a sound: its turn has ended and its prompt reached the app
 
 
 def one_sentence(clip: Clip) -> bool:
@@ -102,6 +105,7 @@ async def over_speech_trial(engines: SpeechEngines, cfg: Any, sounds: list[tuple
                 await caller.pause(offset)
                 onset = caller.start_saying(clip).onset
                 await caller.finish_saying()
+                await caller.pause(SETTLE_S)  # the turn it may start is over before the next key
             with trio.fail_after(60):
                 await caller.wait_agent_quiet(QUIET_S)
             trials.append({"kind": kind, "sound": clip.name if clip else "", "start": start, "onset": onset,
@@ -176,6 +180,33 @@ def stretch_pause(clip: Clip, pause_ms: int) -> Clip | None:
     return dataclasses.replace(clip, name=clip.name + "+pause", samples=samples, speech_end=clip.speech_end + grown)
 
 
+SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+SWEEP_CHECKS_MS = (160, 460, 760)  # the model's first decision and its rechecks within an 800 ms pause
+
+
+def pause_start(clip: Clip, pause_ms: int) -> int:
+    """Where ``stretch_pause`` put the pause in ``clip`` (8 kHz samples)."""
+    silent = np.convolve((clip.samples == 0).astype(np.int32), np.ones(pause_ms * 8, dtype=np.int32), "valid")
+    return int(np.flatnonzero(silent == pause_ms * 8)[0])
+
+
+def threshold_sweep(model: TurnModel, clips: list[Clip], paused: list[Clip], pause_ms: int) -> list[dict[str, Any]]:
+    """The model alone, on the same audio the bridge gives it: for each threshold and number of checks,
+    the share of stretched pauses it takes for a finished turn (a split), and how long finished
+    utterances wait for its yes (p50/p90; the cap, 1,500 ms, when no check says yes)."""
+    at_end = [[model.complete(phone_line(c)[: 2 * c.speech_end + 16 * ms]) for ms in SWEEP_CHECKS_MS] for c in clips]
+    at_pause = [[model.complete(phone_line(c)[: 2 * pause_start(c, pause_ms) + 16 * ms]) for ms in SWEEP_CHECKS_MS]
+                for c in paused]
+    rows = []
+    for threshold in SWEEP_THRESHOLDS:
+        for checks in range(1, len(SWEEP_CHECKS_MS) + 1):
+            waits = [next((SWEEP_CHECKS_MS[i] for i in range(checks) if p[i] >= threshold), 1500) for p in at_end]
+            split = sum(any(p[i] >= threshold for i in range(checks)) for p in at_pause) / len(at_pause)
+            rows.append({"threshold": threshold, "checks_ms": SWEEP_CHECKS_MS[:checks],
+                         "pause_split_share": round(split, 3), "finished_wait_ms": summary([float(w) for w in waits])})
+    return rows
+
+
 def decision_cpu_ms(model: TurnModel, clips: list[Clip]) -> dict[str, float]:
     times = []
     for clip in clips:
@@ -189,11 +220,14 @@ def decision_cpu_ms(model: TurnModel, clips: list[Clip]) -> dict[str, float]:
 async def bench(args: argparse.Namespace, engines: SpeechEngines) -> dict[str, Any]:
     base = load(None)
     out: dict[str, Any] = {"variants": {}}
-    if "turns" in args.sets:
-        clips = [c for c in select_clips(args.speech_dir, "en", None, args.seed, min_s=1.5, max_s=6.0)
-                 if one_sentence(c)][: args.clips]
-        paused = [c for c in (stretch_pause(c, args.pause_ms) for c in clips) if c is not None]
+    if "turns" in args.sets or "sweep" in args.sets:
+        pool = [c for c in select_clips(args.speech_dir, "en", None, args.seed, min_s=1.5, max_s=6.0)
+                if one_sentence(c)]
+        clips = pool[: args.clips]
+        # Few prompts have a gap between words long enough to find: the paused set looks through all of them.
+        paused = [c for c in (stretch_pause(c, args.pause_ms) for c in pool) if c is not None][: args.clips]
         out |= {"clips": len(clips), "paused_clips": len(paused), "pause_ms": args.pause_ms}
+    if "turns" in args.sets:
         for name, cfg in (("smart", base), ("silence", replace(base, vad__turn_detection="silence"))):
             for set_name, chosen in (("complete", clips), ("paused", paused)):
                 print(f"[{name}] {set_name}: {len(chosen)} utterances ...", file=sys.stderr, flush=True)
@@ -202,8 +236,11 @@ async def bench(args: argparse.Namespace, engines: SpeechEngines) -> dict[str, A
                     "eos_to_prompt_ms": r["eos_to_prompt_ms"], "wer": r["wer"],
                     "split_share": round(r["split_utterances"] / len(chosen), 3), "missed": r["missed"],
                     "clips": r["clips"]}
+    if "sweep" in args.sets:
+        print("[model] decisions and the threshold sweep ...", file=sys.stderr, flush=True)
         assert isinstance(engines.turn_model, TurnModel)
         out["decision_cpu_ms"] = decision_cpu_ms(engines.turn_model, clips)
+        out["threshold_sweep"] = threshold_sweep(engines.turn_model, clips, paused, args.pause_ms)
     if "over" in args.sets:
         rng = random.Random(args.seed)
         acks = acknowledgements(args.speech_dir)
@@ -226,7 +263,7 @@ async def bench(args: argparse.Namespace, engines: SpeechEngines) -> dict[str, A
 
 def print_table(r: dict[str, Any]) -> None:
     variants = r["variants"]
-    if "clips" in r:
+    if "smart" in variants and "complete" in variants["smart"]:
         print(f"\n{r['clips']} one-sentence utterances, {r['paused_clips']} of them with a pause stretched "
               f"to {r['pause_ms']} ms")
         print(f"{'':46}{'smart':>12}{'silence':>12}")
@@ -240,8 +277,16 @@ def print_table(r: dict[str, Any]) -> None:
                 ("paused: end of speech -> prompt p50 (ms)", "paused", lambda x: round(x["eos_to_prompt_ms"]["p50"]))]
         for label, set_name, fn in rows:
             print(f"{label:46}" + "".join(f"{fn(variants[v][set_name])!s:>12}" for v in ("smart", "silence")))
+    if "decision_cpu_ms" in r:
         cpu = r["decision_cpu_ms"]
         print(f"end-of-turn model CPU per decision: p50 {cpu['p50']} ms, max {cpu['max']} ms")
+        print(f"\nthe model alone on {r['clips']} finished utterances and {r['paused_clips']} stretched pauses: "
+              "pauses taken for finished turns, and finished turns' wait for a yes (p50/p90)")
+        for row in r["threshold_sweep"]:
+            wait = row["finished_wait_ms"]
+            print(f"  threshold {row['threshold']:.1f}, checks at {', '.join(map(str, row['checks_ms']))} ms: "
+                  f"pauses split {row['pause_split_share']:.0%}, "
+                  f"finished wait {wait['p50']:.0f} / {wait['p90']:.0f} ms")
     names = [v for v in ("smart", "silence", "barge-in") if "over" in variants.get(v, {})]
     if not names:
         return
@@ -280,8 +325,8 @@ def main() -> int:
     parser.add_argument("--pause-ms", type=int, default=800)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--over", type=int, default=12, help="sounds of each kind over agent speech")
-    parser.add_argument("--sets", default="turns,over", help="turns (complete and paused utterances), over "
-                        "(sounds over agent speech), or both")
+    parser.add_argument("--sets", default="turns,sweep,over", help="turns (complete and paused utterances), over "
+                        "(sounds over agent speech), sweep (the model alone: thresholds and rechecks), or several")
     parser.add_argument("--out", type=Path, default=Path("out/bench-turns.json"))
     args = parser.parse_args()
     logs.configure("WARNING")

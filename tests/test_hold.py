@@ -125,7 +125,8 @@ async def test_a_hold_takes_back_what_was_not_heard_and_release_goes_on_from_the
 # --- whole calls ------------------------------------------------------------------------------------
 
 
-async def reply_with_speech_over_it(clip: Clip, heard_text: str, **session: object) -> tuple[AgentSession, CallResult]:
+async def reply_with_speech_over_it(clip: Clip, heard_text: str, *, provider: str = "twilio",
+                                    **session: object) -> tuple[AgentSession, CallResult]:
     """The app answers a key with a long reply; 1.5 s into it the caller makes ``clip``'s sound, which
     recognises as ``heard_text``."""
     app = agent(greeting="", on_key=lambda digit: LONG_REPLY)
@@ -142,7 +143,7 @@ async def reply_with_speech_over_it(clip: Clip, heard_text: str, **session: obje
 
     engines = SpeechEngines(FakeTranscriber(script=(heard_text,)), FakeSynthesizer())
     result = await run_memory_call(engines, settings(**{f"session__{k}": v for k, v in session.items()}),
-                                   app.handle, script)
+                                   app.handle, script, provider=provider)
     return app.sessions[0], result
 
 
@@ -151,8 +152,10 @@ def heard_to_the_end(session: AgentSession) -> bool:
     return bool(played) and LONG_REPLY.endswith(played[-1])
 
 
-async def test_a_noise_burst_over_the_agent_costs_no_words(autojump_clock: object) -> None:
-    session, result = await reply_with_speech_over_it(noise_burst("cough"), "", events="tokens-played")
+@pytest.mark.parametrize("provider", ["twilio", "telnyx"])
+async def test_a_noise_burst_over_the_agent_costs_no_words(autojump_clock: object, provider: str) -> None:
+    session, result = await reply_with_speech_over_it(noise_burst("cough"), "", provider=provider,
+                                                      events="tokens-played")
     assert session.interrupts == [] and session.prompts == []
     assert heard_to_the_end(session)
     stats = result.stats

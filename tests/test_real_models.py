@@ -20,6 +20,7 @@ from bridge.loopback import run_loopback_call
 from bridge.sim.agent import AgentScript
 from bridge.sim.caller import SimulatedCaller
 from bridge.sim.clips import Clip
+from bridge.sim.noise import noise_burst
 from bridge.sim.scoring import normalise, wer
 
 pytestmark = pytest.mark.models
@@ -150,3 +151,37 @@ def test_the_end_of_turn_model_ends_a_finished_sentence_before_the_silence(engin
     # The model ends the turn at the first pause (160 ms of silence) instead of after 600 ms of it;
     # the final recognition, begun at that pause, is then what the prompt waits for.
     assert smart < silence - 200, (smart, silence)
+
+
+REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
+         "sentence after sentence, the way a talkative agent does.")
+
+
+@pytest.mark.parametrize(("sound", "cut"), [("auth-thankyou", False), ("cough", False), ("agent-pass", True)])
+def test_speech_over_a_real_reply_holds_it_and_only_words_cut_it(engines: SpeechEngines, clips: dict[str, Clip],
+                                                                 sound: str, cut: bool) -> None:
+    """A real "Thank you." (ignoreBackchannel) and a cough hold the agent and it goes on; real words cut it."""
+    clip = noise_burst("cough", 3) if sound == "cough" else clips[sound]
+
+    async def script(caller: SimulatedCaller) -> None:
+        with trio.fail_after(40):
+            await caller.press("1")
+            await caller.wait_agent_audio()
+            await caller.pause(1.2)
+            await caller.say(clip)
+            await caller.pause(2.5)
+            await caller.wait_agent_quiet(1.5)
+        await caller.hang_up()
+
+    cfg = replace(Config(), session__ignore_backchannel=True, session__events="tokens-played")
+    agent = AgentScript(greeting="", answer=lambda heard, turn: "", on_key=lambda digit: REPLY)
+    call = trio.run(lambda: run_loopback_call(engines, cfg, script, agent_script=agent))
+    session = call.agent.sessions[0]
+    heard = " ".join(i.value for i in session.infos if i.name == "tokensPlayed")
+    assert bool(session.interrupts) is cut
+    assert (normalise(heard) == normalise(REPLY)) is not cut
+    assert call.stats.count("hold") == 1 and call.caller.ear.clears  # the agent stopped at once either way
+    if cut:
+        assert wer([(clip.text, session.prompts[0].voice_prompt)]) <= 0.15
+    else:
+        assert session.prompts == [] and call.stats.count("dismissed") == 1
