@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from bridge.config import ConfigError, check_authentication, load
 from bridge.engines.models import ModelError
 
 logger = logging.getLogger("bridge.cli")
+
+
+def config_origin(given: Path | None, used: Path | None) -> str:
+    """Which config file the daemon runs on, and why that one, for its first log line."""
+    if given is not None:
+        return f"{given} (--config)"
+    if used is None:
+        return ("no file: the built-in defaults ($RELAY_BRIDGE_CONFIG is unset, "
+                "/etc/relay-bridge/relay-bridge.toml absent)")
+    if os.environ.get("RELAY_BRIDGE_CONFIG"):
+        return f"{used} ($RELAY_BRIDGE_CONFIG)"
+    return f"{used} (the default location)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             from bridge.daemon import default_config_path
             from bridge.daemon import serve as run_serve
 
-            cfg = load(args.config or default_config_path(), server__listen=args.listen, server__app_url=args.app_url,
-                       logging__level=args.log_level)
+            path = args.config or default_config_path()
+            cfg = load(path, server__listen=args.listen, server__app_url=args.app_url, logging__level=args.log_level)
             check_authentication(cfg)
             logs.configure(cfg.logging.level, log_transcripts=cfg.logging.log_transcripts)
+            logger.info("config: %s", config_origin(args.config, path))
             if cfg.server.credentials.open:
                 logger.warning("calls are not authenticated (server.allow_unauthenticated): anyone who can reach "
                                "%s can open calls; set server.twilio_auth_token or server.telnyx_stream_token",

@@ -87,6 +87,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     output = log.read_text()
     assert returncode == [0], output
     assert "listening on ws://127.0.0.1:" in output
+    assert f"config: {tmp_path / 'relay-bridge.toml'} ($RELAY_BRIDGE_CONFIG)" in output
     assert "WARNING" in output and "calls are not authenticated" in output
     assert re.search(r"stats: tasks=\d+ py_blocks=\d+ ", output) and "calls_total=1" in output
     assert "SIGTERM received" in output and "stopped after 1 call(s)" in output
@@ -129,3 +130,15 @@ def test_a_twilio_token_without_public_url_is_a_startup_error(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "twilio_auth_token needs public_url" in proc.stderr
+
+
+def test_the_config_origin_says_which_file_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.cli import config_origin
+
+    given = tmp_path / "a.toml"
+    assert config_origin(given, given) == f"{given} (--config)"
+    monkeypatch.delenv("RELAY_BRIDGE_CONFIG", raising=False)
+    assert config_origin(None, None).startswith("no file: the built-in defaults")
+    assert config_origin(None, Path("/etc/relay-bridge/relay-bridge.toml")).endswith("(the default location)")
+    monkeypatch.setenv("RELAY_BRIDGE_CONFIG", str(given))
+    assert config_origin(None, given) == f"{given} ($RELAY_BRIDGE_CONFIG)"
