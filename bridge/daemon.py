@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -114,11 +115,44 @@ def sd_notify(state: str) -> None:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)  # a supervisor that reads slowly must never stall the event loop
         try:
             sock.connect(address)
             sock.sendall(state.encode())
-        except OSError as exc:
+        except OSError as exc:  # BlockingIOError included: that one message is dropped
             logger.warning("could not notify systemd: %s", exc)
+
+
+STATUS_INTERVAL_S = 5.0  # how often STATUS= is refreshed when systemd asks for no watchdog
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """Half of the unit's WatchdogSec ($WATCHDOG_USEC), when systemd set it for this process; else None."""
+    environ = os.environ if environ is None else environ
+    pid = environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None
+
+
+async def notify_systemd(server: MediaStreamsServer, shutdown: trio.Event, interval: float | None,
+                         notify: Callable[[str], None] = sd_notify) -> None:
+    """Tell systemd the calls in progress (``STATUS=``) and, with a watchdog, that the event loop is
+    alive (``WATCHDOG=1``, every ``interval``): this runs on the event loop, so a stuck loop stops the
+    pings and systemd restarts the daemon. Ends once a shutdown has drained every call."""
+    while True:
+        status = f"STATUS={server.active_calls} call(s) in progress, {server.calls_total} since start"
+        if shutdown.is_set():
+            status += "; draining"
+        notify(status if interval is None else f"WATCHDOG=1\n{status}")
+        with trio.move_on_after(interval or STATUS_INTERVAL_S):
+            await shutdown.wait()
+            await server.wait_idle()
+            return
 
 
 async def run(cfg: Config, engines: SpeechEngines) -> None:
@@ -131,6 +165,7 @@ async def run(cfg: Config, engines: SpeechEngines) -> None:
         bound = listeners[0].socket.getsockname()
         logger.info("listening on ws://%s:%d/media; app %s", bound[0], bound[1], cfg.server.app_url or "(none)")
         sd_notify("READY=1")
+        nursery.start_soon(notify_systemd, server, shutdown, watchdog_interval())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
             async for signum in signals:
                 if signum == signal.SIGUSR1:

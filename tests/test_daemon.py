@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +47,11 @@ async def wait_for_port(port: int, proc: trio.Process) -> None:
 
 
 def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips: dict[str, Clip]) -> None:
+    """... under a systemd-like supervisor: READY=1, WATCHDOG=1 pings with STATUS=, then STOPPING=1."""
     port = free_port()
+    notify_dir = tempfile.mkdtemp(dir="/tmp")  # a unix socket path must be short
+    notify_path = os.path.join(notify_dir, "notify")
+    messages: list[str] = []
     log = tmp_path / "daemon.log"
     agents: list[ScriptedAgent] = []
     returncode: list[int | None] = []
@@ -52,11 +60,20 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
         timeline = Timeline()
         agent = ScriptedAgent(timeline, AgentScript(greeting="Hello.", answer=lambda heard, turn: f"You said {heard}"))
         agents.append(agent)
+        notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        await notify.bind(notify_path)
+
+        async def supervise() -> None:  # systemd's side of NOTIFY_SOCKET
+            while True:
+                messages.append((await notify.recv(4096)).decode())
+
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervise)
             app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
             config = tmp_path / "relay-bridge.toml"
             config.write_text("[server]\nallow_unauthenticated = true\n")
-            env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(config)}
+            env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(config), "NOTIFY_SOCKET": notify_path,
+                   "WATCHDOG_USEC": "400000"}
             with log.open("wb") as out:
                 proc = await trio.lowlevel.open_process(
                     [sys.executable, "-m", "bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
@@ -82,10 +99,16 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                     if proc.returncode is None:
                         proc.kill()
             nursery.cancel_scope.cancel()
+        notify.close()
 
     trio.run(main)
     output = log.read_text()
     assert returncode == [0], output
+    shutil.rmtree(notify_dir)
+    assert messages[0] == "READY=1" and "STOPPING=1" in messages
+    pings = [m for m in messages if m.startswith("WATCHDOG=1\nSTATUS=")]
+    assert len(pings) >= 5  # every 0.2 s (half the 0.4 s WatchdogSec) while the call went on
+    assert any("1 call(s) in progress" in m for m in pings) and any("0 call(s) in progress" in m for m in pings)
     assert "listening on ws://127.0.0.1:" in output
     assert f"config: {tmp_path / 'relay-bridge.toml'} ($RELAY_BRIDGE_CONFIG)" in output
     assert "WARNING" in output and "calls are not authenticated" in output
@@ -142,3 +165,28 @@ def test_the_config_origin_says_which_file_and_why(tmp_path: Path, monkeypatch: 
     assert config_origin(None, Path("/etc/relay-bridge/relay-bridge.toml")).endswith("(the default location)")
     monkeypatch.setenv("RELAY_BRIDGE_CONFIG", str(given))
     assert config_origin(None, given) == f"{given} ($RELAY_BRIDGE_CONFIG)"
+
+
+async def test_watchdog_pings_come_from_the_event_loop_and_stop_when_it_is_blocked() -> None:
+    from bridge.daemon import notify_systemd, watchdog_interval
+
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # another process's
+    assert watchdog_interval({}) is None and watchdog_interval({"WATCHDOG_USEC": "x"}) is None
+
+    class Server:
+        active_calls = pending = calls_total = 0
+
+        async def wait_idle(self) -> None:
+            pass
+
+    pings: list[float] = []
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(notify_systemd, Server(), shutdown, 0.05, lambda state: pings.append(time.monotonic()))
+        await trio.sleep(0.3)
+        time.sleep(0.5)  # noqa: ASYNC251 -- the event loop is stuck on purpose: no pings
+        await trio.sleep(0.3)
+        shutdown.set()
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert len(pings) >= 8 and max(gaps) >= 0.5 and sorted(gaps)[len(gaps) // 2] < 0.1
