@@ -115,24 +115,29 @@ async def over_speech_trial(engines: SpeechEngines, cfg: Any, sounds: list[tuple
     agent = AgentScript(greeting="", answer=lambda heard, turn: "", on_key=lambda digit: REPLY)
     call = await run_loopback_call(engines, cfg, script, agent_script=agent)
     ear, caller = call.caller.ear, call.caller
+    interrupts = [t for t, _ in call.timeline.find("app", "<- interrupt")]
+    tokens_played = [(t, d["value"]) for t, d in call.timeline.find("app", "<- info")
+                     if d.get("name") == "tokensPlayed"]
+
+    def within(trial: dict[str, Any], t: float | None) -> float | None:
+        return t if t is not None and t < trial["end"] else None
+
     rows = []
     for trial in trials:
         ticks = caller.agent_ticks_between(trial["start"], trial["end"])
         played = [i for i, heard in enumerate(ticks) if heard]
         heard_ms = len(played) * FRAME_MS
         span_ms = (played[-1] - played[0] + 1) * FRAME_MS if played else 0
-        played = " ".join(d["value"] for t, d in call.timeline.find("app", "<- info")
-                          if d.get("name") == "tokensPlayed" and trial["start"] <= t < trial["end"])
+        heard_text = " ".join(text for t, text in tokens_played if trial["start"] <= t < trial["end"])
         row = {"kind": trial["kind"], "sound": trial["sound"], "heard_ms": heard_ms, "gaps_ms": span_ms - heard_ms,
-               "heard_all": normalise(played) == normalise(REPLY)}
+               "heard_all": normalise(heard_text) == normalise(REPLY)}
         onset = trial["onset"]
         if onset is not None:
-            interrupt = first_after([t for t, _ in call.timeline.find("app", "<- interrupt")], onset)
-            clear = first_after(ear.clears, onset)
-            row |= {"cut": interrupt is not None and interrupt < trial["end"],
-                    "onset_to_interrupt_ms": (interrupt - onset) * 1000 if interrupt and interrupt < trial["end"]
-                    else None,
-                    "onset_to_clear_ms": (clear - onset) * 1000 if clear and clear < trial["end"] else None}
+            interrupt = within(trial, first_after(interrupts, onset))
+            clear = within(trial, first_after(ear.clears, onset))
+            row |= {"cut": interrupt is not None,
+                    "onset_to_interrupt_ms": None if interrupt is None else (interrupt - onset) * 1000,
+                    "onset_to_clear_ms": None if clear is None else (clear - onset) * 1000}
         rows.append(row)
     clean = rows[0]
     assert clean["heard_all"], "the reply without a sound over it was not heard in full"

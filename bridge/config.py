@@ -82,7 +82,7 @@ class LanguageConfig:
         if len(self.backchannels) > MAX_BACKCHANNELS:
             raise ValueError(f"backchannels may hold at most {MAX_BACKCHANNELS} phrases, got {len(self.backchannels)}")
         for phrase in self.backchannels:
-            if not words(phrase) or len(words(phrase)) > MAX_BACKCHANNEL_WORDS:
+            if not 1 <= len(words(phrase)) <= MAX_BACKCHANNEL_WORDS:
                 raise ValueError(f"backchannels: each phrase must have 1 to {MAX_BACKCHANNEL_WORDS} words, "
                                  f"got {phrase[:80]!r}")
 

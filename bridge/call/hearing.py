@@ -152,9 +152,7 @@ class Hearing:
         self._turn_threshold = turn_threshold
         self._turn_check: trio.CancelScope | None = None  # the end-of-turn decision in flight
         self._next_check_ms = PAUSE_MS  # silence before the next decision
-        self.turn_decisions = 0
         self._finals_pending = 0  # ended utterances whose recognition is not yet delivered
-        self.turns_ended_early = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hear the inbound audio, own the recognition tasks, and deliver recognitions in order."""
@@ -255,16 +253,18 @@ class Hearing:
                 self._turn_check = None
         if scope.cancelled_caught or turn != self._turn or not self.endpointer.paused:
             return  # the caller went on, or the turn is already over
-        self.turn_decisions += 1
         assert self._turn_threshold is not None
         if probability >= self._turn_threshold:
             self._log.debug("end of turn after %d ms of silence (p %.2f)", silence_ms, probability)
-            ended = self.endpointer.end_turn()
-            if ended is not None:
-                self.turns_ended_early += 1
-                await self._ended(ended)
+            await self._end_paused()
         else:
             self._next_check_ms = silence_ms + TURN_RECHECK_MS
+
+    async def _end_paused(self) -> None:
+        """End the paused utterance now, without waiting out its end-of-speech silence."""
+        ended = self.endpointer.end_turn()
+        assert ended is not None  # only called while the utterance is paused
+        await self._ended(ended)
 
     def _drop_turn_check(self) -> None:
         if self._turn_check is not None:
@@ -289,10 +289,7 @@ class Hearing:
         if not ep.in_speech:
             return
         if self.probing and ep.paused and ep.silence_ms >= PAUSE_MS and not self._finals_pending:
-            # The agent waits on it: it ends at its first pause (see Probing).
-            ended = ep.end_turn()
-            assert ended is not None
-            await self._ended(ended)
+            await self._end_paused()  # the agent waits on it: it ends at its first pause (see Probing)
             return
         self._check_turn()
         if not self._sustained and self.endpointer.turn_voiced_frames >= self._sustain_frames:

@@ -530,7 +530,12 @@ class Conversation:
             self._barge_in(out, now, "speech")
         if utterance is self._utterance:
             out.append(Probe(False))
-        if self._held and (barge_in or not self._undecided):
+        if barge_in or not self._undecided:
+            self._release(out, now)
+
+    def _release(self, out: list[Action], now: float) -> None:
+        """End a hold: what it kept plays on (after a cut, what comes next plays)."""
+        if self._held:
             self._held = False
             self.ledger.resume(now)
             out.append(ReleasePlayback())
@@ -561,9 +566,7 @@ class Conversation:
             self._info(out, "tokens-played", relay.TokensPlayed(cut))
         out.append(SendToApp(relay.Interrupt(utterance, heard.duration_ms)))
         self._set_agent_speaking(out, False)
-        if self._held:  # what the hold kept is gone with the cut: what comes next plays
-            self._held = False
-            out.append(ReleasePlayback())
+        self._release(out, now)
 
     def _recognised(self, out: list[Action], now: float, event: Recognised) -> None:
         utterance = self._ended.popleft() if self._ended else _Utterance()

@@ -121,7 +121,7 @@ class MarkLedger:
             self._sent.add(name)
         elif name in self._dropped:  # sent just before a clear that had already dropped it: echoed as cleared
             self._dropped.discard(name)
-            self._forget(name, MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False))
+            self._forget(name)
 
     def chunk_start(self, cycle: int) -> int:
         """Where the next chunk of ``cycle`` begins: at the cycle's last placed mark."""
@@ -133,17 +133,16 @@ class MarkLedger:
         taken = set(names)
         for name in names:
             self._sent.discard(name)
-            self._forget(name, self._pending.get(name)
-                         or MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False))
+            self._forget(name, self._pending.get(name))
             if name not in self._pending:  # echoed as played already (it played sooner than the pacer reckoned)
                 self._dropped.add(resent_name(name))  # so its resend is ignored
         self._pending = OrderedDict(
             (resent_name(k), dataclasses.replace(v, name=resent_name(k))) if k in taken else (k, v)
             for k, v in self._pending.items())
 
-    def _forget(self, name: str, mark: MarkInfo) -> None:
+    def _forget(self, name: str, mark: MarkInfo | None = None) -> None:
         """``name`` will never be played: an echo of it is the provider's answer to a ``clear``."""
-        self._cleared[name] = mark
+        self._cleared[name] = mark or MarkInfo(name=name, cycle=0, text="", chunk="", position=0, final=False)
         while len(self._cleared) > MAX_CLEARED:
             self._cleared.pop(next(iter(self._cleared)))
 

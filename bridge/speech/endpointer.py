@@ -45,9 +45,9 @@ class EndpointerSettings:
     speculate_ms: int = 100
     pre_roll_ms: int = 240
     max_utterance_ms: int = 28_000
-    # "smart": after speculate_ms of silence an end-of-turn model decides whether the caller has
-    # finished; if not, the turn ends after max_turn_silence_ms of silence at most. "silence": the
-    # turn ends after end_of_speech_silence_ms of silence.
+    # "smart": once speech pauses the runtime asks an end-of-turn model whether the caller has
+    # finished (``end_turn``); if not, the turn ends after max_turn_silence_ms of silence at most.
+    # "silence": the turn ends after end_of_speech_silence_ms of silence.
     turn_detection: str = "smart"
     max_turn_silence_ms: int = 1500
 
