@@ -40,11 +40,11 @@ from typing import Any
 from machine import machine
 from speechset import fold, phone_line, select_clips
 
-from bridge.config import MULTILINGUAL_MODEL
-from bridge.engines.models import resolve
-from bridge.engines.whisper import FULL_WINDOW_S, WhisperSettings, WhisperTranscriber
-from bridge.sim.clips import Clip
-from bridge.sim.scoring import wer
+from relay_bridge.config import MULTILINGUAL_MODEL
+from relay_bridge.engines.models import resolve
+from relay_bridge.engines.whisper import FULL_WINDOW_S, WhisperSettings, WhisperTranscriber
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.scoring import wer
 
 FILLS = (0.5, 0.67, 0.8, 1.0)
 

@@ -33,16 +33,16 @@ import trio
 from machine import machine
 from speechset import transcripts
 
-from bridge import logs
-from bridge.call.engines import SpeechEngines
-from bridge.config import Config, load, replace
-from bridge.daemon import load_engines
-from bridge.engines.whisper import FULL_WINDOW_S, WhisperTranscriber
-from bridge.loopback import first_after, run_loopback_call
-from bridge.sim.agent import AgentScript
-from bridge.sim.caller import SimulatedCaller, Spoken
-from bridge.sim.clips import Clip, load_clip
-from bridge.sim.scoring import normalise, wer
+from relay_bridge import logs
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.config import Config, load, replace
+from relay_bridge.daemon import load_engines
+from relay_bridge.engines.whisper import FULL_WINDOW_S, WhisperTranscriber
+from relay_bridge.loopback import first_after, run_loopback_call
+from relay_bridge.sim.agent import AgentScript
+from relay_bridge.sim.caller import SimulatedCaller, Spoken
+from relay_bridge.sim.clips import Clip, load_clip
+from relay_bridge.sim.scoring import normalise, wer
 
 LONG_REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "
               "sentence after sentence, the way a talkative agent does. I will keep talking about "

@@ -1,7 +1,7 @@
 """Capacity: how many concurrent conversational calls one daemon carries within the latency targets.
 
 Runs on purpose (``make bench-capacity``), never in CI. For every number of calls in ``--levels`` and
-every variant, a fresh daemon (``python -m bridge.cli serve``, real models) is started on a loopback
+every variant, a fresh daemon (``python -m relay_bridge.cli serve``, real models) is started on a loopback
 port; the example app (``ScriptedAgent``) and that many simulated Twilio callers run in this process.
 Calls arrive ``--stagger-s`` apart. Each call hears the greeting, then takes ``--turns`` turns: it says
 a real recorded utterance (Asterisk's prompts, 8 kHz human speech), the app answers with a
@@ -66,12 +66,12 @@ from soak import free_port, listening, pct, proc_sample, scan_log, to_toml
 from speechset import select_clips
 from trio_websocket import ConnectionRejected
 
-from bridge.config import load
-from bridge.loopback import first_after
-from bridge.sim.agent import AgentScript, AgentSession, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller, Spoken
-from bridge.sim.clips import Clip
-from bridge.sim.timeline import Timeline
+from relay_bridge.config import load
+from relay_bridge.loopback import first_after
+from relay_bridge.sim.agent import AgentScript, AgentSession, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller, Spoken
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.timeline import Timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_REV = "2cf2626"
@@ -178,7 +178,7 @@ def daemon_command(variant: str, port: int, app_port: int, config: Path, trees: 
     if media:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "fake_daemon.py")]
     else:
-        cmd = [sys.executable, "-m", "bridge.cli", "serve"]
+        cmd = [sys.executable, "-m", f"{package_of(trees[variant])}.cli", "serve"]
     env["PYTHONPATH"] = str(trees[variant])
     return [*cmd, "--listen", listen, "--app-url", app, "--config", str(config)], env
 
@@ -384,14 +384,25 @@ def median_of_reps(reps: list[dict[str, Any]], silence_ms: int) -> dict[str, Any
 # -- the run ------------------------------------------------------------------------------------
 
 
+PACKAGES = ("relay_bridge", "bridge")  # the import package's name now, and before the rename
+
+
+def package_of(tree: Path) -> str:
+    return next((name for name in PACKAGES if (tree / name).is_dir()), PACKAGES[0])
+
+
 def unpack_rev(rev: str) -> Path:
-    """The tree of ``rev`` under .cache/ (git archive), once."""
+    """The tree of ``rev``'s import package under .cache/ (git archive), once."""
     sha = subprocess.run(["git", "rev-parse", "--short=12", rev], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip()
     tree = ROOT / ".cache" / f"rev-{sha}"
-    if not (tree / "bridge").is_dir():
+    if not any((tree / name).is_dir() for name in PACKAGES):
         tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha, "bridge"], cwd=ROOT, check=True, capture_output=True).stdout
+        listed = subprocess.run(["git", "ls-tree", "--name-only", sha], cwd=ROOT, check=True, capture_output=True,
+                                text=True).stdout.split()
+        package = next(name for name in PACKAGES if name in listed)
+        archive = subprocess.run(["git", "archive", sha, package], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
         with tempfile.TemporaryFile() as f:
             f.write(archive)
             f.seek(0)
@@ -417,7 +428,7 @@ def bench(args: argparse.Namespace, out_dir: Path, progress: Callable[[str], Non
     silence_ms = load(None).vad.end_of_speech_silence_ms
     with tempfile.TemporaryDirectory(prefix="relay-bridge-capacity-") as tmp:
         # The daemons run a copy of this checkout's package as it was at the start of the run.
-        shutil.copytree(ROOT / "bridge", Path(tmp) / "new" / "bridge")
+        shutil.copytree(ROOT / "relay_bridge", Path(tmp) / "new" / "relay_bridge")
         trees = {"new": Path(tmp) / "new", **({"old": old_tree} if old_tree else {})}
         config = Path(tmp) / "capacity.toml"
         extra: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Engine CPU per call: how many of ``bench_capacity``'s conversational calls the cores can carry at all.
 
 Runs on purpose (``make bench-cost``), never in CI. The default models are loaded as the daemon loads
-them (``bridge.daemon.load_engines``, default config) and, one at a time in this otherwise idle
+them (``relay_bridge.daemon.load_engines``, default config) and, one at a time in this otherwise idle
 process, on a seeded sample of the capacity benchmark's clips (English prompts of 1-6 s):
 
   final_cpu_s      one final recognition of the clip as the bridge hears it (phone line, 16 kHz)
@@ -44,12 +44,12 @@ from bench_capacity import GREETING, TARGETS, answer
 from machine import machine
 from speechset import phone_line, select_clips
 
-from bridge.audio.resample import pcm16_to_float, resample_once
-from bridge.audio.telephony import SAMPLE_RATE_HZ
-from bridge.call.hearing import PARTIAL_INTERVAL_MS
-from bridge.config import load
-from bridge.daemon import load_engines
-from bridge.engines.schedule import cpu_cores
+from relay_bridge.audio.resample import pcm16_to_float, resample_once
+from relay_bridge.audio.telephony import SAMPLE_RATE_HZ
+from relay_bridge.call.hearing import PARTIAL_INTERVAL_MS
+from relay_bridge.config import load
+from relay_bridge.daemon import load_engines
+from relay_bridge.engines.schedule import cpu_cores
 
 QUIET_S = 0.4  # the caller's wait for the agent to fall quiet (bench_capacity's wait_agent_done)
 PAUSE_S = (0.3, 1.0)  # the caller's pause after a reply before its next utterance

@@ -33,11 +33,11 @@ from machine import machine
 from numpy.typing import NDArray
 from speechset import fold, phone_line, select_clips
 
-from bridge.config import MULTILINGUAL_MODEL
-from bridge.engines.models import resolve
-from bridge.engines.whisper import LOW_LOGPROB, NO_SPEECH_PROB, WhisperSettings, WhisperTranscriber
-from bridge.sim.clips import Clip, bundled_clips
-from bridge.sim.scoring import wer
+from relay_bridge.config import MULTILINGUAL_MODEL
+from relay_bridge.engines.models import resolve
+from relay_bridge.engines.whisper import LOW_LOGPROB, NO_SPEECH_PROB, WhisperSettings, WhisperTranscriber
+from relay_bridge.sim.clips import Clip, bundled_clips
+from relay_bridge.sim.scoring import wer
 
 
 def hints_for(clip: Clip) -> str:

@@ -21,7 +21,7 @@ Then sounds over agent speech, one call per variant: the caller presses a key, t
 with a reply of a few sentences, and 0.8-2.0 s into it the caller makes a sound:
 
   ack        a real acknowledgement ("Thank you.", twice; "Oh."; "O. K.", spoken as two letters)
-  noise      a synthetic cough, knock, line crackle or hum (``bridge.sim.noise``)
+  noise      a synthetic cough, knock, line crackle or hum (``relay_bridge.sim.noise``)
   words      a real utterance (a prompt of the set): a real interruption
 
 Reported: the share of each kind that cut the agent (the app got ``interrupt``), the share after
@@ -51,18 +51,18 @@ from bench_calls import asr_trial, summary
 from machine import machine
 from speechset import SOUNDS, phone_line, select_clips
 
-from bridge import logs
-from bridge.audio.telephony import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ
-from bridge.call.engines import SpeechEngines
-from bridge.config import load, replace
-from bridge.daemon import load_engines
-from bridge.engines.turn import TurnModel
-from bridge.loopback import first_after, run_loopback_call
-from bridge.sim.agent import AgentScript
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip, load_clip
-from bridge.sim.noise import KINDS, noise_burst
-from bridge.sim.scoring import normalise
+from relay_bridge import logs
+from relay_bridge.audio.telephony import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE_HZ
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.config import load, replace
+from relay_bridge.daemon import load_engines
+from relay_bridge.engines.turn import TurnModel
+from relay_bridge.loopback import first_after, run_loopback_call
+from relay_bridge.sim.agent import AgentScript
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip, load_clip
+from relay_bridge.sim.noise import KINDS, noise_burst
+from relay_bridge.sim.scoring import normalise
 
 MIN_GAP_MS = 40  # a gap between words the VAD can see (two 20 ms frames)
 REPLY = ("Here is a long answer, so that you have time to interrupt me. It goes on for a while, "

@@ -1,7 +1,7 @@
 """The daemon with deterministic engines instead of models: the media path alone, for bench_capacity.
 
 Usage: ``fake_daemon.py --listen HOST:PORT --app-url URL --config FILE``. Everything but the engines
-is the real daemon (``bridge.daemon.run``): server, calls, pacing, codecs. The fake recogniser answers
+is the real daemon (``relay_bridge.daemon.run``): server, calls, pacing, codecs. The fake recogniser answers
 at once; the fake voice renders a tone at 16 kHz, so resampling to 8 kHz still runs.
 """
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import trio
 
-from bridge import logs
-from bridge.call.engines import SpeechEngines
-from bridge.config import load, replace
-from bridge.daemon import run
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge import logs
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.config import load, replace
+from relay_bridge.daemon import run
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
 
 MS_PER_CHAR = 60.0  # about Piper's speaking rate
 

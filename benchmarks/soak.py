@@ -1,7 +1,7 @@
 """Soak test: the real daemon, N simulated calls back to back for M minutes; RSS, descriptors, errors.
 
 Runs on purpose (``make soak``), never in CI. The daemon is started as a subprocess
-(``python -m bridge.cli serve``) on a free loopback port with a generated config and the real
+(``python -m relay_bridge.cli serve``) on a free loopback port with a generated config and the real
 models; the example app (``ScriptedAgent``) runs in this process on another loopback port. N call
 slots each run simulated Twilio calls (``SimulatedCaller`` over a real WebSocket to ``/media``) one
 after another until M minutes have passed. A call lasts a seeded random 20-40 s: it hears the
@@ -80,13 +80,13 @@ from machine import machine
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto.utilities import LocalProtocolError
 
-from bridge.config import ConfigError, load
-from bridge.loopback import first_after
-from bridge.server import ServerSettings
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller, Spoken
-from bridge.sim.clips import Clip, bundled_clips
-from bridge.sim.timeline import Timeline
+from relay_bridge.config import ConfigError, load
+from relay_bridge.loopback import first_after
+from relay_bridge.server import ServerSettings
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller, Spoken
+from relay_bridge.sim.clips import Clip, bundled_clips
+from relay_bridge.sim.timeline import Timeline
 
 LATE_GAP_MS = 60.0
 GAP_BUCKETS_MS = ((60, 100), (100, 200), (200, 500), (500, 1000), (1000, 1_000_000))
@@ -375,7 +375,7 @@ class Soak:
             app_port = await nursery.start(self.agent.serve, "127.0.0.1", 0)
             port = free_port()
             self.url = f"ws://127.0.0.1:{port}/media"
-            self.command = [sys.executable, "-m", "bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
+            self.command = [sys.executable, "-m", "relay_bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
                             "--app-url", f"ws://127.0.0.1:{app_port}", "--config", str(self.config_path)]
             started = trio.current_time()
             self.proc = await trio.lowlevel.open_process(self.command, stdin=subprocess.DEVNULL,

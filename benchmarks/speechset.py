@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.resample import pcm16_to_float, resample_once
-from bridge.sim.clips import Clip, load_clip
-from bridge.sim.scoring import normalise
+from relay_bridge.audio.g711 import ulaw_decode, ulaw_encode
+from relay_bridge.audio.resample import pcm16_to_float, resample_once
+from relay_bridge.sim.clips import Clip, load_clip
+from relay_bridge.sim.scoring import normalise
 
 SOUNDS = {"en": "usr/share/asterisk/sounds/en_US_f_Allison", "es": "usr/share/asterisk/sounds/es_MX_f_Allison"}
 TRANSCRIPTS = {"en": "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz",

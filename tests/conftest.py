@@ -6,8 +6,8 @@ from typing import TypeVar
 import pytest
 import trio.testing
 
-from bridge.call import engines
-from bridge.sim.clips import Clip, bundled_clips
+from relay_bridge.call import engines
+from relay_bridge.sim.clips import Clip, bundled_clips
 
 T = TypeVar("T")
 

@@ -26,14 +26,14 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from bridge.call.engines import SpeechEngines
-from bridge.call.record import CallStats
-from bridge.config import Config, replace
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.protocols.wsquirks import closing_pongs_only
-from bridge.server import AppConnector, MediaStreamsServer, ServerSettings
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.timeline import Timeline
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.call.record import CallStats
+from relay_bridge.config import Config, replace
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.protocols.wsquirks import closing_pongs_only
+from relay_bridge.server import AppConnector, MediaStreamsServer, ServerSettings
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.timeline import Timeline
 
 AppHandler = Callable[[WebSocketRequest], Awaitable[None]]
 APP_URL = "ws://app.test/relay"

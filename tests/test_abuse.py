@@ -21,21 +21,21 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 
-from bridge.call import engines as engines_module
-from bridge.call.record import MAX_RECORDED_EVENTS, CallStats
-from bridge.config import load
-from bridge.conversation.events import EndReason
-from bridge.engines.fake import FakeTranscriber
-from bridge.logs import SafeFormatter
-from bridge.protocols import relay
-from bridge.protocols import telnyx_media as tx
-from bridge.protocols.media_streams import MediaStreamsProvider
-from bridge.protocols.signature import twilio_signature
-from bridge.server import MediaStreamsServer
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.timeline import Timeline
+from relay_bridge.call import engines as engines_module
+from relay_bridge.call.record import MAX_RECORDED_EVENTS, CallStats
+from relay_bridge.config import load
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.engines.fake import FakeTranscriber
+from relay_bridge.logs import SafeFormatter
+from relay_bridge.protocols import relay
+from relay_bridge.protocols import telnyx_media as tx
+from relay_bridge.protocols.media_streams import MediaStreamsProvider
+from relay_bridge.protocols.signature import twilio_signature
+from relay_bridge.server import MediaStreamsServer
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.timeline import Timeline
 from tests.harness import (
     APP_URL,
     MemoryNetwork,
@@ -476,7 +476,7 @@ async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_
     assert engines.synthesizer.texts == []  # nothing of the greeting was spoken
     assert engines.transcriber.hints == []  # the hints never reached a recognition
     # The same limits hold for the config's session defaults (call parameters stop at the codec's limit).
-    from bridge.settings import SessionSettings
+    from relay_bridge.settings import SessionSettings
 
     with pytest.raises(ValueError, match="hints must be at most 4096"):
         SessionSettings(hints="word, " * 1000)
@@ -489,7 +489,7 @@ async def test_oversized_hints_and_greetings_are_refused_with_an_error(autojump_
 
 def test_a_call_sid_with_a_newline_cannot_forge_a_log_line() -> None:
     formatter = SafeFormatter("%(levelname)s %(message)s")
-    record = logging.LogRecord("bridge.call.call", logging.INFO, __file__, 1, "[%s MZ1] call started",
+    record = logging.LogRecord("relay_bridge.call.call", logging.INFO, __file__, 1, "[%s MZ1] call started",
                                ("CA1\nERROR bridge: forged",), None)
     line = formatter.format(record)
     assert "\n" not in line and "CA1\\nERROR bridge: forged" in line
@@ -499,7 +499,7 @@ async def test_transcripts_are_not_logged_at_info(autojump_clock: object, caplog
                                                   clips: dict[str, Clip]) -> None:
     app = ScriptedAgent(Timeline())
     caplog.set_level(logging.INFO)
-    logging.getLogger("bridge.transcripts").setLevel(logging.WARNING)  # what logs.configure does at INFO
+    logging.getLogger("relay_bridge.transcripts").setLevel(logging.WARNING)  # what logs.configure does at INFO
     try:
         async def script(caller: SimulatedCaller) -> None:
             await caller.say(clips["agent-pass"])
@@ -508,7 +508,7 @@ async def test_transcripts_are_not_logged_at_info(autojump_clock: object, caplog
 
         result = await run_memory_call(fake_engines(("a secret account number",)), settings(), app.handle, script)
     finally:
-        logging.getLogger("bridge.transcripts").setLevel(logging.NOTSET)
+        logging.getLogger("relay_bridge.transcripts").setLevel(logging.NOTSET)
     assert result.stats.count("prompt") == 1
     assert "secret account number" not in caplog.text
     assert "prompt of 23 character(s)" in caplog.text
@@ -539,20 +539,20 @@ async def test_a_peer_cannot_flood_the_log(autojump_clock: object, caplog: pytes
 
 
 def test_logs_configure_keeps_transcripts_quiet_at_info_only() -> None:
-    from bridge import logs
+    from relay_bridge import logs
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         logs.configure("INFO")
-        assert not logging.getLogger("bridge.transcripts").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("relay_bridge.transcripts").isEnabledFor(logging.INFO)
         logs.configure("INFO", log_transcripts=True)
-        assert logging.getLogger("bridge.transcripts").isEnabledFor(logging.INFO)
+        assert logging.getLogger("relay_bridge.transcripts").isEnabledFor(logging.INFO)
         logs.configure("DEBUG")
-        assert logging.getLogger("bridge.transcripts").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("relay_bridge.transcripts").isEnabledFor(logging.DEBUG)
     finally:
         root.handlers[:], root.level = handlers, level
-        logging.getLogger("bridge.transcripts").setLevel(logging.NOTSET)
+        logging.getLogger("relay_bridge.transcripts").setLevel(logging.NOTSET)
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -560,7 +560,7 @@ def test_logs_configure_keeps_transcripts_quiet_at_info_only() -> None:
 
 def test_secrets_come_from_files_the_environment_or_systemd_credentials(tmp_path: Any,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.config import ConfigError
+    from relay_bridge.config import ConfigError
 
     secret = tmp_path / "token"
     secret.write_text("from-a-file\n")
@@ -593,7 +593,7 @@ def test_abandoned_engine_work_is_waited_for_before_the_process_exits() -> None:
     import threading
     import time
 
-    from bridge.call.engines import run_in_worker, wait_engines_idle
+    from relay_bridge.call.engines import run_in_worker, wait_engines_idle
 
     finished = threading.Event()
 
@@ -613,7 +613,7 @@ def test_abandoned_engine_work_is_waited_for_before_the_process_exits() -> None:
 def test_a_pong_refused_on_a_closing_socket_is_not_a_failed_connection() -> None:
     from wsproto.utilities import LocalProtocolError
 
-    from bridge.protocols.wsquirks import closing_pongs_only
+    from relay_bridge.protocols.wsquirks import closing_pongs_only
 
     pong = LocalProtocolError("Event Pong(payload=b'') cannot be sent in state ConnectionState.LOCAL_CLOSING.")
     assert closing_pongs_only(ExceptionGroup("x", [ExceptionGroup("y", [pong])]))

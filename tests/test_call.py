@@ -9,14 +9,14 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from bridge.conversation.events import EndReason
-from bridge.engines.schedule import Priority
-from bridge.protocols import relay
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SILENT_FRAME, SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.timeline import Timeline
-from bridge.speech.chunker import chunk_text
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.engines.schedule import Priority
+from relay_bridge.protocols import relay
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SILENT_FRAME, SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.timeline import Timeline
+from relay_bridge.speech.chunker import chunk_text
 from tests.harness import fake_engines, heard_through, run_memory_call, settings
 
 LONG_REPLY = ("First sentence of a long answer. Second sentence keeps going. Third sentence is here. "
@@ -513,7 +513,7 @@ async def test_invalid_session_parameters_are_reported_to_the_app(autojump_clock
 async def test_the_example_app_survives_a_call_ending_while_it_streams_a_reply(autojump_clock: object) -> None:
     """The bridge may close the app socket between two tokens of a reply (the caller hung up): the reply
     stops there, and nothing escapes into the app's server (which would end every other session)."""
-    from bridge.sim.agent import AgentSession
+    from relay_bridge.sim.agent import AgentSession
     from tests.harness import MemoryNetwork
 
     app = ScriptedAgent(Timeline())

@@ -18,22 +18,22 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from bridge.call.call import PROVIDER_IDLE_TIMEOUT_S
-from bridge.call.engines import SpeechEngines
-from bridge.call.inbox import Inbox
-from bridge.call.opening import START_TIMEOUT_S
-from bridge.call.playback import Playback
-from bridge.call.record import CallLogger
-from bridge.call.speaker import Speaker
-from bridge.conversation import events as ev
-from bridge.conversation.events import EndReason
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.protocols import relay
-from bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
-from bridge.protocols.telnyx_media import TelnyxMediaProvider
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.timeline import Timeline
+from relay_bridge.call.call import PROVIDER_IDLE_TIMEOUT_S
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.call.inbox import Inbox
+from relay_bridge.call.opening import START_TIMEOUT_S
+from relay_bridge.call.playback import Playback
+from relay_bridge.call.record import CallLogger
+from relay_bridge.call.speaker import Speaker
+from relay_bridge.conversation import events as ev
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.protocols import relay
+from relay_bridge.protocols.media_streams import MediaStreamsBridge, MediaStreamsProvider
+from relay_bridge.protocols.telnyx_media import TelnyxMediaProvider
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.timeline import Timeline
 from tests.harness import MemoryNetwork, bridge_server, fake_engines, run_memory_call, settings
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bridge.speech.chunker import MAX_MARK_RUN, TextChunker, chunk_text
+from relay_bridge.speech.chunker import MAX_MARK_RUN, TextChunker, chunk_text
 
 
 def feed_all(tokens: list[str], chunker: TextChunker | None = None) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import (
+from relay_bridge.config import (
     AsrConfig,
     Config,
     ConfigError,
@@ -20,8 +20,8 @@ from bridge.config import (
     load,
     replace,
 )
-from bridge.settings import ServerSettings, SessionSettings, check_ws_url, split_listen
-from bridge.speech.endpointer import EndpointerSettings
+from relay_bridge.settings import ServerSettings, SessionSettings, check_ws_url, split_listen
+from relay_bridge.speech.endpointer import EndpointerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config" / "relay-bridge.toml"

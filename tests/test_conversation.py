@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bridge.conversation import events as ev
-from bridge.conversation.machine import Conversation
-from bridge.protocols import relay
-from bridge.protocols.marks import resent_name
-from bridge.settings import SessionSettings
+from relay_bridge.conversation import events as ev
+from relay_bridge.conversation.machine import Conversation
+from relay_bridge.protocols import relay
+from relay_bridge.protocols.marks import resent_name
+from relay_bridge.settings import SessionSettings
 
 WORD_BYTES = 800  # 100 ms of 8 kHz mu-law a word
 TONE_BYTES = 1600
@@ -625,7 +625,7 @@ ROWS = {
     ("1.3 play", "a source that cannot be played"): "test_a_play_that_fails_is_an_error_and_the_queue_goes_on",
     ("1.3 play", "interruptible per play"): "test_a_play_of_loop_zero_is_queued_a_thousand_times_and_cut_like_speech",
     ("1.3 play", "preemptible per play"): "test_preemption",
-    ("1.3 play", "fetched over HTTP"): "not the conversation's: bridge/net (tests/test_play_sources.py)",
+    ("1.3 play", "fetched over HTTP"): "not the conversation's: relay_bridge/net (tests/test_play_sources.py)",
     ("1.3 sendDigits", "same queue as text"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
     ("1.3 sendDigits", "text still open is flushed"): "test_play_and_digits_are_cycles_of_their_own_behind_open_text",
     ("1.3 sendDigits", "sent while the caller talks"):
@@ -636,7 +636,7 @@ ROWS = {
     ("1.3 language", "ttsLanguage/transcriptionLanguage"): "test_a_language_message_switches_voice_and_recognition",
     ("1.3 language", "a switch in the middle"): "test_a_switch_mid_reply_keeps_the_old_voice_for_text_sent_before_it",
     ("1.3 end", "closes the app socket"): "test_end_and_stop_end_the_call_with_their_reasons",
-    ("1.3 end", "session-ended callback"): "not the conversation's: bridge/net (tests/test_handoff.py)",
+    ("1.3 end", "session-ended callback"): "not the conversation's: relay_bridge/net (tests/test_handoff.py)",
     ("1.3 end", "after a hangup"): "test_end_and_stop_end_the_call_with_their_reasons",
     ("1.3 Oct 2026", "config and hints"): "n/a (tests/test_relay_behaviours.py)",
     ("1.4 interruptible", "none/dtmf/speech/any"): "test_interruptible_matrix",

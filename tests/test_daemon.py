@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.scoring import wer
-from bridge.sim.timeline import Timeline
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.scoring import wer
+from relay_bridge.sim.timeline import Timeline
 
 pytestmark = pytest.mark.models
 
@@ -76,7 +76,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                    "WATCHDOG_USEC": "400000"}
             with log.open("wb") as out:
                 proc = await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                    [sys.executable, "-m", "relay_bridge.cli", "serve", "--listen", f"127.0.0.1:{port}",
                      "--app-url", f"ws://127.0.0.1:{app_port}"], stdout=out, stderr=subprocess.STDOUT, env=env)
                 try:
                     with trio.fail_after(60):
@@ -122,7 +122,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
 def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[vad]\nspeech_start_msx = 3\n")
-    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "relay_bridge.cli", "serve", "--config", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown key 'vad.speech_start_msx'" in proc.stderr
@@ -130,7 +130,7 @@ def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None
 
 def test_a_missing_config_named_by_the_environment_is_an_error(tmp_path: Path) -> None:
     env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(tmp_path / "missing.toml")}
-    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "relay_bridge.cli", "serve"], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 2
     assert "cannot read config" in proc.stderr
@@ -139,7 +139,7 @@ def test_a_missing_config_named_by_the_environment_is_an_error(tmp_path: Path) -
 def test_serve_without_any_authentication_exits_2_naming_both_ways_out() -> None:
     shipped = Path(__file__).parents[1] / "config/relay-bridge.toml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_BRIDGE_") and k != "CREDENTIALS_DIRECTORY"}
-    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(shipped)],
+    proc = subprocess.run([sys.executable, "-m", "relay_bridge.cli", "serve", "--config", str(shipped)],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2, proc.stderr
     assert "server.twilio_auth_token" in proc.stderr and "server.telnyx_stream_token" in proc.stderr
@@ -149,14 +149,14 @@ def test_serve_without_any_authentication_exits_2_naming_both_ways_out() -> None
 def test_a_twilio_token_without_public_url_is_a_startup_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[server]\ntwilio_auth_token = "secret"\n')
-    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--config", str(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "relay_bridge.cli", "serve", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "twilio_auth_token needs public_url" in proc.stderr
 
 
 def test_the_config_origin_says_which_file_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.cli import config_origin
+    from relay_bridge.cli import config_origin
 
     given = tmp_path / "a.toml"
     assert config_origin(given, given) == f"{given} (--config)"
@@ -168,7 +168,7 @@ def test_the_config_origin_says_which_file_and_why(tmp_path: Path, monkeypatch: 
 
 
 async def test_watchdog_pings_come_from_the_event_loop_and_stop_when_it_is_blocked() -> None:
-    from bridge.daemon import notify_systemd, watchdog_interval
+    from relay_bridge.daemon import notify_systemd, watchdog_interval
 
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # another process's

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from bridge.audio.decode import DecodeError, DecodeStopped, decode_audio, encode_audio, sniff
+from relay_bridge.audio.decode import DecodeError, DecodeStopped, decode_audio, encode_audio, sniff
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.3) -> NDArray[np.int16]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.audio.dtmf import FREQUENCIES, GAP_MS, PAUSE_MS, TONE_MS, detect_dtmf, dtmf_tones
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.telephony import SAMPLE_RATE_HZ
+from relay_bridge.audio.dtmf import FREQUENCIES, GAP_MS, PAUSE_MS, TONE_MS, detect_dtmf, dtmf_tones
+from relay_bridge.audio.g711 import ulaw_decode, ulaw_encode
+from relay_bridge.audio.telephony import SAMPLE_RATE_HZ
 
 
 def phone_line(samples: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]

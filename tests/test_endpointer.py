@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bridge.audio.telephony import FRAME_SAMPLES, SAMPLE_RATE_HZ
-from bridge.sim.clips import BUNDLED, Clip, read_wav, speech_bounds
-from bridge.speech.endpointer import (
+from relay_bridge.audio.telephony import FRAME_SAMPLES, SAMPLE_RATE_HZ
+from relay_bridge.sim.clips import BUNDLED, Clip, read_wav, speech_bounds
+from relay_bridge.speech.endpointer import (
     Endpointer,
     EndpointerEvent,
     EndpointerSettings,

@@ -28,15 +28,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from bridge.call import engines
-from bridge.daemon import task_count
-from bridge.protocols import relay
-from bridge.protocols.media_streams import MediaStreamsProvider
-from bridge.protocols.telnyx_media import TelnyxMediaProvider
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.timeline import Timeline
+from relay_bridge.call import engines
+from relay_bridge.daemon import task_count
+from relay_bridge.protocols import relay
+from relay_bridge.protocols.media_streams import MediaStreamsProvider
+from relay_bridge.protocols.telnyx_media import TelnyxMediaProvider
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.timeline import Timeline
 from tests.harness import MemoryNetwork, bridge_server, fake_engines, fuzz_settings
 from tests.harness import settings as bridge_settings
 

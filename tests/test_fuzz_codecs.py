@@ -28,11 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from bridge.protocols import relay
-from bridge.protocols.fields import FrameError
-from bridge.protocols.media_streams import InvalidFrame, MediaStreamsBridge, MediaStreamsProvider
-from bridge.protocols.provider import ProviderSniffer
-from bridge.protocols.telnyx_media import TelnyxMediaBridge, TelnyxMediaProvider, TelnyxStart
+from relay_bridge.protocols import relay
+from relay_bridge.protocols.fields import FrameError
+from relay_bridge.protocols.media_streams import InvalidFrame, MediaStreamsBridge, MediaStreamsProvider
+from relay_bridge.protocols.provider import ProviderSniffer
+from relay_bridge.protocols.telnyx_media import TelnyxMediaBridge, TelnyxMediaProvider, TelnyxStart
 from tests.harness import fuzz_settings
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

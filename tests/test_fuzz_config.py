@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from bridge.config import Config, ConfigError, load
+from relay_bridge.config import Config, ConfigError, load
 from tests.harness import fuzz_settings
 
 EXAMPLES = fuzz_settings(ci=300, fuzz=2_000, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.audio.g711 import (
+from relay_bridge.audio.g711 import (
     ALAW_SILENCE_BYTE,
     ALAW_TO_PCM16,
     PCM16_TO_ALAW,

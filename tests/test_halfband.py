@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bridge.audio.halfband import DELAY_16K, HALFBAND_TAPS, TAPS, Decimator, Interpolator
+from relay_bridge.audio.halfband import DELAY_16K, HALFBAND_TAPS, TAPS, Decimator, Interpolator
 
 
 def tone(freq_hz: float, rate: int, n: int, amplitude: float = 10000.0) -> NDArray[np.int16]:

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.net.handoff import SessionReport, deliver_session_end
-from bridge.settings import HandoffSettings
+from relay_bridge.net.handoff import SessionReport, deliver_session_end
+from relay_bridge.settings import HandoffSettings
 from tests.httpserver import Received, answer, open_http_server, response
 
 ACCOUNT = "AC" + "a1" * 16

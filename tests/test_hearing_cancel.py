@@ -14,12 +14,12 @@ import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from bridge.call.engines import Claim, Recognised, Scheduler
-from bridge.call.hearing import Hearing
-from bridge.call.inbox import Inbox
-from bridge.conversation import events as ev
-from bridge.engines.schedule import Priority
-from bridge.speech.endpointer import EndpointerSettings, SpeechEnded, SpeechPaused, SpeechStarted
+from relay_bridge.call.engines import Claim, Recognised, Scheduler
+from relay_bridge.call.hearing import Hearing
+from relay_bridge.call.inbox import Inbox
+from relay_bridge.conversation import events as ev
+from relay_bridge.engines.schedule import Priority
+from relay_bridge.speech.endpointer import EndpointerSettings, SpeechEnded, SpeechPaused, SpeechStarted
 
 
 class ScriptedEndpointer:

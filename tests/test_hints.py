@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.engines.whisper import MAX_HINTS_CHARS, hint_prompt, join_hints
+from relay_bridge.engines.whisper import MAX_HINTS_CHARS, hint_prompt, join_hints
 
 
 def test_join_hints_is_linear_in_many_distinct_phrases() -> None:

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import trio
 
-from bridge.audio.telephony import FRAME_BYTES
-from bridge.call import engines as engines_module
-from bridge.call.engines import Claim, SpeechEngines
-from bridge.conversation import events as ev
-from bridge.conversation.judge import Judge, Verdict, backchannels_for, words
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.engines.schedule import Priority
-from bridge.protocols.marks import resent_name
-from bridge.sim.agent import AgentSession
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.noise import noise_burst
+from relay_bridge.audio.telephony import FRAME_BYTES
+from relay_bridge.call import engines as engines_module
+from relay_bridge.call.engines import Claim, SpeechEngines
+from relay_bridge.conversation import events as ev
+from relay_bridge.conversation.judge import Judge, Verdict, backchannels_for, words
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.engines.schedule import Priority
+from relay_bridge.protocols.marks import resent_name
+from relay_bridge.sim.agent import AgentSession
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.noise import noise_burst
 from tests.harness import CallResult, run_memory_call, settings
 from tests.test_call import LONG_REPLY, agent
 from tests.test_call_robustness import quiet_playback

@@ -10,8 +10,8 @@ import trio
 import trio.testing
 import trustme
 
-from bridge.net.http import FetchPolicy, HttpError, address_problem, http_get, http_post_form, without_credentials
-from bridge.settings import host_allowed
+from relay_bridge.net.http import FetchPolicy, HttpError, address_problem, http_get, http_post_form, without_credentials
+from relay_bridge.settings import host_allowed
 from tests.httpserver import Received, RoutedSocketFactory, StaticResolver, answer, open_http_server, response
 
 LOCAL = FetchPolicy(max_bytes=1000, timeout_s=10, allow_private=True)

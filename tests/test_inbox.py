@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.lowlevel
 
-from bridge.call.inbox import FrameQueue, Inbox
+from relay_bridge.call.inbox import FrameQueue, Inbox
 
 
 async def test_events_come_out_in_arrival_order_whoever_sent_them(autojump_clock: object) -> None:

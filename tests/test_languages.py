@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import trio
 
-from bridge.call.engines import LanguageEngines, Recognised, SpeechEngines, UnknownLanguage
-from bridge.config import MULTILINGUAL_MODEL, ConfigError, LanguageConfig, ModelChoice, load, replace
-from bridge.engines.base import Transcript, match_language
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.engines.whisper import hint_prompt, join_hints
-from bridge.settings import SessionSettings, session_for_call
+from relay_bridge.call.engines import LanguageEngines, Recognised, SpeechEngines, UnknownLanguage
+from relay_bridge.config import MULTILINGUAL_MODEL, ConfigError, LanguageConfig, ModelChoice, load, replace
+from relay_bridge.engines.base import Transcript, match_language
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.engines.whisper import hint_prompt, join_hints
+from relay_bridge.settings import SessionSettings, session_for_call
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "relay-bridge.toml"
 SPANISH = [{"code": "en-US"}, {"code": "es-ES", "voice": "/voices/es_ES-davefx-medium.onnx"}]

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "bridge"
-PURE = ("bridge.audio", "bridge.protocols", "bridge.speech", "bridge.engines", "bridge.conversation", "bridge.settings")
-RUNTIME = ("bridge.call", "bridge.net", "bridge.server")
-SIM = ("bridge.sim",)
-PROCESS = ("bridge.config", "bridge.daemon", "bridge.cli", "bridge.logs", "bridge.demo", "bridge.loopback")
+ROOT = Path(__file__).resolve().parents[1] / "relay_bridge"
+PURE = ("relay_bridge.audio", "relay_bridge.protocols", "relay_bridge.speech", "relay_bridge.engines",
+        "relay_bridge.conversation", "relay_bridge.settings")
+RUNTIME = ("relay_bridge.call", "relay_bridge.net", "relay_bridge.server")
+SIM = ("relay_bridge.sim",)
+PROCESS = ("relay_bridge.config", "relay_bridge.daemon", "relay_bridge.cli", "relay_bridge.logs", "relay_bridge.demo",
+           "relay_bridge.loopback")
 IO_MODULES = ("trio", "trio_websocket", "socket", "logging", "asyncio", "threading", "time")
 
 # What each layer may import from the project.
@@ -47,13 +49,16 @@ def imports(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "relay_bridge" and node.level == 0:
+            # from relay_bridge import logs (a module) or __version__ (the package's own)
+            found += [f"relay_bridge.{a.name}" for a in node.names if not a.name.startswith("__")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append(node.module)
     return found
 
 
 def test_every_module_has_a_layer() -> None:
-    unplaced = [name for name, _ in modules() if layer(name) == "package" and name != "bridge"]
+    unplaced = [name for name, _ in modules() if layer(name) == "package" and name != "relay_bridge"]
     assert unplaced == []
 
 
@@ -64,7 +69,7 @@ def test_imports_point_downward(name: str, path: Path) -> None:
         return
     allowed = ALLOWED[own]
     for imported in imports(path):
-        if imported.startswith("bridge."):
+        if imported.startswith("relay_bridge."):
             assert any(imported == p or imported.startswith(p + ".") for p in allowed), \
                 f"{name} ({own}) imports {imported}"
         if own == "pure":
@@ -74,8 +79,9 @@ def test_imports_point_downward(name: str, path: Path) -> None:
 
 def test_loading_the_config_imports_no_runtime() -> None:
     """Settings live at the bottom of the tree: a tool that only reads the config needs no event loop."""
-    code = ("import sys, bridge.config; "
+    code = ("import sys, relay_bridge.config; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'trio', 'trio_websocket', 'wsproto'}), "
-            "sorted(m for m in sys.modules if m.startswith(('bridge.call', 'bridge.server', 'bridge.net'))))")
+            "sorted(m for m in sys.modules "
+            "if m.startswith(('relay_bridge.call', 'relay_bridge.server', 'relay_bridge.net'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"

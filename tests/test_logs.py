@@ -11,7 +11,7 @@ import pytest
 
 LOG_SOME = """
 import logging
-from bridge import logs
+from relay_bridge import logs
 logs.configure("DEBUG")
 log = logging.getLogger("bridge.test")
 log.debug("fine detail")

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bridge.audio.telephony import SAMPLE_RATE_HZ
-from bridge.protocols.marks import EchoKind, Heard, MarkInfo, MarkLedger, fragment
+from relay_bridge.audio.telephony import SAMPLE_RATE_HZ
+from relay_bridge.protocols.marks import EchoKind, Heard, MarkInfo, MarkLedger, fragment
 
 
 def placed(ledger: MarkLedger, cycle: int, text: str, chunk: str, **kwargs: Any) -> MarkInfo:

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.audio.decode import encode_audio
-from bridge.net.media import MediaCache, MediaError, load_media
-from bridge.settings import PlaySettings
+from relay_bridge.audio.decode import encode_audio
+from relay_bridge.net.media import MediaCache, MediaError, load_media
+from relay_bridge.settings import PlaySettings
 from tests.httpserver import Received, answer, open_http_server, response
 
 LOCAL = PlaySettings(allow_private=True, max_bytes=100_000, timeout_ms=10_000, max_duration_s=5)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_NAME_CHARS, MAX_PARAMETER_VALUE_CHARS
-from bridge.protocols.media_streams import (
+from relay_bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_NAME_CHARS, MAX_PARAMETER_VALUE_CHARS
+from relay_bridge.protocols.media_streams import (
     Clear,
     Connected,
     Dtmf,
@@ -269,7 +269,7 @@ INVALID: list[tuple[str, str, str | bytes, str]] = [
      dumps(start_obj(mediaFormat={"sampleRate": 8000, "channels": 1})), "start.mediaFormat.encoding"),
     ("start-params-not-object", FRESH, dumps(start_obj(customParameters=["a"])), "start.customParameters"),
     ("start-tracks-not-list", FRESH, dumps(start_obj(tracks="inbound")), "start.tracks"),
-    # Peer input that json.loads takes but the bridge cannot carry (see bridge/protocols/fields.py).
+    # Peer input that json.loads takes but the bridge cannot carry (see relay_bridge/protocols/fields.py).
     ("chunk-thousands-of-digits", AFTER_START, dumps(media_obj(chunk="1" * 5000)), "media.chunk"),
     ("chunk-21-digits", AFTER_START, dumps(media_obj(chunk="1" * 21)), "media.chunk"),
     ("sequence-21-digits", AFTER_START, dumps({**media_obj(), "sequenceNumber": "9" * 21}), "sequenceNumber"),

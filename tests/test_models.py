@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.engines.models import (
+from relay_bridge.engines.models import (
     ManifestEntry,
     ManifestFile,
     ManifestSource,

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import trio
 
-from bridge.audio.decode import NO_PROTOCOLS, DecodeError, DecodeStopped, decode_audio, encode_audio
-from bridge.net import media
-from bridge.net.media import MediaCache, MediaError, load_media
-from bridge.protocols import relay
-from bridge.settings import PlaySettings
+from relay_bridge.audio.decode import NO_PROTOCOLS, DecodeError, DecodeStopped, decode_audio, encode_audio
+from relay_bridge.net import media
+from relay_bridge.net.media import MediaCache, MediaError, load_media
+from relay_bridge.protocols import relay
+from relay_bridge.settings import PlaySettings
 from tests import httpserver
 from tests.httpserver import Received, answer, open_http_server, response
 from tests.test_relay_behaviours import call, listen_to_the_end, play, played, sends

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.protocols import media_streams as ms
-from bridge.protocols import telnyx_media as tx
-from bridge.protocols.provider import ProviderCodec, ProviderSniffer, sniff_provider
+from relay_bridge.protocols import media_streams as ms
+from relay_bridge.protocols import telnyx_media as tx
+from relay_bridge.protocols.provider import ProviderCodec, ProviderSniffer, sniff_provider
 
 TWILIO_CONNECTED = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
 TELNYX_CONNECTED = '{"event":"connected","version":"1.0.0"}'
@@ -71,7 +71,7 @@ def test_after_deciding_frames_go_straight_to_the_codec() -> None:
     ('{"event":"start","start":{}}', "missing field 'streamSid' (Twilio) or 'stream_id' (Telnyx)"),
     ('{"event":"media","streamSid":"MZ1"}', "'media' before 'start'"),
     ('{"no":"event"}', "missing field 'event'"),
-    # What json.loads takes but cannot be carried on (see bridge/protocols/fields.py).
+    # What json.loads takes but cannot be carried on (see relay_bridge/protocols/fields.py).
     ('{"event":"connected","version":' + "1" * 5000 + "}", "number of 5000 characters"),
     ('{"event":"connected","version":"\\ud800"}', "'version' holds a lone surrogate"),
     ('{"event":"connected","version":' + "[" * 40 + "]" * 40 + "}", "nests deeper than 32"),

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.call.engines import Recognised, SpeechEngines
-from bridge.config import load
-from bridge.daemon import load_engines
-from bridge.sim.clips import Clip, bundled_clips
-from bridge.sim.scoring import wer
+from relay_bridge.audio.g711 import ulaw_decode, ulaw_encode
+from relay_bridge.call.engines import Recognised, SpeechEngines
+from relay_bridge.config import load
+from relay_bridge.daemon import load_engines
+from relay_bridge.sim.clips import Clip, bundled_clips
+from relay_bridge.sim.scoring import wer
 
 pytestmark = pytest.mark.models
 

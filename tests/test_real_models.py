@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import trio
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
-from bridge.call.engines import SpeechEngines
-from bridge.config import Config, replace
-from bridge.daemon import load_engines
-from bridge.engines.models import ModelError, load_manifest, resolve
-from bridge.engines.whisper import WhisperTranscriber
-from bridge.loopback import run_loopback_call
-from bridge.sim.agent import AgentScript
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
-from bridge.sim.noise import noise_burst
-from bridge.sim.scoring import normalise, wer
+from relay_bridge.audio.g711 import ulaw_decode, ulaw_encode
+from relay_bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.config import Config, replace
+from relay_bridge.daemon import load_engines
+from relay_bridge.engines.models import ModelError, load_manifest, resolve
+from relay_bridge.engines.whisper import WhisperTranscriber
+from relay_bridge.loopback import run_loopback_call
+from relay_bridge.sim.agent import AgentScript
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.noise import noise_burst
+from relay_bridge.sim.scoring import normalise, wer
 
 pytestmark = pytest.mark.models
 

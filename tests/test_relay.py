@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.protocols.fields import FrameError
-from bridge.protocols.relay import (
+from relay_bridge.protocols.fields import FrameError
+from relay_bridge.protocols.relay import (
     CLOSE_MALFORMED,
     CLOSE_NORMAL,
     MAX_DIGITS_CHARS,
@@ -141,7 +141,7 @@ INVALID: list[tuple[str, str | bytes, str]] = [
     ("play-unclosed-ipv6", '{"type":"play","source":"http://[::1/a.mp3"}', "'source' is not a valid URL"),
     ("play-unopened-ipv6", '{"type":"play","source":"http://x]/a.mp3"}', "'source' is not a valid URL"),
     ("play-nfkc-host", '{"type":"play","source":"https://a\uff0fb/a.mp3"}', "'source' is not a valid URL"),
-    # What json.loads takes but cannot be carried on (see bridge/protocols/fields.py).
+    # What json.loads takes but cannot be carried on (see relay_bridge/protocols/fields.py).
     ("token-lone-surrogate", '{"type":"text","token":"hi \\ud83d"}', "'token' holds a lone surrogate"),
     ("play-lone-surrogate", '{"type":"play","source":"https://x.io/\\udead"}', "'source' holds a lone surrogate"),
     ("loop-huge-integer", '{"type":"play","source":"https://x.io/a","loop":' + "1" * 5000 + "}",

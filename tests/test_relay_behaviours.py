@@ -25,12 +25,12 @@ import trio
 from numpy.typing import NDArray
 from trio_websocket import WebSocketConnection
 
-from bridge.call.engines import LanguageEngines, SpeechEngines
-from bridge.conversation.events import EndReason
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.protocols import relay
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.clips import Clip
+from relay_bridge.call.engines import LanguageEngines, SpeechEngines
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.protocols import relay
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.clips import Clip
 from tests.harness import AppLog, CallResult, fake_engines, heard_through, run_memory_call, scripted_app, settings
 from tests.httpserver import Received, open_http_server, response
 from tests.test_call import EVENTS, LONG_REPLY, spoken_chunks

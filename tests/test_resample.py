@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float, resample_once
+from relay_bridge.audio.resample import StreamResampler, float_to_pcm16, pcm16_to_float, resample_once
 
 RATE_PAIRS = [(8000, 16000), (22050, 8000)]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.audio.ring import SampleRing
+from relay_bridge.audio.ring import SampleRing
 
 
 def _ramp(start: int, n: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from bridge.call.engines import (
+from relay_bridge.call.engines import (
     ENGINE_NICE,
     Claim,
     Scheduler,
@@ -19,7 +19,7 @@ from bridge.call.engines import (
     run_in_worker,
     single_threaded_blas,
 )
-from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, FairQueue, Priority, ProcessLoad, Ticket
+from relay_bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, FairQueue, Priority, ProcessLoad, Ticket
 
 F, S, P = Priority.FINAL, Priority.SPECULATIVE, Priority.PARTIAL
 

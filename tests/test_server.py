@@ -10,17 +10,17 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, WebSocketRequest
 
-from bridge import server as server_module
-from bridge.call.engines import SpeechEngines
-from bridge.conversation.events import EndReason
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber
-from bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, Priority
-from bridge.protocols.signature import twilio_signature
-from bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import SimulatedCaller
-from bridge.sim.timeline import Timeline
-from bridge.speech.chunker import chunk_text
+from relay_bridge import server as server_module
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber
+from relay_bridge.engines.schedule import LOAD_WINDOW_S, MIN_WAITS, Priority
+from relay_bridge.protocols.signature import twilio_signature
+from relay_bridge.server import MediaStreamsServer, ServerSettings, serve_media_streams
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import SimulatedCaller
+from relay_bridge.sim.timeline import Timeline
+from relay_bridge.speech.chunker import chunk_text
 from tests.harness import (
     APP_URL,
     MemoryListener,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.settings import SessionSettings, session_for_call
+from relay_bridge.settings import SessionSettings, session_for_call
 
 DEFAULTS = SessionSettings()
 

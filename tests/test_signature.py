@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from bridge.protocols.signature import signature_valid, twilio_signature
+from relay_bridge.protocols.signature import signature_valid, twilio_signature
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

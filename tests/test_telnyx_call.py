@@ -9,20 +9,20 @@ from typing import Any
 import pytest
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from bridge.audio.transcode import bytes_per_ms
-from bridge.conversation.events import EndReason
-from bridge.protocols import relay
-from bridge.sim.agent import AgentScript, ScriptedAgent
-from bridge.sim.caller import (
+from relay_bridge.audio.transcode import bytes_per_ms
+from relay_bridge.conversation.events import EndReason
+from relay_bridge.protocols import relay
+from relay_bridge.sim.agent import AgentScript, ScriptedAgent
+from relay_bridge.sim.caller import (
     TELNYX_CALL_CONTROL_ID,
     TELNYX_CALL_LEG_ID,
     TELNYX_CALL_SESSION_ID,
     TELNYX_USER_ID,
     SimulatedCaller,
 )
-from bridge.sim.clips import Clip
-from bridge.sim.timeline import Timeline
-from bridge.speech.chunker import chunk_text
+from relay_bridge.sim.clips import Clip
+from relay_bridge.sim.timeline import Timeline
+from relay_bridge.speech.chunker import chunk_text
 from tests.harness import fake_engines, heard_through, run_memory_call, settings
 
 LONG_REPLY = ("First sentence of a long answer. Second sentence keeps going. Third sentence is here. "

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.audio.g711 import alaw_encode, l16_encode, ulaw_encode
-from bridge.audio.transcode import EdgeTranscoder
-from bridge.protocols import relay
-from bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_VALUE_CHARS
-from bridge.protocols.media_streams import (
+from relay_bridge.audio.g711 import alaw_encode, l16_encode, ulaw_encode
+from relay_bridge.audio.transcode import EdgeTranscoder
+from relay_bridge.protocols import relay
+from relay_bridge.protocols.fields import MAX_CUSTOM_PARAMETERS, MAX_PARAMETER_VALUE_CHARS
+from relay_bridge.protocols.media_streams import (
     Clear,
     Connected,
     Dtmf,
@@ -29,7 +29,7 @@ from bridge.protocols.media_streams import (
     Stop,
     StreamState,
 )
-from bridge.protocols.telnyx_media import (
+from relay_bridge.protocols.telnyx_media import (
     MAX_HOLD_FRAMES,
     ProviderError,
     TelnyxMediaBridge,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.audio.g711 import alaw_decode, alaw_encode, l16_decode, l16_encode, ulaw_decode, ulaw_encode
-from bridge.audio.halfband import DELAY_16K, TAPS
-from bridge.audio.transcode import EdgeTranscoder, bytes_per_ms
+from relay_bridge.audio.g711 import alaw_decode, alaw_encode, l16_decode, l16_encode, ulaw_decode, ulaw_encode
+from relay_bridge.audio.halfband import DELAY_16K, TAPS
+from relay_bridge.audio.transcode import EdgeTranscoder, bytes_per_ms
 
 ALL_ULAW = bytes(range(256))
 

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.resample import pcm16_to_float, resample_once
-from bridge.engines.models import load_manifest, resolve
-from bridge.engines.turn import SAMPLE_RATE, TurnModel
-from bridge.sim.clips import Clip
+from relay_bridge.audio.g711 import ulaw_decode, ulaw_encode
+from relay_bridge.audio.resample import pcm16_to_float, resample_once
+from relay_bridge.engines.models import load_manifest, resolve
+from relay_bridge.engines.turn import SAMPLE_RATE, TurnModel
+from relay_bridge.sim.clips import Clip
 
 pytestmark = pytest.mark.models
 

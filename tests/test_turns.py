@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.call.engines import SpeechEngines
-from bridge.engines.fake import FakeSynthesizer, FakeTranscriber, FakeTurnModel
-from bridge.sim.caller import SimulatedCaller, Spoken
-from bridge.sim.clips import Clip
+from relay_bridge.call.engines import SpeechEngines
+from relay_bridge.engines.fake import FakeSynthesizer, FakeTranscriber, FakeTurnModel
+from relay_bridge.sim.caller import SimulatedCaller, Spoken
+from relay_bridge.sim.clips import Clip
 from tests.harness import run_memory_call, settings
 from tests.test_call import agent
 
