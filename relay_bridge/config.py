@@ -149,11 +149,14 @@ class TtsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
+    format: str = "text"  # or "json": one object per line, with the call's ids as fields
     log_transcripts: bool = False  # caller and app text at INFO (otherwise only at DEBUG)
 
     def __post_init__(self) -> None:
         if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"level must be DEBUG, INFO, WARNING or ERROR, got {self.level!r}")
+        if self.format not in ("text", "json"):
+            raise ValueError(f"format must be text or json, got {self.format!r}")
 
 
 @dataclass(frozen=True)

@@ -345,10 +345,10 @@ class CallLimits:
     send_timeout_s: float = 5.0
 
 
-def split_listen(listen: str) -> tuple[str, int]:
+def split_listen(listen: str, key: str = "listen") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen must be HOST:PORT, got {listen!r}")
+        raise ValueError(f"{key} must be HOST:PORT, got {listen!r}")
     return host.strip("[]"), int(port)
 
 
@@ -370,6 +370,7 @@ class ServerSettings:
     """
 
     listen: str = "127.0.0.1:8080"
+    admin_listen: str = "127.0.0.1:9464"  # /metrics, /healthz, /readyz; "": off
     app_url: str = ""
     relay_url_allowlist: tuple[str, ...] = ()
     allow_unauthenticated: bool = False
@@ -393,6 +394,8 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         split_listen(self.listen)
+        if self.admin_listen:
+            split_listen(self.admin_listen, "admin_listen")
         if self.app_url:
             check_ws_url(self.app_url, "app_url")
         for i, url in enumerate(self.relay_url_allowlist):
