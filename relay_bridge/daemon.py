@@ -1,4 +1,8 @@
-"""The relay-bridge daemon: load the engines once, serve Media Streams, stop gracefully on SIGTERM."""
+"""The relay-bridge daemon: load the engines once, serve Media Streams, stop gracefully on SIGTERM.
+
+The admin listener (``server.admin_listen``: /metrics, /healthz, /readyz) opens first, so a probe
+sees the process alive but not ready while the models load (in a worker thread); the media port
+opens once they are loaded."""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from relay_bridge.admin import Admin, serve_admin
 from relay_bridge.call.engines import (
     LanguageEngines,
     SpeechEngines,
@@ -21,11 +27,12 @@ from relay_bridge.call.engines import (
     single_threaded_blas,
     wait_engines_idle,
 )
-from relay_bridge.config import Config, ModelChoice
-from relay_bridge.engines.models import DEFAULT_CACHE, ModelError, load_manifest, resolve
+from relay_bridge.config import TURN_CHOICE, Config, ModelChoice, find_models
+from relay_bridge.engines.models import DEFAULT_CACHE, ModelError, Resolved
 from relay_bridge.engines.piper import PiperSynthesizer
-from relay_bridge.engines.turn import TURN_MODEL, TurnModel
+from relay_bridge.engines.turn import TurnModel
 from relay_bridge.engines.whisper import WhisperTranscriber
+from relay_bridge.metrics import Metrics
 from relay_bridge.server import MediaStreamsServer, serve_media_streams
 from relay_bridge.settings import split_listen
 
@@ -40,40 +47,44 @@ def model_cache_dir() -> Path:
     return Path(systemd_cache) / "models" if systemd_cache else DEFAULT_CACHE
 
 
-def load_engines(cfg: Config) -> SpeechEngines:
-    """Resolve, verify, load and warm up the models of every declared language (once per process).
+def load_engines(cfg: Config, metrics: Metrics | None = None) -> SpeechEngines:
+    """Resolve and verify, then load and warm up, the models of every declared language (once per process).
 
-    Languages that name the same model or voice share one loaded instance.
+    No model loads until all are found and verified: a ``ModelError`` lists each that cannot be used,
+    naming its config key. Languages that name the same model or voice share one loaded instance.
     """
     single_threaded_blas()
-    cache = model_cache_dir()
+    models = find_models(cfg, model_cache_dir())
+    if models.errors:
+        raise ModelError("\n".join(models.errors))
+    for warning in models.warnings:
+        logger.warning("%s", warning)
     transcribers: dict[Path, WhisperTranscriber] = {}
     synthesizers: dict[Path, PiperSynthesizer] = {}
     settings = cfg.asr.whisper()
 
     def transcriber(choice: ModelChoice) -> WhisperTranscriber:
-        asr = resolve(choice.name, "asr", explicit=choice.path, allow_download=cfg.asr.allow_download,
-                      cache_dir=cache)
+        asr = models.found[choice]
         if asr.path not in transcribers:
             t0 = time.perf_counter()
-            # CTranslate2 starts its decode threads as the model loads: they take the loader's priority.
-            transcribers[asr.path] = t = built_at_engine_priority(partial(WhisperTranscriber, asr.path, settings))
-            t.warm_up()
+            with loading(choice.key, asr.path):
+                # CTranslate2 starts its decode threads as the model loads: they take the loader's priority.
+                transcribers[asr.path] = t = built_at_engine_priority(partial(WhisperTranscriber, asr.path, settings))
+                t.warm_up()
             logger.info("ASR %s from %s (%s) ready in %.2f s", choice.name, asr.path, asr.source,
                         time.perf_counter() - t0)
         return transcribers[asr.path]
 
     def synthesizer(choice: ModelChoice) -> PiperSynthesizer:
-        tts = resolve(choice.name, "tts", explicit=choice.path, allow_download=cfg.tts.allow_download,
-                      cache_dir=cache)
-        model_path = tts.path / f"{choice.name}.onnx" if tts.path.is_dir() else tts.path
-        if model_path not in synthesizers:
+        tts = models.found[choice]
+        if tts.path not in synthesizers:
             t0 = time.perf_counter()
-            synthesizers[model_path] = s = PiperSynthesizer(model_path, threads=cfg.tts.cpu_threads)
-            s.warm_up()
-            logger.info("TTS %s from %s (%s) ready in %.2f s", choice.name, model_path, tts.source,
+            with loading(choice.key, tts.path):
+                synthesizers[tts.path] = s = PiperSynthesizer(tts.path, threads=cfg.tts.cpu_threads)
+                s.warm_up()
+            logger.info("TTS %s from %s (%s) ready in %.2f s", choice.name, tts.path, tts.source,
                         time.perf_counter() - t0)
-        return synthesizers[model_path]
+        return synthesizers[tts.path]
 
     declared = []
     for lang in cfg.languages:
@@ -85,26 +96,31 @@ def load_engines(cfg: Config) -> SpeechEngines:
     return SpeechEngines(default.transcriber, default.synthesizer, asr_concurrency=cfg.asr.decodes,
                          tts_concurrency=cfg.tts.syntheses, language=default.code,
                          more_languages=tuple(x for x in declared if x is not default),
-                         turn_model=load_turn_model(cfg, cache))
+                         turn_model=load_turn_model(models.found.get(TURN_CHOICE)),
+                         metrics=metrics or Metrics())
 
 
-def load_turn_model(cfg: Config, cache: Path) -> TurnModel | None:
-    """The end-of-turn model when ``vad.turn_detection`` is "smart"; without it, turns end on silence."""
-    if cfg.vad.turn_detection != "smart":
-        return None
-    manifest = load_manifest()
-    try:
-        found = resolve(TURN_MODEL, "turn", cache_dir=cache, manifest=manifest)
-    except ModelError as exc:
-        logger.warning("no end-of-turn model (%s): turns end after vad.end_of_speech_silence_ms of silence; "
-                       "install it with pip install --no-deps pipecat-ai==1.14.0", exc)
+def load_turn_model(found: Resolved | None) -> TurnModel | None:
+    """The end-of-turn model, when ``vad.turn_detection`` is "smart" and it was found; without it, turns
+    end on silence."""
+    if found is None:
         return None
     t0 = time.perf_counter()
-    model = built_at_engine_priority(partial(TurnModel, found.path / manifest[TURN_MODEL].files[0].path))
-    model.warm_up()
-    logger.info("end-of-turn model %s from %s (%s) ready in %.2f s", TURN_MODEL, found.path, found.source,
+    with loading(TURN_CHOICE.key, found.path):
+        model = built_at_engine_priority(partial(TurnModel, found.path))
+        model.warm_up()
+    logger.info("end-of-turn model %s from %s (%s) ready in %.2f s", TURN_CHOICE.name, found.path, found.source,
                 time.perf_counter() - t0)
     return model
+
+
+@contextmanager
+def loading(key: str, path: Path) -> Iterator[None]:
+    """Whatever an engine raises as it loads a damaged model, as a ``ModelError`` naming the config key."""
+    try:
+        yield
+    except Exception as exc:  # each native runtime has its own exceptions (ONNX Runtime's derive from Exception)
+        raise ModelError(f"{key}: cannot load {path}: {exc}") from exc
 
 
 def sd_notify(state: str) -> None:
@@ -155,13 +171,41 @@ async def notify_systemd(server: MediaStreamsServer, shutdown: trio.Event, inter
             return
 
 
-async def run(cfg: Config, engines: SpeechEngines) -> None:
-    host, port = split_listen(cfg.server.listen)
-    listeners = await trio.open_tcp_listeners(port, host=host)
+async def run(cfg: Config, engines: SpeechEngines | None = None) -> None:
+    """Serve until SIGTERM or SIGINT has drained the calls; ``engines`` None: load them here."""
+    metrics = engines.metrics if engines is not None else Metrics()
+    admin = Admin(metrics)
+    async with trio.open_nursery() as nursery:
+        if cfg.server.admin_listen:
+            admin_listeners = await listen("server.admin_listen", cfg.server.admin_listen)
+            await nursery.start(serve_admin, admin, admin_listeners)
+            bound = admin_listeners[0].socket.getsockname()
+            logger.info("admin endpoints on http://%s:%d/ (metrics, healthz, readyz)", bound[0], bound[1])
+        if engines is None:
+            engines = await trio.to_thread.run_sync(load_engines, cfg, metrics)
+        await serve_calls(cfg, engines, admin)
+        nursery.cancel_scope.cancel()
+
+
+class StartupError(RuntimeError):
+    """A start-up failure the operator must fix, such as a port in use: one line, exit status 2."""
+
+
+async def listen(key: str, address: str) -> list[trio.SocketListener]:
+    host, port = split_listen(address)
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise StartupError(f"{key}: cannot listen on {address}: {exc.strerror or exc}") from None
+
+
+async def serve_calls(cfg: Config, engines: SpeechEngines, admin: Admin) -> None:
+    listeners = await listen("server.listen", cfg.server.listen)
     server = MediaStreamsServer(cfg.server, cfg.call, engines)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_media_streams, server, listeners, shutdown)
+        admin.server = server
         bound = listeners[0].socket.getsockname()
         logger.info("listening on ws://%s:%d/media; app %s", bound[0], bound[1], cfg.server.app_url or "(none)")
         sd_notify("READY=1")
@@ -176,6 +220,13 @@ async def run(cfg: Config, engines: SpeechEngines) -> None:
                 shutdown.set()
                 break
     logger.info("stopped after %d call(s)", server.calls_total)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 def task_count() -> int:
@@ -196,9 +247,13 @@ def log_statistics(server: MediaStreamsServer) -> None:
 
 def serve(cfg: Config) -> None:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a statistics request while the models load is not fatal
-    engines = load_engines(cfg)
     try:
-        trio.run(run, cfg, engines)
+        trio.run(run, cfg)
+    except BaseExceptionGroup as group:  # one failure in the nursery (a model that will not load): itself
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
     finally:
         # Recognitions abandoned by ended calls may still be running in worker threads; the process
         # must not exit under them (the native runtime aborts when its threads are torn down).

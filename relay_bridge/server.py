@@ -78,6 +78,7 @@ class MediaStreamsServer:
         self.settings = settings
         self.call_settings = call
         self.engines = engines
+        self.metrics = engines.metrics
         self.connect = connect
         self.media_cache = MediaCache(call.play.cache_bytes)  # play sources, shared by all calls
         self.active_calls = 0  # calls holding a slot (admitted: authenticated, started)
@@ -108,6 +109,7 @@ class MediaStreamsServer:
 
     def _count_calls(self, change: int) -> None:
         self.active_calls += change
+        self.metrics.calls_active.set(self.active_calls)
         self.engines.load.calls(self.active_calls, trio.current_time())
 
     def _changed(self) -> None:
@@ -117,6 +119,7 @@ class MediaStreamsServer:
 
     def _refuse(self, cause: str, message: str, *args: object) -> None:
         self.refused[cause] += 1
+        self.metrics.refused.labels(cause).inc()
         logger.warning("refused a connection (%s): " + message, cause, *args)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
@@ -209,7 +212,7 @@ class MediaStreamsServer:
             if head.method not in ("GET", "HEAD"):
                 return 405, "method not allowed\n"
             if head.path == "/":
-                return (200, "relay-bridge: accepting calls\n") if self._no_room() is None else \
+                return (200, "relay-bridge: accepting calls\n") if self.no_room() is None else \
                     (503, "relay-bridge: not accepting calls\n")
             if head.path == MEDIA_PATH:
                 return 426, f"{MEDIA_PATH} takes WebSocket upgrades only\n"
@@ -220,14 +223,14 @@ class MediaStreamsServer:
         if verdict.refusal:
             self._refuse("auth", "%s", verdict.refusal)
             return 403, "forbidden: missing or invalid credentials\n"
-        no_room = self._no_room()
+        no_room = self.no_room()
         if no_room is not None:
             cause, why = no_room
             self._refuse(cause, "%s", why)
             return 503, "too many calls\n"
         return None
 
-    def _no_room(self) -> tuple[str, str] | None:
+    def no_room(self) -> tuple[str, str] | None:
         """Why a new call cannot be taken now (the cause and a message), or None.
 
         Past ``max_calls``, or past what the host carries (``ProcessLoad``): one more call, at what
@@ -311,10 +314,12 @@ class MediaStreamsServer:
                     await call.run(app_ws)
             except (OSError, HandshakeError) as exc:
                 call.end(EndReason.APP_UNREACHABLE, f"{url}: {exc!r}")
+                self.metrics.app_connect_failures.inc()
                 call.log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
             self._calls.discard(call)
-            call.log.info("call ended: %s; %s", call.stats.ended_because or "unknown", call.stats.summary())
+            call.meter.finish(trio.current_time(), call.stats.end_reason, call.stats.ended_because,
+                              call.stats.summary())
             if self.call_settings.handoff.configured:
                 # Before the provider socket closes: a REST redirect must land while the stream still holds
                 # the call, or Twilio moves on to the TwiML after <Connect>.

@@ -551,7 +551,7 @@ def test_end_and_stop_end_the_call_with_their_reasons() -> None:
 def test_first_audio_dates_the_reply_from_its_first_token() -> None:
     line = Line.of().text("Hello.", last=True).wait(0.25).feed(ev.FirstAudio(1))
     [note] = [n for n in line.of_kind(ev.Note) if n.name == "first_audio"]
-    assert note.message == "cycle 1: first text token to first audio frame 250 ms"
+    assert note.data == {"cycle": 1, "after_first_token_ms": 250}
 
 
 def test_keys_during_the_welcome_greeting() -> None:

@@ -30,9 +30,11 @@ class ScriptedEndpointer:
         self.in_speech = False
         self.turn_voiced_frames = 100
         self._bounds: tuple[int, int] | None = None
+        self.position = 0  # samples fed
 
     def feed(self, pcm: NDArray[np.int16]) -> list[Any]:
         events, self.in_speech, self._bounds = self.steps.pop(0)
+        self.position += len(pcm)
         return events
 
     def open_utterance(self) -> tuple[int, int] | None:

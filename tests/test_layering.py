@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "relay_bridge"
 PURE = ("relay_bridge.audio", "relay_bridge.protocols", "relay_bridge.speech", "relay_bridge.engines",
         "relay_bridge.conversation", "relay_bridge.settings")
-RUNTIME = ("relay_bridge.call", "relay_bridge.net", "relay_bridge.server")
+RUNTIME = ("relay_bridge.call", "relay_bridge.net", "relay_bridge.server", "relay_bridge.metrics",
+           "relay_bridge.admin")
 SIM = ("relay_bridge.sim",)
 PROCESS = ("relay_bridge.config", "relay_bridge.daemon", "relay_bridge.cli", "relay_bridge.logs", "relay_bridge.demo",
            "relay_bridge.loopback")

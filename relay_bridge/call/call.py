@@ -38,6 +38,7 @@ from relay_bridge.call.engines import SpeechEngines
 from relay_bridge.call.hearing import Hearing
 from relay_bridge.call.inbox import Inbox
 from relay_bridge.call.links import AppLink, Lifetime, Link
+from relay_bridge.call.meter import CallMeter
 from relay_bridge.call.playback import Playback
 from relay_bridge.call.record import WARNINGS_PER_KIND, CallLogger, CallStats
 from relay_bridge.call.speaker import Speaker
@@ -74,6 +75,8 @@ class Call:
         ids = {"call_sid": start.call_sid, "stream_sid": start.stream_sid}
         self.log = CallLogger(logger, ids)
         self.transcript_log = CallLogger(transcript_logger, ids)
+        self.metrics = engines.metrics
+        self.meter = CallMeter(engines.metrics, self.log, self.started_at)
         session, refused = session_for_call(settings.session, start.custom_parameters, engines.languages)
         refused.extend(start.dropped_parameters)  # over the codec's size limits
         self.conversation = Conversation(session, declared=engines.languages,
@@ -87,7 +90,8 @@ class Call:
         self.lifetime = Lifetime(self.stats)
         self.to_provider = Link(provider_ws, "provider", self.lifetime, self.limits, self.log)
         self.to_app: AppLink | None = None
-        self.playback = Playback(self.to_provider.send, codec, self.inbox, lead_ms=settings.playback.lead_ms)
+        self.playback = Playback(self.to_provider.send, codec, self.inbox, lead_ms=settings.playback.lead_ms,
+                                 late=engines.metrics.outbound_late)
         self.speaker = Speaker(engines, self.playback, self.inbox, logger=self.log,
                                max_ahead_ms=settings.playback.max_synthesized_ahead_ms,
                                load_media=partial(load_media, settings=settings.play, cache=media_cache))
@@ -130,7 +134,7 @@ class Call:
         try:
             with self.lifetime.scope:
                 setup = relay.Setup.of(self.start.new_session_id(), self.start.call_details())
-                self.stats.session_id = setup.session_id
+                self.stats.session_id = self.log.ids["session_id"] = setup.session_id
                 await to_app.send_message(setup)
                 self.log.info("call started; session %s", setup.session_id)
                 async with trio.open_nursery() as nursery:
@@ -165,8 +169,10 @@ class Call:
                 if (report.status == "failed" and not app_ws.closed and to_app.close == relay.CLOSE_NORMAL
                         and not to_app.stuck):
                     # A session-level failure is reported to the app before its socket closes.
-                    await to_app.send_message(relay.Error(f"Session ended ({report.error_code}): "
-                                                          f"{self.stats.ended_because}"))
+                    error = relay.Error(f"Session ended ({report.error_code}): {self.stats.ended_because}",
+                                        report.error_code or 0)
+                    self.meter.sent(error)
+                    await to_app.send_message(error)
                 await app_ws.aclose(*to_app.close)
 
     async def _converse(self) -> None:
@@ -176,7 +182,9 @@ class Call:
             self._carry_out(self.conversation.handle(event, trio.current_time()))
 
     def _carry_out(self, actions: list[ev.Action]) -> None:
+        now = trio.current_time()
         for action in actions:
+            self.meter.action(action, now)
             match action:
                 case ev.SendToApp():
                     assert self.to_app is not None
@@ -233,10 +241,11 @@ class Call:
         for event in self.codec.feed(raw):
             match event:
                 case ms.Media(track="inbound"):
-                    if self._inbound.admit(len(event.payload), trio.current_time()):
-                        self.hearing.audio.put_nowait(event.payload)
-                    else:
+                    if not self._inbound.admit(len(event.payload), trio.current_time()):
                         self.stats.inbound_dropped += 1
+                        self.metrics.inbound_dropped.inc()
+                    elif self.hearing.audio.put_nowait(event.payload):  # the oldest unheard frame gave way
+                        self.metrics.inbound_dropped.inc()
                 case ms.Media():
                     pass
                 case ms.Dtmf():
@@ -270,6 +279,7 @@ class Call:
             if isinstance(msg, relay.InvalidAppFrame):
                 self.stats.invalid_app_frames += 1
                 self.warn_input("invalid app frames", "invalid app frame: %s", msg.reason)
+                self.meter.error(relay.INVALID_MESSAGE_CODE)
                 to_app.queue(msg.reply)
                 if msg.close is not None:
                     self.log.warning("closing the app socket: %s", msg.close[1])

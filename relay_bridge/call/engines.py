@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import typing
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from relay_bridge.audio.resample import float_to_pcm16, pcm16_to_float, resample
 from relay_bridge.engines.base import Synthesizer, Transcriber, TurnDetector, asr_language, match_language
 from relay_bridge.engines.schedule import FairQueue, Priority, ProcessLoad, Ticket, cpu_cores
 from relay_bridge.engines.turn import SAMPLE_RATE as TURN_SAMPLE_RATE
+from relay_bridge.metrics import Metrics
 
 MULTI = "multi"  # the language code that asks the recogniser to detect the language
 
@@ -264,6 +266,11 @@ class Claim:
     def priority(self) -> Priority:
         return self._ticket.priority
 
+    @property
+    def waited_s(self) -> float:
+        """How long the work waited for its slot (once granted)."""
+        return self._ticket.granted_at - self._ticket.queued_at
+
     def raise_to(self, priority: Priority) -> None:
         """Make the work more urgent (never less); while it waits, it moves up the queue."""
         self._scheduler._raise(self._ticket, priority)
@@ -304,6 +311,8 @@ class SpeechEngines:
     _presynthesized: dict[tuple[str, int, str], NDArray[np.int16]] = field(default_factory=dict, init=False)
     # The whole process's load (CPU time per call, urgent engine waits), for admission control.
     load: ProcessLoad = field(default_factory=lambda: ProcessLoad(cpu_cores()), init=False)
+    # The process's metrics: engine time here, and the server's and its calls'.
+    metrics: Metrics = field(default_factory=Metrics)
     _asr_scheduler: Scheduler | None = field(default=None, init=False)
     _tts_scheduler: Scheduler | None = field(default=None, init=False)
 
@@ -379,13 +388,18 @@ class SpeechEngines:
         whisper_lang = asr_language(language or engines.code)
 
         def run() -> Recognised:
+            t0 = time.perf_counter()
             x = resample_once(pcm16_to_float(audio), rate, transcriber.sample_rate)
             result = transcriber.transcribe(x, whisper_lang, hints=hints)
+            work = limiter.priority.name.lower()  # prometheus_client's metrics are thread-safe
+            self.metrics.asr_decode.labels(work).observe(time.perf_counter() - t0)
             if engines.code == MULTI:
                 return Recognised(result.text, result.language or MULTI)
             return Recognised(result.text, engines.code)
 
-        return await run_in_worker(run, limiter)
+        recognised = await run_in_worker(run, limiter)
+        self.metrics.asr_queue_wait.labels(limiter.priority.name.lower()).observe(limiter.waited_s)
+        return recognised
 
     async def end_of_turn(self, audio: NDArray[np.int16], rate: int, *, claim: Claim | None = None) -> float:
         """The end-of-turn model's probability that the speaker of ``audio`` (the utterance so far, at
@@ -428,9 +442,11 @@ class SpeechEngines:
         limiter = claim or self.tts_scheduler.claim(None, Priority.FINAL)
 
         def run() -> NDArray[np.int16]:
+            t0 = time.perf_counter()
             pieces = [pcm16_to_float(p) for p in synthesizer.synthesize(text)]
-            if not pieces:
-                return np.zeros(0, dtype=np.int16)
-            return float_to_pcm16(resample_once(np.concatenate(pieces), synthesizer.sample_rate, rate))
+            audio = (float_to_pcm16(resample_once(np.concatenate(pieces), synthesizer.sample_rate, rate)) if pieces
+                     else np.zeros(0, dtype=np.int16))
+            self.metrics.tts.observe(time.perf_counter() - t0)
+            return audio
 
         return await run_in_worker(run, limiter)

@@ -98,6 +98,7 @@ class Recognition:
     start: int  # 8 kHz sample positions
     end: int
     speech_end: int = 0
+    speech_end_at: float = 0.0  # clock time the audio at speech_end arrived (estimated)
     text: str = ""
     done: trio.Event = field(default_factory=trio.Event)
     ended_at: float = 0.0  # clock time the endpointer declared the end
@@ -168,8 +169,13 @@ class Hearing:
             await rec.done.wait()
             self._finals_pending -= 1
             self._events.put_nowait(ev.Recognised(rec.text, rec.language, (rec.end - rec.start) / SAMPLE_RATE_HZ,
-                                                  speech_end=rec.speech_end,
+                                                  speech_end=rec.speech_end, speech_end_at=rec.speech_end_at,
                                                   waited_s=rec.finished_at - rec.ended_at))
+
+    def _arrived_at(self, position: int) -> float:
+        """When the audio at sample ``position`` arrived, on the clock: audio comes in real time, and
+        the endpointer has just consumed what arrived last."""
+        return trio.current_time() - (self.endpointer.position - position) / SAMPLE_RATE_HZ
 
     async def feed(self, ulaw: bytes) -> None:
         pcm = ulaw_decode(ulaw)
@@ -184,7 +190,7 @@ class Hearing:
                     self._sustained, self._partial = False, None
                     self._drop_turn_check()
                     self._partial_from = event.detected_at
-                    self._events.put_nowait(ev.SpeechStarted(event.start))
+                    self._events.put_nowait(ev.SpeechStarted(event.start, self._arrived_at(event.start)))
                 case SpeechPaused():
                     self._drop_speculation()
                     partial = self._partial
@@ -218,6 +224,7 @@ class Hearing:
         else:
             self._drop_partial()
         rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
+        rec.speech_end_at = self._arrived_at(event.speech_end)
         self._events.put_nowait(ev.SpeechEnded())
         self._finals_pending += 1
         await self._send.send(rec)

@@ -76,11 +76,13 @@ class FrameQueue:
         self._arrived = trio.Event()
         self.dropped = 0
 
-    def put_nowait(self, frame: bytes) -> None:
-        if len(self._frames) == self._frames.maxlen:
-            self.dropped += 1
+    def put_nowait(self, frame: bytes) -> bool:
+        """Queue ``frame``; whether the oldest frame was dropped for it."""
+        full = len(self._frames) == self._frames.maxlen
+        self.dropped += full
         self._frames.append(frame)
         self._arrived.set()
+        return full
 
     async def get(self) -> bytes:
         while not self._frames:

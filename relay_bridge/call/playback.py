@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -39,6 +40,9 @@ from relay_bridge.conversation.events import Event, FirstAudio, MarkSent, Rewoun
 from relay_bridge.protocols.marks import resent_name
 from relay_bridge.protocols.provider import OutboundCodec
 
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
 
 @dataclass
 class _Audio:
@@ -46,6 +50,7 @@ class _Audio:
     data: bytes
     repeat: int
     offset: int = 0
+    queued_at: float = 0.0
 
     @property
     def frames(self) -> int:
@@ -78,11 +83,15 @@ class _Sent:
 
 class Playback:
     def __init__(self, send: Callable[[str], Awaitable[None]], codec: OutboundCodec, events: Inbox[Event],
-                 *, lead_ms: int) -> None:
+                 *, lead_ms: int, late: Counter | None = None) -> None:
+        """``late`` counts frames of a reply sent after the frame before them had finished playing, though
+        they were queued in time: a gap the caller hears that the pacer, not synthesis, caused."""
         self._send = send
         self._codec = codec
         self._events = events
         self._lead = lead_ms / 1000
+        self._late = late
+        self._continuous = False  # the next frame follows the last one sent (no clear or hold between)
         self._queue: deque[_Audio | _Mark] = deque()
         self._queued_frames = 0
         self._clear_due = False
@@ -98,7 +107,7 @@ class Playback:
 
     def enqueue_audio(self, cycle: int, ulaw: bytes, repeat: int = 1) -> None:
         if ulaw and repeat > 0:
-            item = _Audio(cycle, ulaw, repeat)
+            item = _Audio(cycle, ulaw, repeat, queued_at=trio.current_time())
             self._queue.append(item)
             self._queued_frames += item.frames
             self._notify()
@@ -116,6 +125,7 @@ class Playback:
         self._queued_frames = 0
         self._clear_due = self._clear_due or unheard or self._play_end > now
         self._play_end = min(self._play_end, now)
+        self._continuous = False
         self._notify()
 
     def hold(self) -> None:
@@ -141,6 +151,7 @@ class Playback:
             self._events.put_nowait(Rewound(tuple(marks)))
         self._clear_due = self._clear_due or self._play_end > now
         self._play_end = min(self._play_end, now)
+        self._continuous = False
         self._notify()
 
     def release(self) -> None:
@@ -195,6 +206,9 @@ class Playback:
                 with trio.move_on_at(send_at):
                     await self._changed.wait()  # woken early by a clear or new audio: look again
                 continue
+            if (self._late is not None and self._continuous and head.cycle == self._last_cycle
+                    and head.queued_at < self._play_end < now):
+                self._late.inc()
             frame = head.pop_frame()
             if not head.repeat:
                 self._queue.popleft()
@@ -217,6 +231,7 @@ class Playback:
         start = self._play_start(now)
         self._remember(_Sent(start, cycle, frame))
         self._play_end = start + FRAME_S
+        self._continuous = True
         self.max_lead_s = max(self.max_lead_s, self._play_end - now)
         if cycle != self._last_cycle:
             self._last_cycle = cycle

@@ -1,5 +1,6 @@
 """What a call leaves behind: its record (``CallStats``, for logs, the demo timeline and benchmarks) and
-its log lines, each prefixed with the call's ids."""
+its log lines, each carrying the call's ids as the record's fields (``call_sid``, ``stream_sid``,
+``session_id``): a text log writes them before the message, a JSON log as fields of their own."""
 
 from __future__ import annotations
 
@@ -11,18 +12,25 @@ from typing import Any
 import trio
 
 from relay_bridge.conversation.events import EndReason
-from relay_bridge.protocols.printable import escape_controls
 
 MAX_RECORDED_EVENTS = 10_000  # events kept per call for the timeline; counts are kept regardless
 MAX_RECORDED_CHARS = 200  # of each text in a recorded event (a play URL may be 8 K characters)
 WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 
 
+CALL_FIELDS = ("call_sid", "stream_sid", "session_id")
+
+
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
+    """A call's logger: its ids go on every record as fields, with the caller's own ``extra`` fields."""
+
+    def __init__(self, logger: logging.Logger, ids: dict[str, str]) -> None:
+        super().__init__(logger, ids)
+        self.ids = ids  # session_id is added once the session has one
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        call_sid, stream_sid = (escape_controls(str(extra.get(k, "-")))[:64] for k in ("call_sid", "stream_sid"))
-        return f"[{call_sid} {stream_sid}] {msg}", kwargs
+        kwargs["extra"] = {**self.ids, **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 @dataclass

@@ -69,14 +69,15 @@ async def read_request_head(stream: trio.abc.Stream) -> RequestHead:
             raise BadRequest(f"unexpected {type(event).__name__}")
 
 
-def response(status: int, body: str, *, head_only: bool = False, extra: list[tuple[str, str]] | None = None) -> bytes:
+def response(status: int, body: str | bytes, *, head_only: bool = False, extra: list[tuple[str, str]] | None = None,
+             content_type: str = "text/plain; charset=utf-8") -> bytes:
     """A complete ``Connection: close`` HTTP/1.1 response."""
     conn = h11.Connection(h11.SERVER)
     # h11 must have seen a request before it writes a response.
     conn.receive_data(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" if head_only else b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.next_event()
-    data = body.encode()
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+    data = body.encode() if isinstance(body, str) else body
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(data))),
                ("Connection", "close"), *(extra or [])]
     out = conn.send(h11.Response(status_code=status, headers=headers)) or b""
     if not head_only:

@@ -20,6 +20,7 @@ from relay_bridge.protocols.relay import Interruptible
 @dataclass(frozen=True)
 class SpeechStarted:
     start: int  # 8 kHz sample position of the utterance's first voiced audio
+    at: float = 0.0  # when that audio arrived, on the call's clock (estimated; 0: not known)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Recognised:
     seconds: float  # of the utterance's audio
     speech_end: int = 0  # 8 kHz sample position where its speech ended
     waited_s: float = 0.0  # from the end of the end-of-speech wait to the result
+    speech_end_at: float = 0.0  # when the audio at speech_end arrived, on the call's clock (0: not known)
 
 
 @dataclass(frozen=True)

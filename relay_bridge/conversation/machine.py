@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from relay_bridge.conversation.events import (
     Action,
@@ -148,11 +149,12 @@ class Conversation:
         out: list[Action] = []
         for problem in self._refused[:MAX_REPORTED_PARAMETERS]:
             out += [Warn("session parameters", f"session parameter refused: {problem}"),
-                    SendToApp(relay.Error(f"Invalid session parameter: {problem}"))]
+                    SendToApp(relay.Error(f"Invalid session parameter: {problem}", relay.INVALID_PARAMETER_CODE))]
         if len(self._refused) > MAX_REPORTED_PARAMETERS:
             more = len(self._refused) - MAX_REPORTED_PARAMETERS
             out += [Warn("session parameters", f"{more} more session parameter(s) refused"),
-                    SendToApp(relay.Error(f"Invalid session parameters: {more} more refused"))]
+                    SendToApp(relay.Error(f"Invalid session parameters: {more} more refused",
+                                          relay.INVALID_PARAMETER_CODE))]
         if self.session.welcome_greeting:
             self._speak(out, now, self.session.welcome_greeting, last=True,
                         interruptible=self.session.welcome_greeting_interruptible)
@@ -241,7 +243,7 @@ class Conversation:
     def _refuse_language(self, out: list[Action], field_name: str, code: str) -> None:
         problem = (f"{field_name} {code!r} is not one of this session's languages "
                    f"({', '.join(self.languages)}); the language is unchanged")
-        out += [Warn("refused languages", problem), SendToApp(relay.Error(problem))]
+        out += [Warn("refused languages", problem), SendToApp(relay.Error(problem, relay.INVALID_PARAMETER_CODE))]
 
     def _language(self, out: list[Action], msg: relay.Language) -> None:
         """Switch the voice and/or the recognition language among the call's languages (2.5, rows 3)."""
@@ -384,15 +386,15 @@ class Conversation:
         if chunk.play and event.problem:
             out += [Warn("play errors", event.problem),
                     Note("play_error", {"source": chunk.play, "problem": event.problem}),
-                    SendToApp(relay.Error(f"Cannot play {chunk.play}: {event.problem}"))]
+                    SendToApp(relay.Error(f"Cannot play {chunk.play}: {event.problem}", relay.CONVERSION_CODE))]
         self._next_render(out)
 
     def _first_audio(self, out: list[Action], now: float, cycle: int) -> None:
         first_token = self._first_token.pop(cycle, None)
-        message = ""
+        data: dict[str, Any] = {"cycle": cycle}
         if first_token is not None:
-            message = f"cycle {cycle}: first text token to first audio frame {(now - first_token) * 1000:.0f} ms"
-        out.append(Note("first_audio", {"cycle": cycle}, message))
+            data["after_first_token_ms"] = round((now - first_token) * 1000)
+        out.append(Note("first_audio", data))
 
     # -- what the caller hears ----------------------------------------------------------------
 
@@ -480,7 +482,7 @@ class Conversation:
         return setting.allows(kind)
 
     def _speech_started(self, out: list[Action], event: SpeechStarted) -> None:
-        out.append(Note("speech_started", {"start": event.start}))
+        out.append(Note("speech_started", {"start": event.start, "at": event.at}))
         self._info(out, "speaker-events", relay.ClientSpeaking(True))
         self._last_partial = ""
         # Over agent speech it is reported only as the session says, unless it turns into a barge-in.
@@ -583,10 +585,8 @@ class Conversation:
         if event.text and not report:
             out.append(Note("withheld", {"text": event.text}, "input over agent speech not reported"))
         elif event.text:
-            out += [Note("prompt", {"text": event.text, "speech_end": event.speech_end},
-                         f"prompt of {len(event.text)} character(s) (recognised "
-                         f"{max(0.0, event.waited_s) * 1000:.0f} ms after the end-of-speech wait)",
-                         f"prompt {event.text!r}"),
+            out += [Note("prompt", {"text": event.text, "speech_end": event.speech_end,
+                                    "speech_end_at": event.speech_end_at}, transcript=f"prompt {event.text!r}"),
                     SendToApp(relay.Prompt(event.text, event.language or self.recognition_language, last=True))]
         else:
             out.append(Note("no_words", {}, f"utterance of {event.seconds:.2f} s had no words; no prompt"))

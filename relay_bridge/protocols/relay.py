@@ -29,7 +29,10 @@ from relay_bridge.protocols.call_details import CallDetails
 from relay_bridge.protocols.fields import FrameError, bounded_str, dumps, parse_object, show, utf8_safe
 from relay_bridge.protocols.fields import field as get
 
+# ConversationRelay error codes (protocols.md 2.7) of the errors the bridge reports.
+INVALID_PARAMETER_CODE = 64101
 INVALID_MESSAGE_CODE = 64107
+CONVERSION_CODE = 64112  # media that cannot be fetched or played
 MAX_CONSECUTIVE_INVALID = 10
 CLOSE_NORMAL = (1000, "Closing websocket session")
 CLOSE_MALFORMED = (1007, "Too many consecutive malformed messages.")
@@ -175,6 +178,9 @@ class TokensPlayed:
 @dataclass(frozen=True)
 class Error:
     description: str
+    # The ConversationRelay error code (protocols.md 2.7), for the bridge's metrics; not sent (Twilio's
+    # error frames carry a description only, which names the code where Twilio's does).
+    code: int = dataclasses.field(default=0, compare=False)
 
 
 RelayMessage = Setup | Prompt | DtmfDigit | Interrupt | Info | AgentSpeaking | ClientSpeaking | TokensPlayed | Error
@@ -277,7 +283,7 @@ class RelayBridge:
             # The frame is echoed: a str from a socket is valid UTF-8, but one passed in need not be.
             text = utf8_safe(raw) if isinstance(raw, str) else raw.decode("utf-8", "replace")
             reply = serialize_relay_message(
-                Error(f"Invalid message received, code: {INVALID_MESSAGE_CODE}, {text}"))
+                Error(f"Invalid message received, code: {INVALID_MESSAGE_CODE}, {text}", INVALID_MESSAGE_CODE))
             close = CLOSE_MALFORMED if self.consecutive_invalid >= MAX_CONSECUTIVE_INVALID else None
             return InvalidAppFrame(reason=utf8_safe(str(exc)), reply=reply, close=close)
         self.consecutive_invalid = 0
