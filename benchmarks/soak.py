@@ -226,8 +226,12 @@ def soak_config(calls: int, extra: Path | None) -> dict[str, Any]:
     server: dict[str, Any] = {"max_calls": calls + 10}
     # The simulated caller does not sign its upgrades, so the daemon must accept unsigned ones. Only
     # daemons that know the setting require it (older ones reject it as an unknown key).
-    if "allow_unauthenticated" in {f.name for f in dataclasses.fields(ServerSettings)}:
+    known = {f.name for f in dataclasses.fields(ServerSettings)}
+    if "allow_unauthenticated" in known:
         server["allow_unauthenticated"] = True
+    if "admin_listen" in known:
+        server["admin_listen"] = ""  # the soak reads the daemon's SIGUSR1 line; its fixed port may be taken
+
     # INFO: the daemon's statistics line (asked for with SIGUSR1 at every sample) is logged at INFO.
     data: dict[str, Any] = {"server": server, "logging": {"level": "INFO"}}
     if extra is not None:

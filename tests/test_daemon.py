@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay_bridge.sim.agent import AgentScript, ScriptedAgent
 from relay_bridge.sim.caller import SimulatedCaller
@@ -46,9 +47,32 @@ async def wait_for_port(port: int, proc: trio.Process) -> None:
         return
 
 
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """A plain GET of the admin listener: the status and body."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
+        raw = b""
+        while chunk := await stream.receive_some():
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+async def first_admin_answer(port: int, proc: trio.Process) -> tuple[tuple[int, str], tuple[int, str]]:
+    """/healthz and /readyz as soon as the admin listener answers (while the models load)."""
+    while True:
+        assert proc.returncode is None, "the daemon exited before its admin listener opened"
+        try:
+            return await http_get(port, "/healthz"), await http_get(port, "/readyz")
+        except OSError:
+            await trio.sleep(0.05)
+
+
 def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips: dict[str, Clip]) -> None:
-    """... under a systemd-like supervisor: READY=1, WATCHDOG=1 pings with STATUS=, then STOPPING=1."""
-    port = free_port()
+    """... under a systemd-like supervisor: READY=1, WATCHDOG=1 pings with STATUS=, then STOPPING=1; its
+    admin listener says it is alive but not ready while the models load, then ready, and counts the call."""
+    port, admin_port = free_port(), free_port()
+    admin: dict[str, object] = {}
     notify_dir = tempfile.mkdtemp(dir="/tmp")  # a unix socket path must be short
     notify_path = os.path.join(notify_dir, "notify")
     messages: list[str] = []
@@ -71,7 +95,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
             nursery.start_soon(supervise)
             app_port = await nursery.start(agent.serve, "127.0.0.1", 0)
             config = tmp_path / "relay-bridge.toml"
-            config.write_text("[server]\nallow_unauthenticated = true\n")
+            config.write_text(f'[server]\nallow_unauthenticated = true\nadmin_listen = "127.0.0.1:{admin_port}"\n')
             env = {**os.environ, "RELAY_BRIDGE_CONFIG": str(config), "NOTIFY_SOCKET": notify_path,
                    "WATCHDOG_USEC": "400000"}
             with log.open("wb") as out:
@@ -80,7 +104,9 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                      "--app-url", f"ws://127.0.0.1:{app_port}"], stdout=out, stderr=subprocess.STDOUT, env=env)
                 try:
                     with trio.fail_after(60):
+                        admin["loading"] = await first_admin_answer(admin_port, proc)
                         await wait_for_port(port, proc)
+                    admin["ready"] = await http_get(admin_port, "/readyz")
 
                     async def script(caller: SimulatedCaller) -> None:
                         with trio.fail_after(30):
@@ -90,6 +116,8 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                         await caller.hang_up()
 
                     await SimulatedCaller(f"ws://127.0.0.1:{port}/media", timeline).run(script)
+                    await trio.sleep(0.3)  # the call's end is counted as its socket closes
+                    admin["metrics"] = await http_get(admin_port, "/metrics")
                     proc.send_signal(signal.SIGUSR1)  # one statistics line
                     await trio.sleep(0.5)
                     proc.send_signal(signal.SIGTERM)
@@ -114,6 +142,19 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     assert "WARNING" in output and "calls are not authenticated" in output
     assert re.search(r"stats: tasks=\d+ py_blocks=\d+ ", output) and "calls_total=1" in output
     assert "SIGTERM received" in output and "stopped after 1 call(s)" in output
+    assert admin["loading"] == ((200, "alive\n"), (503, "not ready: loading models\n"))
+    assert admin["ready"] == (200, "ready: 0 call(s) in progress\n")
+    status, exposition = admin["metrics"]  # type: ignore[misc]
+    scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(exposition) for s in family.samples}
+    assert status == 200 and scraped[("relay_bridge_calls_total", (("reason", "provider_stopped"),))] == 1
+    assert scraped[("relay_bridge_end_of_speech_to_prompt_seconds_count", ())] == 1
+    assert scraped[("relay_bridge_first_token_to_audio_seconds_count", ())] == 1
+    assert f"admin endpoints on http://127.0.0.1:{admin_port}/" in output
+    assert re.search(r"turn 1: end of speech to prompt \d+ ms, app's first token \d+ ms, first token to first "
+                     r"audio \d+ ms", output)
+    assert re.search(r"call ended: provider sent stop after [\d.]+ s, 1 turn\(s\), 0 barge-in\(s\); end of "
+                     r"speech to prompt p50 \d+ ms / max \d+ ms", output)
     session = agents[0].sessions[0]
     assert session.setup is not None and session.setup.session_id.startswith("VX")
     assert len(session.prompts) == 1 and wer([(clips["agent-pass"].text, session.prompts[0].voice_prompt)]) <= 0.2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,45 @@ def test_elsewhere_lines_are_dated_and_have_no_priority(tmp_path: Path, journal:
     lines = log_lines(tmp_path, journal)  # no journal, or the journal is some other stream (a parent's)
     assert not any(line.startswith("<") for line in lines)
     assert lines[1].endswith("INFO    bridge.test: a call started") and lines[1][2] == ":"
+
+
+LOG_A_CALL = """
+import logging
+from relay_bridge import logs
+from relay_bridge.call.record import CallLogger
+logs.configure("INFO", form="json")
+ids = {"call_sid": "CA1", "stream_sid": "MZ2"}
+log = CallLogger(logging.getLogger("relay_bridge.call.call"), ids)
+log.info("call started")
+ids["session_id"] = "VX3"
+log.info("turn %d: done", 1, extra={"data": {"turn": 1, "end_of_speech_to_prompt_ms": 412}})
+logging.getLogger("relay_bridge.server").warning("a peer sent \\x1b[31mjunk\\n")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("a call failed")
+"""
+
+
+def test_json_logs_carry_the_calls_ids_and_data_as_fields(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    out = subprocess.run([sys.executable, "-c", LOG_A_CALL], capture_output=True, text=True, env=env, check=True,
+                         timeout=60).stderr.splitlines()
+    records = [json.loads(line) for line in out]  # one object per line, a traceback included
+    assert len(records) == 4
+    started, turn, junk, failed = records
+    assert started["message"] == "call started" and started["level"] == "INFO"
+    assert started["logger"] == "relay_bridge.call.call" and started["time"].endswith("+00:00")
+    assert (started["call_sid"], started["stream_sid"]) == ("CA1", "MZ2") and "session_id" not in started
+    assert turn["session_id"] == "VX3" and turn["turn"] == 1 and turn["end_of_speech_to_prompt_ms"] == 412
+    assert junk["message"] == "a peer sent \x1b[31mjunk\n" and "call_sid" not in junk
+    assert failed["exception"].startswith("Traceback") and failed["exception"].endswith("ValueError: boom")
+
+
+def test_text_logs_put_the_calls_ids_first_escaped(tmp_path: Path) -> None:
+    code = LOG_A_CALL.replace('form="json"', 'form="text"').replace('"CA1"', '"CA1\\\\n[forged]"')
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         timeout=60).stderr.splitlines()
+    assert out[0].endswith(r"relay_bridge.call.call: [CA1\n[forged] MZ2] call started")
+    assert out[1].endswith(r"relay_bridge.call.call: [CA1\n[forged] MZ2] turn 1: done")
