@@ -3,7 +3,8 @@
 Every key has a default (see ``config/relay-bridge.toml`` for the documented reference); units are
 in key names. Unknown keys and wrong types are rejected with the dotted path of the key, so a
 misspelt setting is an error at start-up, not a silent default. The sections that configure the
-runtime are the runtime's own settings classes, each validating its values.
+runtime are the runtime's own settings classes, each validating its values. Every problem is reported
+at once: ``ConfigError.messages`` lists them, one per key (the first a settings class finds, per table).
 
 Secrets (``server.twilio_auth_token``, ``server.telnyx_stream_token``) need not be written into the
 file: each may come from the file named by its ``*_file`` key, from the environment
@@ -20,6 +21,7 @@ each names its code, voice and speech model, inheriting ``[tts]`` and ``[asr]`` 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -31,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from relay_bridge.conversation.judge import MAX_BACKCHANNEL_WORDS, words
+from relay_bridge.engines.models import ModelError, Resolved, find, load_manifest
 from relay_bridge.engines.schedule import cpu_cores
+from relay_bridge.engines.turn import TURN_MODEL
 from relay_bridge.engines.whisper import MAX_HINTS_CHARS, WhisperSettings
 from relay_bridge.settings import (
     CallSettings,
@@ -46,7 +50,11 @@ from relay_bridge.speech.endpointer import EndpointerSettings
 
 
 class ConfigError(ValueError):
-    pass
+    """One or more problems with the config: ``messages``, one a line in ``str()``."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
 
 
 MULTILINGUAL_MODEL = "base"  # the manifest's multilingual Whisper, for languages other than English
@@ -93,6 +101,7 @@ class ModelChoice:
 
     name: str  # for the logs and the manifest
     path: str = ""  # explicit file or folder; "" to resolve ``name``
+    key: str = ""  # the config key that chose it, for messages
 
 
 @dataclass(frozen=True)
@@ -198,17 +207,21 @@ class Config:
 
     def speech_model(self, lang: LanguageConfig) -> ModelChoice:
         """The ASR model of ``lang``: its own, else [asr]'s for English, else the multilingual one."""
+        key = f"languages[{self.languages.index(lang)}].speech_model"
         if lang.speech_model:
-            return ModelChoice(lang.speech_model, lang.speech_model if is_path(lang.speech_model) else "")
+            return ModelChoice(lang.speech_model, lang.speech_model if is_path(lang.speech_model) else "", key)
         if is_english(lang.code):
-            return ModelChoice(self.asr.model, self.asr.model_dir)
-        return ModelChoice(MULTILINGUAL_MODEL)
+            key = "asr.model_dir" if self.asr.model_dir else "asr.model"
+            return ModelChoice(self.asr.model, self.asr.model_dir, key)
+        return ModelChoice(MULTILINGUAL_MODEL, key=key)
 
     def voice(self, lang: LanguageConfig) -> ModelChoice:
         """The voice of ``lang``: its own, else [tts]'s."""
         if lang.voice:
-            return ModelChoice(lang.voice, lang.voice if is_path(lang.voice) else "")
-        return ModelChoice(self.tts.voice, self.tts.model_path)
+            key = f"languages[{self.languages.index(lang)}].voice"
+            return ModelChoice(lang.voice, lang.voice if is_path(lang.voice) else "", key)
+        key = "tts.model_path" if self.tts.model_path else "tts.voice"
+        return ModelChoice(self.tts.voice, self.tts.model_path, key)
 
     def language(self, code: str) -> LanguageConfig:
         """The declared language ``code`` (case-insensitive); ``KeyError`` when not declared."""
@@ -221,14 +234,19 @@ class Config:
 MAX_NUMBER = 2**53  # no setting needs more; beyond it floats lose integers and sizes overflow
 
 
-def _coerce(value: Any, hint: Any, path: str) -> Any:
+def _coerce(value: Any, hint: Any, path: str, errors: list[str]) -> Any:
+    """``value`` as the type ``hint`` says; ``ConfigError`` when it is not one (tables: see ``_build``)."""
     origin = typing.get_origin(hint)
     if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
         # An array of tables: [[languages]]
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise ConfigError(f"{path}: expected an array of tables ([[{path}]])")
         item = typing.cast(type, typing.get_args(hint)[0])
-        return tuple(_build(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_build(item, v, f"{path}[{i}]", errors) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be a table")
+        return _build(typing.cast(type, hint), value, path, errors)
     if origin is tuple and typing.get_args(hint)[0] is int:
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                   and -MAX_NUMBER <= v <= MAX_NUMBER for v in value):
@@ -255,32 +273,48 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
-def _build(cls: type[Any], data: dict[str, Any], path: str) -> Any:
+def _unknown_key(path: str, key: str, known: list[str]) -> str:
+    prefix = f"{path}." if path else ""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"unknown key '{prefix}{key}'" + (f"; did you mean '{prefix}{close[0]}'?" if close else "")
+
+
+def _build(cls: type[Any], data: dict[str, Any], path: str, errors: list[str]) -> Any:
+    """``cls`` from the table ``data`` at ``path``, or None; each problem is appended to ``errors``.
+
+    Every unknown key and wrong value of the table is reported. The class itself (its range and
+    consistency checks) is built only when its known keys are all well typed, so that a value left
+    out cannot cause a second, misleading error.
+    """
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
+    complete = True
     for key, value in data.items():
-        dotted = f"{path}.{key}" if path else key
         if key not in known:
-            raise ConfigError(f"unknown key '{dotted}'")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"'{dotted}' must be a table")
-            kwargs[key] = _build(typing.cast(type, hint), value, dotted)
-        else:
-            kwargs[key] = _coerce(value, hint, dotted)
+            errors.append(_unknown_key(path, key, known))
+            continue
+        before = len(errors)
+        try:
+            kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key, errors)
+        except ConfigError as exc:
+            errors.extend(exc.messages)
+        complete = complete and len(errors) == before
+    if not complete:
+        return None
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
         # Settings classes name the offending field first: "lead_ms must be at least 20".
-        raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
+        errors.append(f"{path}.{exc}" if path else str(exc))
+        return None
 
 
 def load(path: Path | None = None, **overrides: Any) -> Config:
-    """Read ``path`` (or the defaults) and apply ``section__key=value`` (or ``languages=``) overrides."""
+    """Read ``path`` (or the defaults) and apply ``section__key=value`` (or ``languages=``) overrides.
+
+    ``ConfigError`` lists every problem, each prefixed with ``path`` when there is one.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -298,36 +332,49 @@ def load(path: Path | None = None, **overrides: Any) -> Config:
             data.setdefault(section, {})[name] = value
         else:
             data[key] = value  # a whole top-level value: languages=[{"code": "en-US"}]
+    errors: list[str] = []
     server = data.get("server", {})
     if isinstance(server, dict):  # anything else is reported by _build
-        data["server"] = _with_secrets(server, os.environ)
-    cfg: Config = _build(Config, data, "")
+        data["server"] = _with_secrets(server, os.environ, errors)
+    cfg: Config | None = _build(Config, data, "", errors)
+    if errors or cfg is None:
+        raise ConfigError(*(f"{path}: {e}" if path is not None else e for e in errors))
     return cfg
 
 
 SECRETS = ("twilio_auth_token", "telnyx_stream_token")
 
 
-def _with_secrets(server: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _with_secrets(server: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> dict[str, Any]:
     """``[server]`` with each secret read from wherever it was given (see the module docstring)."""
     server = dict(server)
     for name in SECRETS:
-        sources: list[tuple[str, str]] = []
-        if isinstance(server.get(name), str) and server[name]:
-            sources.append((f"server.{name}", server[name]))
-        file_key = f"{name}_file"
-        if isinstance(server.get(file_key), str) and server[file_key]:
-            sources.append((f"server.{file_key}", _read_secret(Path(server[file_key]), f"server.{file_key}")))
-        if not sources and environ.get(f"RELAY_BRIDGE_{name.upper()}"):
-            sources.append((f"${'RELAY_BRIDGE_' + name.upper()}", environ[f"RELAY_BRIDGE_{name.upper()}"]))
-        credentials = environ.get("CREDENTIALS_DIRECTORY", "")
-        if not sources and credentials and (Path(credentials) / name).is_file():
-            sources.append((f"systemd credential {name}", _read_secret(Path(credentials) / name, f"credential {name}")))
-        if len(sources) > 1:
-            raise ConfigError(f"server.{name} is given twice ({sources[0][0]} and {sources[1][0]}); keep one")
-        if sources:
-            server[name] = sources[0][1]
+        try:
+            value = _secret(server, name, environ)
+        except ConfigError as exc:
+            errors.extend(exc.messages)
+            continue
+        if value is not None:
+            server[name] = value
     return server
+
+
+def _secret(server: dict[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
+    """The secret ``name`` from wherever it was given; None when nowhere."""
+    sources: list[tuple[str, str]] = []
+    if isinstance(server.get(name), str) and server[name]:
+        sources.append((f"server.{name}", server[name]))
+    file_key = f"{name}_file"
+    if isinstance(server.get(file_key), str) and server[file_key]:
+        sources.append((f"server.{file_key}", _read_secret(Path(server[file_key]), f"server.{file_key}")))
+    if not sources and environ.get(f"RELAY_BRIDGE_{name.upper()}"):
+        sources.append((f"${'RELAY_BRIDGE_' + name.upper()}", environ[f"RELAY_BRIDGE_{name.upper()}"]))
+    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
+    if not sources and credentials and (Path(credentials) / name).is_file():
+        sources.append((f"systemd credential {name}", _read_secret(Path(credentials) / name, f"credential {name}")))
+    if len(sources) > 1:
+        raise ConfigError(f"server.{name} is given twice ({sources[0][0]} and {sources[1][0]}); keep one")
+    return sources[0][1] if sources else None
 
 
 def _read_secret(path: Path, where: str) -> str:
@@ -369,3 +416,41 @@ def replace(cfg: Config, **changes: Any) -> Config:
         return dataclasses.replace(cfg, **new)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+TURN_CHOICE = ModelChoice(TURN_MODEL, key="vad.turn_detection")  # used when turn_detection is "smart"
+
+
+@dataclass(frozen=True)
+class Models:
+    """Every model a config names, found and verified (see ``find_models``)."""
+
+    found: dict[ModelChoice, Resolved]  # by choice: each language's, and TURN_CHOICE
+    errors: tuple[str, ...]  # models that cannot be used: each names its config key and path
+    warnings: tuple[str, ...]  # a missing end-of-turn model: turns then end on silence
+
+
+def find_models(cfg: Config, cache_dir: Path) -> Models:
+    """Resolve and verify each language's speech model and voice, and the end-of-turn model when
+    ``vad.turn_detection`` is "smart", loading none of them (``cache_dir``: see ``models.resolve``)."""
+    wanted: list[tuple[ModelChoice, str, bool]] = []
+    for lang in cfg.languages:
+        wanted += [(cfg.speech_model(lang), "asr", cfg.asr.allow_download),
+                   (cfg.voice(lang), "tts", cfg.tts.allow_download)]
+    if cfg.vad.turn_detection == "smart":
+        wanted.append((TURN_CHOICE, "turn", False))
+    manifest = load_manifest()
+    found: dict[ModelChoice, Resolved] = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    for choice, kind, allow_download in dict.fromkeys(wanted):  # each once, in order
+        try:
+            found[choice] = find(choice.name, kind, choice.key, explicit=choice.path, allow_download=allow_download,
+                                 cache_dir=cache_dir, manifest=manifest)
+        except ModelError as exc:
+            if kind != "turn":
+                errors.append(str(exc))
+                continue
+            warnings.append(f"{exc}; turns end after vad.end_of_speech_silence_ms of silence instead "
+                            "(pip install --no-deps pipecat-ai==1.14.0 installs the model)")
+    return Models(found, tuple(errors), tuple(warnings))

