@@ -201,7 +201,7 @@ def check(given: Path | None) -> int:
 
 
 def config_origin(given: Path | None, used: Path | None) -> str:
-    """Which config file the daemon runs on, and why that one, for its first log line."""
+    """Which config file serve runs on (and check checks), and why that one."""
     if given is not None:
         return f"{given} (--config)"
     if used is None:

@@ -44,7 +44,7 @@ class ManifestFile:
 @dataclass(frozen=True)
 class ManifestSource:
     package: str  # the PyPI name, for messages
-    module: str  # the importable module that holds the files
+    module: str  # the module that holds the files, a folder the distribution installed (never imported)
     subdir: str  # the files' folder inside the module
 
 
