@@ -43,7 +43,7 @@ class ManifestFile:
 
 @dataclass(frozen=True)
 class ManifestSource:
-    package: str  # the PyPI name, for messages
+    package: str  # the distribution (PyPI) name: how the files are found, and named in messages
     module: str  # the module that holds the files, a folder the distribution installed (never imported)
     subdir: str  # the files' folder inside the module
 
