@@ -197,13 +197,31 @@ def test_serve_refuses_a_model_that_is_not_one_in_one_line(tmp_path: Path, env: 
     assert proc.stderr.splitlines()[-1] == lines[0]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def unprivileged() -> list[str]:
+    """A command prefix that runs the bridge where file permissions apply: root reads any file, so as
+    root, as nobody through setpriv (when this Python can run as nobody); else nothing."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import relay_bridge"], capture_output=True, cwd="/",
+                               timeout=60)
+    except OSError:
+        probe = None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("root reads any file, and this Python cannot run as nobody")
+    return prefix
+
+
 def test_an_unreadable_config_is_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    prefix = unprivileged()
     path = write(tmp_path, GOOD)
     path.chmod(0)
+    tmp_path.chmod(0o755)
     for command in ("check", "serve"):
-        proc = run(command, "--config", str(path), env=env)
-        assert proc.returncode == 2
+        proc = subprocess.run([*prefix, sys.executable, "-m", "relay_bridge.cli", command, "--config", str(path)],
+                              capture_output=True, text=True, timeout=60, env=env, cwd="/")
+        assert proc.returncode == 2, proc.stderr
         assert relay_bridge_lines(proc.stderr)[0] == f"relay-bridge: cannot read config {path}: Permission denied"
     assert proc.stderr.splitlines() == [f"relay-bridge: cannot read config {path}: Permission denied"]
 
