@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
+.PHONY: demo test test-fast test-wheel fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
 
 # The install. The end-of-turn model ships as a data file in pipecat-ai's wheel: that wheel is
 # installed alone, without any of pipecat's dependencies (the bridge never imports it).
@@ -25,6 +25,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not models'
+
+# The wheel as users install it: built, installed with its dependencies into a fresh virtual
+# environment and run from outside the checkout (part of `make test` too). The dependencies are
+# downloaded once into .cache/wheelhouse.
+test-wheel: $(STAMP)
+	$(PY) -m pytest -q -m wheel
 
 # The fuzz suites (codecs, whole calls, config) with many more examples than `make test` runs, randomly
 # chosen, round after round for FUZZ_MINUTES; the first failure stops it. Hypothesis prints how many

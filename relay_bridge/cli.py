@@ -38,7 +38,8 @@ accept Media Streams WebSocket connections on server.listen (path /media) and op
 ConversationRelay session to the application for each call. SIGTERM or SIGINT stops new calls and
 drains those in progress (at most server.shutdown_grace_s); SIGUSR1 logs one line of statistics.
 Logs go to stderr (to the journal's priorities under systemd). Under systemd (Type=notify) it
-reports READY=1 once it listens, and STATUS= and WATCHDOG=1 while it runs."""
+reports READY=1 once it listens, and STATUS= and WATCHDOG=1 while it runs. server.admin_listen
+(default 127.0.0.1:9464) serves /metrics (Prometheus), /healthz and /readyz over plain HTTP."""
 
 CHECK_DESCRIPTION = """\
 Check the config file that serve would use, and every model it names, without starting the server
