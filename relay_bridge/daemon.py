@@ -203,14 +203,15 @@ async def serve_calls(cfg: Config, engines: SpeechEngines, admin: Admin) -> None
     listeners = await listen("server.listen", cfg.server.listen)
     server = MediaStreamsServer(cfg.server, cfg.call, engines)
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(serve_media_streams, server, listeners, shutdown)
-        admin.server = server
-        bound = listeners[0].socket.getsockname()
-        logger.info("listening on ws://%s:%d/media; app %s", bound[0], bound[1], cfg.server.app_url or "(none)")
-        sd_notify("READY=1")
-        nursery.start_soon(notify_systemd, server, shutdown, watchdog_interval())
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+    # Signals are taken before READY=1: a supervisor may stop the daemon as soon as it is ready.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_media_streams, server, listeners, shutdown)
+            admin.server = server
+            bound = listeners[0].socket.getsockname()
+            logger.info("listening on ws://%s:%d/media; app %s", bound[0], bound[1], cfg.server.app_url or "(none)")
+            sd_notify("READY=1")
+            nursery.start_soon(notify_systemd, server, shutdown, watchdog_interval())
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     log_statistics(server)

@@ -160,6 +160,37 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     assert len(session.prompts) == 1 and wer([(clips["agent-pass"].text, session.prompts[0].voice_prompt)]) <= 0.2
 
 
+def test_a_sigterm_as_soon_as_the_daemon_is_ready_stops_it_cleanly(tmp_path: Path) -> None:
+    """A supervisor may stop the daemon the moment it reports READY=1: the signal is already its to handle."""
+    notify_dir = tempfile.mkdtemp(dir="/tmp")
+    notify_path = os.path.join(notify_dir, "notify")
+    config = tmp_path / "relay-bridge.toml"
+    config.write_text('[server]\nallow_unauthenticated = true\nadmin_listen = ""\n')
+    returncode: list[int] = []
+
+    async def main() -> None:
+        with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            await notify.bind(notify_path)
+            env = {**os.environ, "NOTIFY_SOCKET": notify_path}
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "relay_bridge.cli", "serve", "--listen", f"127.0.0.1:{free_port()}",
+                 "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            try:
+                with trio.fail_after(60):
+                    while (await notify.recv(4096)).decode() != "READY=1":
+                        pass
+                proc.send_signal(signal.SIGTERM)
+                with trio.fail_after(10):
+                    returncode.append(await proc.wait())
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+
+    trio.run(main)
+    shutil.rmtree(notify_dir)
+    assert returncode == [0]
+
+
 def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[vad]\nspeech_start_msx = 3\n")
