@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SPEECH_DIR := .cache/speech
 
-.PHONY: demo test test-fast test-wheel fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
+.PHONY: demo test test-fast test-wheel wheel fuzz bench bench-languages bench-asr bench-capacity bench-cost bench-turns soak lint speech-data clean
 
 # The install. The end-of-turn model ships as a data file in pipecat-ai's wheel: that wheel is
 # installed alone, without any of pipecat's dependencies (the bridge never imports it).
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not models'
+
+# The wheel to install on a voice host (docs/deployment.md), in dist/.
+wheel: $(STAMP)
+	rm -rf dist && $(PY) -m pip wheel --no-deps --quiet --wheel-dir dist .
+	@ls dist/*.whl
 
 # The wheel as users install it: built, installed with its dependencies into a fresh virtual
 # environment and run from outside the checkout (part of `make test` too). The dependencies are
@@ -101,4 +106,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache out dist .pytest_cache .mypy_cache .ruff_cache
