@@ -106,4 +106,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .cache out dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache out dist build .pytest_cache .mypy_cache .ruff_cache
