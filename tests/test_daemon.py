@@ -47,6 +47,13 @@ async def wait_for_port(port: int, proc: trio.Process) -> None:
         return
 
 
+async def terminate(proc: trio.Process) -> int:
+    """Stop the daemon as systemd does: SIGTERM, then its exit status (within 10 s)."""
+    proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(10):
+        return await proc.wait()
+
+
 async def http_get(port: int, path: str) -> tuple[int, str]:
     """A plain GET of the admin listener: the status and body."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
@@ -120,9 +127,7 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
                     admin["metrics"] = await http_get(admin_port, "/metrics")
                     proc.send_signal(signal.SIGUSR1)  # one statistics line
                     await trio.sleep(0.5)
-                    proc.send_signal(signal.SIGTERM)
-                    with trio.fail_after(10):
-                        returncode.append(await proc.wait())
+                    returncode.append(await terminate(proc))
                 finally:
                     if proc.returncode is None:
                         proc.kill()
@@ -179,9 +184,7 @@ def test_a_sigterm_as_soon_as_the_daemon_is_ready_stops_it_cleanly(tmp_path: Pat
                 with trio.fail_after(60):
                     while (await notify.recv(4096)).decode() != "READY=1":
                         pass
-                proc.send_signal(signal.SIGTERM)
-                with trio.fail_after(10):
-                    returncode.append(await proc.wait())
+                returncode.append(await terminate(proc))
             finally:
                 if proc.returncode is None:
                     proc.kill()
