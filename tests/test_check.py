@@ -246,6 +246,19 @@ def test_serve_on_a_port_in_use_is_one_line_naming_the_key(tmp_path: Path, env: 
     assert proc.stderr.splitlines()[-1] == lines[0]
 
 
+def test_an_admin_port_in_use_is_one_line_before_any_model_loads(tmp_path: Path, env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp_path, GOOD.replace('admin_listen = ""', f'admin_listen = "127.0.0.1:{port}"'))
+        proc = run("serve", "--config", str(path), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert relay_bridge_lines(proc.stderr) == [
+        f"relay-bridge: server.admin_listen: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert " ready in " not in proc.stderr  # the admin listener opens first: no model was loaded ("ASR ... ready in")
+
+
 def test_no_model_loads_until_every_model_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       not_a_model: Path, voice_without_json: Path) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
