@@ -3,18 +3,21 @@
 - ``GET /metrics``: the process's metrics in Prometheus's text format 0.0.4, which every Prometheus
   version reads (``relay_bridge.metrics``).
 - ``GET /healthz``: 200 while the process is alive and its event loop responsive: a heartbeat task
-  on the loop must have run within ``STALL_S``. A loop stuck outright answers nothing (a probe's
-  timeout says the same); a loop too busy to run its tasks on time answers 503.
+  on the loop wakes every ``BEAT_S``; once it has woken more than ``STALL_S`` late (a loop blocked
+  or too busy to run its tasks on time), or has not run for that long, it is 503 for
+  ``STALL_MEMORY_S``. A loop stuck outright answers nothing (a probe's timeout says the same).
 - ``GET /readyz``: 200 when a new call would be taken: the models are loaded, the server accepts
   calls, is not draining and is below capacity (``MediaStreamsServer.no_room``); else 503 and why.
 
 Each request is one head read within ``REQUEST_TIMEOUT_S`` and one answer, then the connection is
-closed; at most ``MAX_CONNECTIONS`` are served at once, more are closed at once. The listener has no
+closed; at most ``MAX_CONNECTIONS`` are served at once, more are closed at once. A failure in one
+request is logged and ends that connection only. The listener has no
 authentication: keep it on loopback or a private network.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -27,9 +30,12 @@ from relay_bridge.metrics import Metrics
 from relay_bridge.server import MediaStreamsServer
 
 BEAT_S = 0.25  # how often the heartbeat runs
-STALL_S = 2.0  # a heartbeat older than this: the event loop is not keeping up
-REQUEST_TIMEOUT_S = 5.0
-MAX_CONNECTIONS = 16
+STALL_S = 1.0  # a heartbeat this late (or this long without one): the event loop is not keeping up
+STALL_MEMORY_S = 10.0  # how long a stall keeps /healthz at 503, so a probe every few seconds sees it
+REQUEST_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 64
+
+logger = logging.getLogger(__name__)
 
 
 class Admin:
@@ -39,17 +45,27 @@ class Admin:
         self.metrics = metrics
         self.server: MediaStreamsServer | None = None
         self.last_beat = trio.current_time()
+        self.stalled_at = -STALL_MEMORY_S  # when the heartbeat last woke more than STALL_S late
+        self.stall_s = 0.0  # by how much
         self._connections = 0
 
     async def heartbeat(self) -> None:
         while True:
-            self.last_beat = trio.current_time()
-            await trio.sleep(BEAT_S)
+            due = trio.current_time() + BEAT_S
+            await trio.sleep_until(due)
+            now = trio.current_time()
+            if now - due > STALL_S:
+                self.stalled_at, self.stall_s = now, now - due
+            self.last_beat = now
 
     def health(self) -> tuple[int, str]:
-        stalled = trio.current_time() - self.last_beat
-        if stalled > STALL_S:
-            return 503, f"event loop stalled: its heartbeat last ran {stalled:.1f} s ago\n"
+        now = trio.current_time()
+        silent = now - self.last_beat
+        if silent > BEAT_S + STALL_S:
+            return 503, f"event loop stalled: its heartbeat last ran {silent:.1f} s ago\n"
+        if now - self.stalled_at < STALL_MEMORY_S:
+            return 503, (f"event loop stalled: its heartbeat ran {self.stall_s:.1f} s late "
+                         f"{now - self.stalled_at:.0f} s ago\n")
         return 200, "alive\n"
 
     def readiness(self) -> tuple[int, str]:
@@ -70,6 +86,8 @@ class Admin:
                 await stream.send_all(await self._answer(stream))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer left
+        except Exception:
+            logger.exception("admin request failed")
         finally:
             self._connections -= 1
             await trio.aclose_forcefully(stream)

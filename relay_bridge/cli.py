@@ -136,10 +136,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def complain(lines: Iterable[str]) -> None:
-    """Each of ``lines`` on stderr as ``relay-bridge: ...``, after what was printed before."""
+    """Each of ``lines`` on stderr as ``relay-bridge: ...``, after what was printed before. Under the
+    journal each carries its priority (an error's, or a warning's for "warning: ..."), so that
+    ``journalctl -p warning`` shows why the daemon did not start."""
     sys.stdout.flush()
+    journal = logs.stderr_is_journal()
     for line in lines:
-        print(f"relay-bridge: {line}", file=sys.stderr, flush=True)
+        prefix = f"<{logs.priority(logging.WARNING if line.startswith('warning: ') else logging.ERROR)}>"
+        print(f"{prefix if journal else ''}relay-bridge: {line}", file=sys.stderr, flush=True)
 
 
 def fail(exc: Exception) -> int:

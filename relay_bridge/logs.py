@@ -41,7 +41,6 @@ def priority(levelno: int) -> int:
 
 
 CALL_FIELDS = ("call_sid", "stream_sid", "session_id")  # set on a call's records (call.record.CallLogger)
-MAX_ID_CHARS = 64  # of a call id in a text line (ids are a peer's values)
 
 
 class SafeFormatter(logging.Formatter):
@@ -50,7 +49,7 @@ class SafeFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = escape_controls(record.message)
         if hasattr(record, "call_sid"):
-            ids = (escape_controls(str(getattr(record, k, "") or "-"))[:MAX_ID_CHARS] for k in CALL_FIELDS[:2])
+            ids = (escape_controls(str(getattr(record, k, "") or "-")) for k in CALL_FIELDS[:2])
             message = f"[{' '.join(ids)}] {message}"
         record.message = message
         return super().formatMessage(record)

@@ -23,8 +23,11 @@ ERROR_CODES = (64101, 64105, 64107, 64108, 64112)
 WORK = ("final", "speculative", "partial")  # recognition work by urgency (engines.schedule.Priority)
 
 
-def reason_label(reason: EndReason) -> str:
-    return reason.name.lower()
+ERROR_REASON = "error"  # a call that ended on a failure of its own (no end reason)
+
+
+def reason_label(reason: EndReason | None) -> str:
+    return reason.name.lower() if reason is not None else ERROR_REASON
 
 
 class Metrics:
@@ -47,7 +50,8 @@ class Metrics:
             PREFIX + "onset_to_clear_seconds", "From the onset of caller speech over the agent to the clear that "
             "stops the agent.", buckets=LATENCY_BUCKETS, registry=r)
         self.asr_queue_wait = Histogram(
-            PREFIX + "asr_queue_wait_seconds", "Time recognitions waited for a recognition slot, by urgency.",
+            PREFIX + "asr_queue_wait_seconds", "Time recognition work (and end-of-turn decisions) waited for a "
+            "recognition slot, by urgency; work given up while it waited counts to that moment.",
             ["work"], buckets=LATENCY_BUCKETS, registry=r)
         self.asr_decode = Histogram(
             PREFIX + "asr_decode_seconds", "Time one recognition took in its worker, by urgency.", ["work"],
@@ -64,7 +68,7 @@ class Metrics:
                                             "reached.", registry=r)
         self.errors = Counter(PREFIX + "error_messages", "ConversationRelay error messages sent to apps, by "
                               "code.", ["code"], registry=r)
-        for reason in EndReason:
+        for reason in (*EndReason, None):
             self.calls.labels(reason_label(reason))
         for cause in REFUSAL_CAUSES:
             self.refused.labels(cause)

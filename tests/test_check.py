@@ -306,3 +306,16 @@ def test_help_reads_like_a_manual_page(command: list[str], capsys: pytest.Captur
             assert key in text, key
     if not command:
         assert "       relay-bridge check [--config FILE]\n" in text
+
+
+def test_under_the_journal_start_up_failures_carry_an_errors_priority(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(tmp_path, "[server]\nmax_call = 3\n")
+    err = tmp_path / "stderr"
+    with err.open("wb") as f:
+        st = os.fstat(f.fileno())
+        journal = {**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        proc = subprocess.run([sys.executable, "-m", "relay_bridge.cli", "serve", "--config", str(path)], stderr=f,
+                              env=journal, timeout=60)
+    assert proc.returncode == 2
+    assert err.read_text().splitlines() == [
+        f"<3>relay-bridge: {path}: unknown key 'server.max_call'; did you mean 'server.max_calls'?"]

@@ -88,9 +88,19 @@ def test_json_logs_carry_the_calls_ids_and_data_as_fields(tmp_path: Path) -> Non
 
 
 def test_text_logs_put_the_calls_ids_first_escaped(tmp_path: Path) -> None:
-    code = LOG_A_CALL.replace('form="json"', 'form="text"').replace('"CA1"', '"CA1\\\\n[forged]"')
+    code = LOG_A_CALL.replace('form="json"', 'form="text"').replace('"CA1"', '"CA1" + chr(10) + "[forged]"')
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
                          timeout=60).stderr.splitlines()
+    assert not any(line.startswith("[forged]") for line in out)  # a newline in an id cannot start a line
     assert out[0].endswith(r"relay_bridge.call.call: [CA1\n[forged] MZ2] call started")
     assert out[1].endswith(r"relay_bridge.call.call: [CA1\n[forged] MZ2] turn 1: done")
+
+
+def test_a_peers_huge_ids_are_cut_on_every_line(tmp_path: Path) -> None:
+    code = LOG_A_CALL.replace('"CA1"', '"CA" * 500_000')  # a megabyte of callSid
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         timeout=60).stderr.splitlines()
+    records = [json.loads(line) for line in out]
+    assert [r["call_sid"] for r in records if "call_sid" in r] == ["CA" * 32] * 3

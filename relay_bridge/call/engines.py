@@ -178,7 +178,10 @@ class Scheduler:
 
     def __init__(self, slots: int, *, held_back: Priority = Priority.PARTIAL, load: ProcessLoad | None = None,
                  urgent: tuple[Priority, ...] = (Priority.FINAL, Priority.SPECULATIVE),
-                 spare: tuple[Priority, ...] = (Priority.PARTIAL,)) -> None:
+                 spare: tuple[Priority, ...] = (Priority.PARTIAL,),
+                 waited: Callable[[Priority, float], None] | None = None) -> None:
+        """``waited(priority, seconds)`` is told how long each claim waited: when it got its slot, or when
+        it left the queue unserved."""
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots = slots
@@ -191,6 +194,7 @@ class Scheduler:
         self.cancelled: dict[Priority, int] = dict.fromkeys(Priority, 0)  # claims that left the queue unserved
         self.load = load or ProcessLoad(cpu_cores())
         self._urgent, self._spare = urgent, spare
+        self._waited = waited
 
     @property
     def busy(self) -> int:
@@ -218,6 +222,8 @@ class Scheduler:
             self._queue.remove(ticket)
             del self._waiters[ticket]
             self.cancelled[ticket.priority] += 1
+            if self._waited is not None:
+                self._waited(ticket.priority, trio.current_time() - ticket.queued_at)
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -236,6 +242,8 @@ class Scheduler:
             self.granted[ticket.priority] += 1
             if ticket.priority in self._urgent:
                 self.load.waited(now - ticket.queued_at, now)
+            if self._waited is not None:
+                self._waited(ticket.priority, now - ticket.queued_at)
             if ticket is mine:
                 got = True
             else:
@@ -265,11 +273,6 @@ class Claim:
     @property
     def priority(self) -> Priority:
         return self._ticket.priority
-
-    @property
-    def waited_s(self) -> float:
-        """How long the work waited for its slot (once granted)."""
-        return self._ticket.granted_at - self._ticket.queued_at
 
     def raise_to(self, priority: Priority) -> None:
         """Make the work more urgent (never less); while it waits, it moves up the queue."""
@@ -353,12 +356,15 @@ class SpeechEngines:
     def _schedulers(self) -> tuple[Scheduler, Scheduler]:
         # Created lazily, inside the trio run that uses them.
         if self._asr_scheduler is None or self._tts_scheduler is None:
-            self._asr_scheduler = Scheduler(self.asr_concurrency, load=self.load)
+            self._asr_scheduler = Scheduler(self.asr_concurrency, load=self.load, waited=self._asr_waited)
             # One slot more than the syntheses that run side by side, kept for the first chunk of a
             # reply: the caller hears nothing until it is ready, and it never waits behind a long one.
             self._tts_scheduler = Scheduler(self.tts_concurrency + 1, held_back=Priority.SPECULATIVE, load=self.load,
                                             urgent=(Priority.FINAL,), spare=())
         return self._asr_scheduler, self._tts_scheduler
+
+    def _asr_waited(self, priority: Priority, seconds: float) -> None:
+        self.metrics.asr_queue_wait.labels(priority.name.lower()).observe(seconds)
 
     @property
     def asr_scheduler(self) -> Scheduler:
@@ -397,9 +403,7 @@ class SpeechEngines:
                 return Recognised(result.text, result.language or MULTI)
             return Recognised(result.text, engines.code)
 
-        recognised = await run_in_worker(run, limiter)
-        self.metrics.asr_queue_wait.labels(limiter.priority.name.lower()).observe(limiter.waited_s)
-        return recognised
+        return await run_in_worker(run, limiter)
 
     async def end_of_turn(self, audio: NDArray[np.int16], rate: int, *, claim: Claim | None = None) -> float:
         """The end-of-turn model's probability that the speaker of ``audio`` (the utterance so far, at

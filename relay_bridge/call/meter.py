@@ -5,11 +5,14 @@ A turn is a final prompt sent to the app. Its breakdown:
 
 - end of speech to prompt: from the end of the caller's last voiced audio (the hearing stage's
   estimate, on the clock, of when that audio arrived) to the prompt sent;
-- app's first token: from the prompt to the app's first text token after it (the app's latency);
-- first token to first audio: from that token to the reply's first audio frame sent.
+- app's first token: from the prompt to the app's first text token after it that opens a reply
+  (the app's latency; a reply the app left open before the prompt and goes on with has none);
+- first token to first audio: from that token to the first audio frame of the same reply sent.
 
-The turn's line is written once its reply is heard (its first audio), or, with parts missing, when
-the next prompt or the call's end comes first. The meter reads the conversation's notes and the
+The turn's line is written once its reply's first audio frame is sent, or, with parts missing, when
+the next prompt or the call's end comes first. Onset to clear is timed from the notes of the cut
+that stopped the agent (a hold, or a barge-in by speech that was not held first): the conversation
+says which speech caused it. The meter reads the conversation's notes and the
 actions the call carries out; it decides nothing. It keeps at most ``MAX_SAMPLES`` latencies of each
 kind per call for the summary's medians (a four-hour call has a few thousand turns).
 """
@@ -33,6 +36,7 @@ class _Turn:
     number: int
     prompt_at: float
     speech_end_at: float  # 0: not known
+    cycle: int = 0  # the reply's, once its first token came
     first_token_at: float = 0.0
     first_audio_at: float = 0.0
 
@@ -49,7 +53,6 @@ class CallMeter:
         self.turns = 0
         self.barge_ins = 0
         self._turn: _Turn | None = None
-        self._onset: float | None = None  # caller speech that may yet stop the agent
         self.latencies: dict[str, list[float]] = {"end_of_speech_to_prompt": [], "app_first_token": [],
                                                   "first_token_to_audio": []}
 
@@ -59,9 +62,6 @@ class CallMeter:
         match action:
             case ev.Note():
                 self._note(action, now)
-            case ev.ClearPlayback() | ev.HoldPlayback() if self._onset is not None:
-                self._metrics.onset_to_clear.observe(max(0.0, now - self._onset))
-                self._onset = None
             case ev.SendToApp():
                 self.sent(action.message)
 
@@ -77,25 +77,23 @@ class CallMeter:
         self._metrics.errors.labels(str(code)).inc()
 
     def _note(self, note: ev.Note, now: float) -> None:
+        onset_at = note.data.get("onset_at", 0.0)
+        if note.name in ("hold", "interrupt") and onset_at:
+            self._metrics.onset_to_clear.observe(max(0.0, now - onset_at))
         match note.name:
-            case "speech_started":
-                self._onset = note.data.get("at") or now
             case "prompt":
-                self._onset = None
                 self._end_turn()
                 self.turns += 1
                 self._turn = _Turn(self.turns, now, note.data.get("speech_end_at", 0.0))
                 if self._turn.speech_end_at:
                     self._observe("end_of_speech_to_prompt", now - self._turn.speech_end_at)
-            case "no_words" | "withheld" | "dismissed":
-                self._onset = None
             case "interrupt":
                 self.barge_ins += 1
-                self._onset = None
             case "first_token" if self._turn is not None and not self._turn.first_token_at:
-                self._turn.first_token_at = now
+                self._turn.first_token_at, self._turn.cycle = now, note.data["cycle"]
                 self._observe("app_first_token", now - self._turn.prompt_at)
-            case "first_audio" if self._turn is not None and self._turn.first_token_at:
+            case "first_audio" if self._turn is not None and self._turn.first_token_at and \
+                    self._turn.cycle == note.data["cycle"]:
                 self._turn.first_audio_at = now
                 self._observe("first_token_to_audio", now - self._turn.first_token_at)
                 self._end_turn()
@@ -126,11 +124,9 @@ class CallMeter:
     def finish(self, now: float, reason: ev.EndReason | None, ended_because: str, detail: str) -> None:
         """The call is over: its last turn's line, the summary line, and the end reason counted."""
         self._end_turn()
-        if reason is not None:
-            self._metrics.calls.labels(reason_label(reason)).inc()
+        self._metrics.calls.labels(reason_label(reason)).inc()
         data: dict[str, Any] = {"duration_s": round(now - self.started_at, 1), "turns": self.turns,
-                                "barge_ins": self.barge_ins,
-                                "end_reason": reason_label(reason) if reason else "unknown"}
+                                "barge_ins": self.barge_ins, "end_reason": reason_label(reason)}
         said = []
         for kind, samples in self.latencies.items():
             if samples:

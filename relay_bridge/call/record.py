@@ -18,7 +18,7 @@ MAX_RECORDED_CHARS = 200  # of each text in a recorded event (a play URL may be 
 WARNINGS_PER_KIND = 10  # per call: more warnings about the same kind of bad input are only counted
 
 
-CALL_FIELDS = ("call_sid", "stream_sid", "session_id")
+MAX_ID_CHARS = 64  # of each id on a log record: ids are a peer's values (Twilio's are 34 characters)
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
@@ -29,7 +29,8 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
         self.ids = ids  # session_id is added once the session has one
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**self.ids, **kwargs.get("extra", {})}
+        ids = {k: str(v)[:MAX_ID_CHARS] for k, v in self.ids.items()}
+        kwargs["extra"] = {**ids, **kwargs.get("extra", {})}
         return msg, kwargs
 
 

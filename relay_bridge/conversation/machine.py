@@ -101,6 +101,7 @@ class _Utterance:
     report: bool = True  # it goes to the app (a prompt, partial prompts)
     judged: bool = False  # it came over agent speech that it may cut: its recognitions decide
     decided: bool = False  # judged, and found to be a barge-in (or dismissed)
+    onset_at: float = 0.0  # when speech over the agent began (the hearing stage's estimate); 0: not over it
 
 
 class Conversation:
@@ -486,7 +487,8 @@ class Conversation:
         self._info(out, "speaker-events", relay.ClientSpeaking(True))
         self._last_partial = ""
         # Over agent speech it is reported only as the session says, unless it turns into a barge-in.
-        self._utterance = _Utterance(report=self.session.reports(SPEECH) if self.agent_active else True)
+        self._utterance = _Utterance(report=self.session.reports(SPEECH) if self.agent_active else True,
+                                     onset_at=event.at if self.agent_active else 0.0)
 
     def _speech_over_agent(self, out: list[Action], now: float) -> None:
         """Speech that may cut the agent has lasted long enough to: a barge-in, or a hold until its
@@ -494,7 +496,7 @@ class Conversation:
         session = self.session
         if not (session.echo_prompt_filtering or session.ignore_backchannel or session.resume_after_false_barge_in):
             self._utterance.report = True
-            self._barge_in(out, now, "speech")
+            self._barge_in(out, now, "speech", onset_at=self._utterance.onset_at)
             return
         self._utterance.judged = True
         self._undecided += 1
@@ -502,7 +504,8 @@ class Conversation:
         if not session.echo_prompt_filtering and not self._held:
             self._held = True
             self.ledger.pause(now)
-            out += [HoldPlayback(), Note("hold", {}, "caller speech over the agent: agent held until it is recognised")]
+            out += [HoldPlayback(), Note("hold", {"onset_at": self._utterance.onset_at},
+                                         "caller speech over the agent: agent held until it is recognised")]
 
     def _judge(self, text: str, language: str, *, partial: bool) -> Verdict:
         language = language or self.recognition_language
@@ -529,7 +532,8 @@ class Conversation:
         utterance.report = barge_in
         self._undecided -= 1
         if barge_in and self.agent_active:
-            self._barge_in(out, now, "speech")
+            # Not held (echo filtering), the agent stops now: this utterance's onset to the cut.
+            self._barge_in(out, now, "speech", onset_at=0.0 if self._held else utterance.onset_at)
         if utterance is self._utterance:
             out.append(Probe(False))
         if barge_in or not self._undecided:
@@ -553,7 +557,9 @@ class Conversation:
         if report:
             out.append(SendToApp(relay.DtmfDigit(digit)))
 
-    def _barge_in(self, out: list[Action], now: float, cause: str) -> None:
+    def _barge_in(self, out: list[Action], now: float, cause: str, *, onset_at: float = 0.0) -> None:
+        """Cut the agent. ``onset_at``: when the speech that cut it began, when this cut is what stops it
+        (not a hold before it), for the call's onset-to-clear figure."""
         heard, cut = self.ledger.heard(now), self._fragment_heard(now)
         utterance = " ".join(t for t in (heard.text, cut) if t)
         self.cycle += 1
@@ -561,7 +567,8 @@ class Conversation:
         self._preemptible.clear()
         self.chunker.reset()
         dropped = self._cut(out, self.cycle)
-        out.append(Note("interrupt", {"cause": cause, "heard": utterance, "duration_ms": heard.duration_ms},
+        out.append(Note("interrupt", {"cause": cause, "heard": utterance, "duration_ms": heard.duration_ms,
+                                      "onset_at": onset_at},
                         f"barge-in by {cause} after {heard.duration_ms:.0f} ms of agent speech; "
                         f"{dropped} chunk(s) dropped", f"barge-in: heard {utterance!r}"))
         if cut:  # the fragment of the chunk cut off, as Twilio reports it just before the interrupt
