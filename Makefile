@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 
 # The wheel to install on a voice host (docs/deployment.md), in dist/.
 wheel: $(STAMP)
-	rm -rf dist && $(PY) -m pip wheel --no-deps --quiet --wheel-dir dist .
+	rm -rf build dist && $(PY) -m pip wheel --no-deps --quiet --wheel-dir dist .
 	@ls dist/*.whl
 
 # The wheel as users install it: built, installed with its dependencies into a fresh virtual

@@ -201,7 +201,7 @@ def check(given: Path | None) -> int:
     if problems:
         complain([f"{errors(len(problems))}: serve would not start"])
         return 2
-    print("ok: serve can start with this config")
+    print("ok: the config and every model it names are good (the ports are tried only by serve)")
     return 0
 
 

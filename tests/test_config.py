@@ -392,3 +392,8 @@ def test_a_table_with_a_wrong_type_is_not_checked_further(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as exc:
         load(vad__hangover_ms="40", vad__end_of_speech_silence_ms=60)
     assert exc.value.messages == ("vad.hangover_ms: expected an integer, got '40'",)
+
+
+def test_the_admin_listener_cannot_share_the_media_port() -> None:
+    with pytest.raises(ConfigError, match=r"server.admin_listen must differ from listen \(127.0.0.1:8080\)"):
+        load(server__admin_listen="127.0.0.1:8080")

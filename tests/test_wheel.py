@@ -156,7 +156,7 @@ def test_check_finds_every_model_in_the_fresh_environment(venv: Path, outside: P
     assert len(found) == 3 and all(str(venv) in line for line in found), result.stdout
     assert "end-of-turn model" in result.stdout
     assert str(REPO) not in result.stdout + result.stderr
-    assert "ok: serve can start" in result.stdout, result.stdout + result.stderr
+    assert "ok: the config and every model it names are good" in result.stdout, result.stdout + result.stderr
 
 
 def test_demo_runs_a_call_with_the_real_models(venv: Path, outside: Path) -> None:
