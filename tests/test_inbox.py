@@ -44,3 +44,14 @@ async def test_inbound_audio_drops_the_oldest_frames_and_counts_them() -> None:
         frames.put_nowait(bytes([i]))
     assert frames.dropped == 2
     assert [await frames.get() for _ in range(3)] == [b"\x02", b"\x03", b"\x04"]
+
+
+async def test_each_frame_keeps_when_it_arrived(autojump_clock: object) -> None:
+    """A hearing stage that lags still dates the audio by its arrival (the end-of-speech figure)."""
+    frames = FrameQueue(3)
+    frames.put_nowait(b"a")
+    arrived = trio.current_time()
+    await trio.sleep(1.5)
+    frames.put_nowait(b"b")
+    assert await frames.get() == b"a" and frames.arrived_at == arrived
+    assert await frames.get() == b"b" and frames.arrived_at == arrived + 1.5

@@ -154,6 +154,7 @@ class Hearing:
         self._turn_check: trio.CancelScope | None = None  # the end-of-turn decision in flight
         self._next_check_ms = PAUSE_MS  # silence before the next decision
         self._finals_pending = 0  # ended utterances whose recognition is not yet delivered
+        self._fed_at = 0.0  # when the frame fed last arrived
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hear the inbound audio, own the recognition tasks, and deliver recognitions in order."""
@@ -162,7 +163,8 @@ class Hearing:
             nursery.start_soon(self._deliver)
             task_status.started()
             while True:
-                await self.feed(await self.audio.get())
+                frame = await self.audio.get()
+                await self.feed(frame, arrived_at=self.audio.arrived_at)
 
     async def _deliver(self) -> None:
         async for rec in self._receive:
@@ -174,10 +176,12 @@ class Hearing:
 
     def _arrived_at(self, position: int) -> float:
         """When the audio at sample ``position`` arrived, on the clock: audio comes in real time, and
-        the endpointer has just consumed what arrived last."""
-        return trio.current_time() - (self.endpointer.position - position) / SAMPLE_RATE_HZ
+        the endpointer has just consumed the frame that arrived at ``_fed_at``."""
+        return self._fed_at - (self.endpointer.position - position) / SAMPLE_RATE_HZ
 
-    async def feed(self, ulaw: bytes) -> None:
+    async def feed(self, ulaw: bytes, *, arrived_at: float | None = None) -> None:
+        """Hear one frame, which arrived at ``arrived_at`` (the clock; None: now)."""
+        self._fed_at = trio.current_time() if arrived_at is None else arrived_at
         pcm = ulaw_decode(ulaw)
         self._ring.write(pcm)
         for event in self.endpointer.feed(pcm):

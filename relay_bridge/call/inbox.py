@@ -69,18 +69,20 @@ class Inbox(Generic[T]):
 
 
 class FrameQueue:
-    """Inbound audio frames; full, it drops the oldest (``dropped`` counts them)."""
+    """Inbound audio frames; full, it drops the oldest (``dropped`` counts them). ``arrived_at`` is when
+    the frame ``get`` returned last was put (the clock), so a stage that lags still knows when audio came."""
 
     def __init__(self, max_frames: int) -> None:
-        self._frames: deque[bytes] = deque(maxlen=max_frames)
+        self._frames: deque[tuple[bytes, float]] = deque(maxlen=max_frames)
         self._arrived = trio.Event()
         self.dropped = 0
+        self.arrived_at = 0.0
 
     def put_nowait(self, frame: bytes) -> bool:
         """Queue ``frame``; whether the oldest frame was dropped for it."""
         full = len(self._frames) == self._frames.maxlen
         self.dropped += full
-        self._frames.append(frame)
+        self._frames.append((frame, trio.current_time()))
         self._arrived.set()
         return full
 
@@ -88,4 +90,5 @@ class FrameQueue:
         while not self._frames:
             self._arrived = trio.Event()
             await self._arrived.wait()
-        return self._frames.popleft()
+        frame, self.arrived_at = self._frames.popleft()
+        return frame
