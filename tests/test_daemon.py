@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from relay_bridge.sim.agent import AgentScript, ScriptedAgent
 from relay_bridge.sim.caller import SimulatedCaller
 from relay_bridge.sim.clips import Clip
 from relay_bridge.sim.scoring import wer
 from relay_bridge.sim.timeline import Timeline
+from tests.test_admin import get, samples, value
 
 pytestmark = pytest.mark.models
 
@@ -57,12 +57,8 @@ async def terminate(proc: trio.Process) -> int:
 async def http_get(port: int, path: str) -> tuple[int, str]:
     """A plain GET of the admin listener: the status and body."""
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
-        raw = b""
-        while chunk := await stream.receive_some():
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
+        status, _, body = await get(stream, path)
+    return status, body
 
 
 async def first_admin_answer(port: int, proc: trio.Process) -> tuple[tuple[int, str], tuple[int, str]]:
@@ -150,11 +146,10 @@ def test_serve_answers_a_call_and_stops_cleanly_on_sigterm(tmp_path: Path, clips
     assert admin["loading"] == ((200, "alive\n"), (503, "not ready: loading models\n"))
     assert admin["ready"] == (200, "ready: 0 call(s) in progress\n")
     status, exposition = admin["metrics"]  # type: ignore[misc]
-    scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(exposition) for s in family.samples}
-    assert status == 200 and scraped[("relay_bridge_calls_total", (("reason", "provider_stopped"),))] == 1
-    assert scraped[("relay_bridge_end_of_speech_to_prompt_seconds_count", ())] == 1
-    assert scraped[("relay_bridge_first_token_to_audio_seconds_count", ())] == 1
+    scraped = samples(exposition)
+    assert status == 200 and value(scraped, "relay_bridge_calls_total", reason="provider_stopped") == 1
+    assert value(scraped, "relay_bridge_end_of_speech_to_prompt_seconds_count") == 1
+    assert value(scraped, "relay_bridge_first_token_to_audio_seconds_count") == 1
     assert f"admin endpoints on http://127.0.0.1:{admin_port}/" in output
     assert re.search(r"turn 1: end of speech to prompt \d+ ms, app's first token \d+ ms, first token to first "
                      r"audio \d+ ms", output)

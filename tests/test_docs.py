@@ -180,3 +180,17 @@ def test_readme_links_every_doc() -> None:
     linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README) if not SCHEME.match(t)}
     for doc in sorted(DOCS.glob("*.md")):
         assert doc.resolve() in linked, f"README.md does not link {doc.relative_to(REPO)}"
+
+
+def test_operations_lists_every_metric_with_its_labels() -> None:
+    """The metrics table in docs/operations.md names exactly the metrics the process exports."""
+    from relay_bridge.metrics import Metrics
+
+    exported = set()
+    for family in Metrics().registry.collect():
+        labels = sorted({k for s in family.samples for k in s.labels if k not in ("le",)})
+        name = family.name + ("_total" if family.type == "counter" else "")  # a counter's family drops it
+        exported.add(name + (f"{{{','.join(labels)}}}" if labels else ""))
+    text = (DOCS / "operations.md").read_text()
+    rows = set(re.findall(r"^\| `(relay_bridge_[a-z_]+(?:\{[a-z_,]+\})?)` \|", text, flags=re.MULTILINE))
+    assert rows == exported
