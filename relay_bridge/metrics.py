@@ -34,41 +34,37 @@ def reason_label(reason: EndReason | None) -> str:
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+
+        def seconds(name: str, doc: str, labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(f"{PREFIX}{name}_seconds", doc, labels, buckets=LATENCY_BUCKETS, registry=r)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=r)  # exported with "_total"
+
         self.calls_active = Gauge(PREFIX + "calls_active", "Calls in progress (admitted).", registry=r)
-        self.calls = Counter(PREFIX + "calls", "Calls ended, by end reason.", ["reason"], registry=r)
-        self.refused = Counter(PREFIX + "connections_refused", "Connections and WebSocket upgrades turned away, "
-                               "by cause.", ["cause"], registry=r)
-        self.end_of_speech_to_prompt = Histogram(
-            PREFIX + "end_of_speech_to_prompt_seconds", "From the end of the caller's speech to the final prompt "
-            "sent to the app.", buckets=LATENCY_BUCKETS, registry=r)
-        self.app_first_token = Histogram(
-            PREFIX + "app_first_token_seconds", "From a prompt to the app's first text token after it (the app's "
-            "own latency).", buckets=LATENCY_BUCKETS, registry=r)
-        self.first_token_to_audio = Histogram(
-            PREFIX + "first_token_to_audio_seconds", "From a reply's first text token to its first audio frame "
-            "sent to the provider.", buckets=LATENCY_BUCKETS, registry=r)
-        self.onset_to_clear = Histogram(
-            PREFIX + "onset_to_clear_seconds", "From the onset of caller speech over the agent to the clear that "
-            "stops the agent.", buckets=LATENCY_BUCKETS, registry=r)
-        self.asr_queue_wait = Histogram(
-            PREFIX + "asr_queue_wait_seconds", "Time recognition work (and end-of-turn decisions) waited for a "
-            "recognition slot, by urgency; work given up while it waited counts to that moment.",
-            ["work"], buckets=LATENCY_BUCKETS, registry=r)
-        self.asr_decode = Histogram(
-            PREFIX + "asr_decode_seconds", "Time one recognition took in its worker, by urgency.", ["work"],
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.tts = Histogram(PREFIX + "tts_synthesis_seconds", "Time one chunk's synthesis took in its worker.",
-                             buckets=LATENCY_BUCKETS, registry=r)
-        self.partials = Counter(PREFIX + "partial_prompts", "Partial prompts (last: false) sent to apps.",
-                                registry=r)
-        self.inbound_dropped = Counter(PREFIX + "inbound_frames_dropped", "Inbound media frames dropped: faster "
-                                       "than real time, or not heard in time.", registry=r)
-        self.outbound_late = Counter(PREFIX + "outbound_frames_late", "Outbound frames of a reply sent after the "
-                                     "frame before them had finished playing (a gap the caller hears).", registry=r)
-        self.app_connect_failures = Counter(PREFIX + "app_connect_failures", "Calls whose app could not be "
-                                            "reached.", registry=r)
-        self.errors = Counter(PREFIX + "error_messages", "ConversationRelay error messages sent to apps, by "
-                              "code.", ["code"], registry=r)
+        self.calls = counter("calls", "Calls ended, by end reason.", ("reason",))
+        self.refused = counter("connections_refused", "Connections and WebSocket upgrades turned away, by cause.",
+                               ("cause",))
+        self.end_of_speech_to_prompt = seconds(
+            "end_of_speech_to_prompt", "From the end of the caller's speech to the final prompt sent to the app.")
+        self.app_first_token = seconds(
+            "app_first_token", "From a prompt to the app's first text token after it (the app's own latency).")
+        self.first_token_to_audio = seconds(
+            "first_token_to_audio", "From a reply's first text token to its first audio frame sent to the provider.")
+        self.onset_to_clear = seconds(
+            "onset_to_clear", "From the onset of caller speech over the agent to the clear that stops the agent.")
+        self.asr_queue_wait = seconds(
+            "asr_queue_wait", "Time recognition work (and end-of-turn decisions) waited for a recognition slot, "
+            "by urgency; work given up while it waited counts to that moment.", ("work",))
+        self.asr_decode = seconds("asr_decode", "Time one recognition took in its worker, by urgency.", ("work",))
+        self.tts = seconds("tts_synthesis", "Time one chunk's synthesis took in its worker.")
+        self.partials = counter("partial_prompts", "Partial prompts (last: false) sent to apps.")
+        self.inbound_dropped = counter("inbound_frames_dropped", "Inbound media frames dropped: faster than real "
+                                       "time, or not heard in time.")
+        self.outbound_late = counter("outbound_frames_late", "Outbound frames of a reply sent after the frame "
+                                     "before them had finished playing (a gap the caller hears).")
+        self.app_connect_failures = counter("app_connect_failures", "Calls whose app could not be reached.")
+        self.errors = counter("error_messages", "ConversationRelay error messages sent to apps, by code.", ("code",))
         for reason in (*EndReason, None):
             self.calls.labels(reason_label(reason))
         for cause in REFUSAL_CAUSES:

@@ -154,7 +154,6 @@ class Call:
             self.stats.max_lead_ms = self.playback.max_lead_s * 1000
             self.stats.speculations_used = self.hearing.speculations_used
             self.stats.speculations_wasted = self.hearing.speculations_wasted
-            self.stats.inbound_dropped += self.hearing.audio.dropped
             left_out = {k: n - WARNINGS_PER_KIND for k, n in self._input_warnings.items() if n > WARNINGS_PER_KIND}
             if left_out:
                 self.log.warning("further warnings not logged: %s",
@@ -241,10 +240,10 @@ class Call:
         for event in self.codec.feed(raw):
             match event:
                 case ms.Media(track="inbound"):
-                    if not self._inbound.admit(len(event.payload), trio.current_time()):
+                    # Faster than real time, or the oldest unheard frame gave way: a frame is lost.
+                    if (not self._inbound.admit(len(event.payload), trio.current_time())
+                            or self.hearing.audio.put_nowait(event.payload)):
                         self.stats.inbound_dropped += 1
-                        self.metrics.inbound_dropped.inc()
-                    elif self.hearing.audio.put_nowait(event.payload):  # the oldest unheard frame gave way
                         self.metrics.inbound_dropped.inc()
                 case ms.Media():
                     pass

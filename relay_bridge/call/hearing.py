@@ -101,8 +101,6 @@ class Recognition:
     speech_end_at: float = 0.0  # clock time the audio at speech_end arrived (estimated)
     text: str = ""
     done: trio.Event = field(default_factory=trio.Event)
-    ended_at: float = 0.0  # clock time the endpointer declared the end
-    finished_at: float = 0.0  # clock time recognition finished
     language: str = ""  # for the prompt's "lang": the language recognised in (or detected)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # cancelled when no longer wanted
     claim: Claim | None = None  # its place in the process's recognition queue
@@ -171,8 +169,7 @@ class Hearing:
             await rec.done.wait()
             self._finals_pending -= 1
             self._events.put_nowait(ev.Recognised(rec.text, rec.language, (rec.end - rec.start) / SAMPLE_RATE_HZ,
-                                                  speech_end=rec.speech_end, speech_end_at=rec.speech_end_at,
-                                                  waited_s=rec.finished_at - rec.ended_at))
+                                                  speech_end=rec.speech_end, speech_end_at=rec.speech_end_at))
 
     def _arrived_at(self, position: int) -> float:
         """When the audio at sample ``position`` arrived, on the clock: audio comes in real time, and
@@ -227,8 +224,7 @@ class Hearing:
             self._partial = None  # now the final: never a partial to drop
         else:
             self._drop_partial()
-        rec.speech_end, rec.ended_at = event.speech_end, trio.current_time()
-        rec.speech_end_at = self._arrived_at(event.speech_end)
+        rec.speech_end, rec.speech_end_at = event.speech_end, self._arrived_at(event.speech_end)
         self._events.put_nowait(ev.SpeechEnded())
         self._finals_pending += 1
         await self._send.send(rec)
@@ -342,5 +338,4 @@ class Hearing:
             self._log.exception("recognition failed; the utterance is dropped")
             rec.text = ""
         finally:
-            rec.finished_at = trio.current_time()
             rec.done.set()

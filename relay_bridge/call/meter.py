@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay_bridge.conversation import events as ev
@@ -31,18 +31,21 @@ from relay_bridge.protocols import relay
 MAX_SAMPLES = 10_000  # latencies of each kind kept per call for its summary
 
 
+# The parts of a turn, as metrics, log fields (``<kind>_ms``) and the turn line says them.
+PARTS = (("end_of_speech_to_prompt", "end of speech to prompt"), ("app_first_token", "app's first token"),
+         ("first_token_to_audio", "first token to first audio"))
+
+
 @dataclass
 class _Turn:
     number: int
     prompt_at: float
-    speech_end_at: float  # 0: not known
-    cycle: int = 0  # the reply's, once its first token came
-    first_token_at: float = 0.0
-    first_audio_at: float = 0.0
+    cycle: int = 0  # the reply's, once its first token came (cycles start at 1)
+    seconds: dict[str, float] = field(default_factory=dict)  # the parts measured so far
 
 
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 class CallMeter:
@@ -53,8 +56,7 @@ class CallMeter:
         self.turns = 0
         self.barge_ins = 0
         self._turn: _Turn | None = None
-        self.latencies: dict[str, list[float]] = {"end_of_speech_to_prompt": [], "app_first_token": [],
-                                                  "first_token_to_audio": []}
+        self.latencies: dict[str, list[float]] = {kind: [] for kind, _ in PARTS}
 
     # -- what the call carries out -------------------------------------------------------------
 
@@ -80,26 +82,27 @@ class CallMeter:
         onset_at = note.data.get("onset_at", 0.0)
         if note.name in ("hold", "interrupt") and onset_at:
             self._metrics.onset_to_clear.observe(max(0.0, now - onset_at))
+        turn = self._turn
         match note.name:
             case "prompt":
                 self._end_turn()
                 self.turns += 1
-                self._turn = _Turn(self.turns, now, note.data.get("speech_end_at", 0.0))
-                if self._turn.speech_end_at:
-                    self._observe("end_of_speech_to_prompt", now - self._turn.speech_end_at)
+                self._turn = _Turn(self.turns, now)
+                if note.data.get("speech_end_at"):
+                    self._observe("end_of_speech_to_prompt", now - note.data["speech_end_at"])
             case "interrupt":
                 self.barge_ins += 1
-            case "first_token" if self._turn is not None and not self._turn.first_token_at:
-                self._turn.first_token_at, self._turn.cycle = now, note.data["cycle"]
-                self._observe("app_first_token", now - self._turn.prompt_at)
-            case "first_audio" if self._turn is not None and self._turn.first_token_at and \
-                    self._turn.cycle == note.data["cycle"]:
-                self._turn.first_audio_at = now
-                self._observe("first_token_to_audio", now - self._turn.first_token_at)
+            case "first_token" if turn is not None and not turn.cycle:
+                turn.cycle = note.data["cycle"]
+                self._observe("app_first_token", now - turn.prompt_at)
+            case "first_audio" if turn is not None and turn.cycle == note.data["cycle"]:
+                self._observe("first_token_to_audio", note.data["after_first_token_ms"] / 1000)
                 self._end_turn()
 
     def _observe(self, kind: str, seconds: float) -> None:
-        seconds = max(0.0, seconds)
+        """A part of the turn in progress, measured."""
+        assert self._turn is not None
+        seconds = self._turn.seconds[kind] = max(0.0, seconds)
         getattr(self._metrics, kind).observe(seconds)
         samples = self.latencies[kind]
         if len(samples) < MAX_SAMPLES:
@@ -109,15 +112,10 @@ class CallMeter:
         turn, self._turn = self._turn, None
         if turn is None:
             return
-        parts = {
-            "end_of_speech_to_prompt_ms": _ms(turn.prompt_at - turn.speech_end_at if turn.speech_end_at else None),
-            "app_first_token_ms": _ms(turn.first_token_at - turn.prompt_at if turn.first_token_at else None),
-            "first_token_to_audio_ms": _ms(turn.first_audio_at - turn.first_token_at if turn.first_audio_at
-                                           else None)}
-        said = ", ".join(f"{label} {'-' if parts[key] is None else f'{parts[key]} ms'}" for key, label in (
-            ("end_of_speech_to_prompt_ms", "end of speech to prompt"), ("app_first_token_ms", "app's first token"),
-            ("first_token_to_audio_ms", "first token to first audio")))
-        self._log.info("turn %d: %s", turn.number, said, extra={"data": {"turn": turn.number, **parts}})
+        ms = {kind: _ms(turn.seconds[kind]) if kind in turn.seconds else None for kind, _ in PARTS}
+        said = ", ".join(f"{label} {'-' if ms[kind] is None else f'{ms[kind]} ms'}" for kind, label in PARTS)
+        self._log.info("turn %d: %s", turn.number, said,
+                       extra={"data": {"turn": turn.number, **{f"{kind}_ms": v for kind, v in ms.items()}}})
 
     # -- the end --------------------------------------------------------------------------------
 

@@ -41,7 +41,6 @@ class Recognised:
     language: str  # recognised in (or detected); "" for the call's recognition language
     seconds: float  # of the utterance's audio
     speech_end: int = 0  # 8 kHz sample position where its speech ended
-    waited_s: float = 0.0  # from the end of the end-of-speech wait to the result
     speech_end_at: float = 0.0  # when the audio at speech_end arrived, on the call's clock (0: not known)
 
 

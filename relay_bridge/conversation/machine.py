@@ -483,7 +483,7 @@ class Conversation:
         return setting.allows(kind)
 
     def _speech_started(self, out: list[Action], event: SpeechStarted) -> None:
-        out.append(Note("speech_started", {"start": event.start, "at": event.at}))
+        out.append(Note("speech_started", {"start": event.start}))
         self._info(out, "speaker-events", relay.ClientSpeaking(True))
         self._last_partial = ""
         # Over agent speech it is reported only as the session says, unless it turns into a barge-in.
